@@ -1,0 +1,2 @@
+//! cunyun-hub binary.
+fn main() {}

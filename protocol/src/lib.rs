@@ -1,0 +1,21 @@
+//! cunyun-protocol: the document model, codecs and pure algorithms shared by every cunyun
+//! process.
+//!
+//! # Layout
+//! - [`area`]: 12-digit statistical division codes (统计用区划代码), their levels and prefix scopes.
+//! - [`key`]: document keys `<area>/<kind>/<id>`, document kinds and how far each may travel.
+//! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
+//! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
+//! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
+//! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
+//! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
+//!   shared by every typed view.
+//! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
+//!
+//! **Architecture invariant:** this crate does no I/O. It never depends on tokio, sled, axum or
+//! rustls, never reads a clock and never touches the file system; callers pass time in.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod area;
+pub mod digest;
+pub mod key;

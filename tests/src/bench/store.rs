@@ -1,0 +1,1 @@
+//! Benchmark `store`: durable saves, burst throughput, open time, RSS and disk use.

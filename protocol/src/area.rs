@@ -97,7 +97,9 @@ pub enum AreaError {
     #[error("区划代码的省级部分不能为00 (province part of an area code cannot be 00)")]
     NoProvince,
     /// A lower part is non-zero while a higher part is zero, e.g. `510022000000`.
-    #[error("区划代码层级不连续：{level}级部分为0，但下级部分不为0 (area code skips the {level} level)")]
+    #[error(
+        "区划代码层级不连续：{level}级部分为0，但下级部分不为0 (area code skips the {level} level)"
+    )]
     Gap {
         /// Zh-CN name of the level whose part is zero.
         level: &'static str,
@@ -433,8 +435,11 @@ pub(crate) mod tests {
             Err(AreaError::Gap { level: "乡镇" })
         );
         // Full-width digits are not ASCII digits; the error counts characters, not bytes.
-        assert_eq!(AreaCode::parse("５１０１２２１０４２０１"), Err(AreaError::Length(12)));
-        let msg = AreaCode::parse("51x").unwrap_err().to_string();
+        assert_eq!(
+            AreaCode::parse("５１０１２２１０４２０１"),
+            Err(AreaError::Length(12))
+        );
+        let msg = AreaCode::parse("51x").expect_err("too short").to_string();
         assert!(msg.contains("12位"), "{msg}");
     }
 
@@ -445,9 +450,15 @@ pub(crate) mod tests {
         assert_eq!(a, b);
         assert_eq!(a.level(), Level::County);
         assert_eq!(a.to_string(), "510122");
-        assert_eq!(AreaScope::parse("5101"), Ok(AreaScope::parse("510100000000").expect("p")));
+        assert_eq!(
+            AreaScope::parse("5101"),
+            Ok(AreaScope::parse("510100000000").expect("p"))
+        );
         assert_eq!(AreaScope::parse("51012"), Err(AreaError::ScopeLength(5)));
-        assert!(AreaScope::parse("510100").is_err(), "county part 00 is a gap");
+        assert!(
+            AreaScope::parse("510100").is_err(),
+            "county part 00 is a gap"
+        );
         let village = AreaCode::parse("510122104201").expect("v");
         assert!(a.contains(&village));
         assert!(!AreaScope::parse("510123").expect("s").contains(&village));

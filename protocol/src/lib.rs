@@ -18,4 +18,9 @@
 
 pub mod area;
 pub mod digest;
+pub mod fields;
+pub mod household;
 pub mod key;
+pub mod need;
+pub mod taxonomy;
+pub mod triggers;

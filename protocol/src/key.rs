@@ -57,6 +57,25 @@ pub enum Role {
     Hub,
 }
 
+impl Role {
+    /// The role's name in configuration, certificates and mDNS records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Village => "village",
+            Role::Mule => "mule",
+            Role::County => "county",
+            Role::Hub => "hub",
+        }
+    }
+
+    /// Parses a role name (`village`, `mule`, `county`, `hub`).
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Village, Role::Mule, Role::County, Role::Hub]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
 /// How far a kind of document may travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reach {
@@ -337,6 +356,14 @@ mod tests {
     }
 
     #[test]
+    fn role_names_round_trip() {
+        for r in [Role::Village, Role::Mule, Role::County, Role::Hub] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("king"), None);
+    }
+
+    #[test]
     fn reach_follows_the_design() {
         let village = AreaCode::parse("510122104201").expect("v");
         let other_village = AreaCode::parse("510122104202").expect("v");
@@ -344,7 +371,11 @@ mod tests {
         let vscope = village.scope();
         // hp never reaches the hub, whatever the scope.
         assert!(!Kind::Hp.in_reach(&village, &AreaScope::parse("51").expect("s"), Role::Hub));
-        assert!(Kind::Hp.in_reach(&village, &AreaScope::parse("510122").expect("s"), Role::County));
+        assert!(Kind::Hp.in_reach(
+            &village,
+            &AreaScope::parse("510122").expect("s"),
+            Role::County
+        ));
         assert!(Kind::Hh.in_reach(&village, &AreaScope::parse("51").expect("s"), Role::Hub));
         // A village holds its own documents, not its neighbour's.
         assert!(Kind::Hh.in_reach(&village, &vscope, Role::Village));

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`area`]: 12-digit statistical division codes (统计用区划代码), their levels and prefix scopes.
 //! - [`key`]: document keys `<area>/<kind>/<id>`, document kinds and how far each may travel.
+//! - [`identity`]: node identity (id, role, scope) as certificates carry it.
 //! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
@@ -11,6 +12,8 @@
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
+//! - [`sync`]: the sans-IO sync session: versioned frames, rateless IBLT reconciliation, shared
+//!   scope by kind reach, and an in-memory store for tests and simulations.
 //!
 //! **Architecture invariant:** this crate does no I/O. It never depends on tokio, sled, axum or
 //! rustls, never reads a clock and never touches the file system; callers pass time in.
@@ -18,9 +21,11 @@
 
 pub mod area;
 pub mod digest;
+pub mod identity;
 pub mod fields;
 pub mod household;
 pub mod key;
 pub mod need;
+pub mod sync;
 pub mod taxonomy;
 pub mod triggers;

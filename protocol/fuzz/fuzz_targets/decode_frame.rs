@@ -1,0 +1,26 @@
+//! Fuzzes the sync frame decoder: arbitrary bytes must never panic or over-allocate, and
+//! whatever decodes must re-encode to exactly the bytes it came from (one encoding per frame).
+#![no_main]
+
+use cunyun_protocol::sync::wire::{decode, encode, WireError};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut rest = data;
+    // Decode a stream of frames, as a connection would.
+    while !rest.is_empty() {
+        match decode(rest) {
+            Ok((frame, used)) => {
+                assert!(used > 0 && used <= rest.len());
+                let again = encode(&frame).expect("a decoded frame re-encodes");
+                assert_eq!(again.as_slice(), &rest[..used], "canonical encoding");
+                rest = &rest[used..];
+            }
+            Err(WireError::Incomplete { needed }) => {
+                assert!(needed > rest.len());
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+});

@@ -1,1 +1,5 @@
-//! cunyun-examples.
+//! cunyun-examples: runnable scenarios built on the cunyun libraries.
+//!
+//! - `village_day`: `cargo run -p cunyun-examples --bin village_day` — a node in a temporary
+//!   directory, a sample village recorded, a cadre's day of edits through the API, a restart, and
+//!   the data still there.

@@ -21,9 +21,9 @@
 
 pub mod area;
 pub mod digest;
-pub mod identity;
 pub mod fields;
 pub mod household;
+pub mod identity;
 pub mod key;
 pub mod need;
 pub mod sync;

@@ -5,11 +5,14 @@
 
 use std::io::Write;
 
+pub mod gossip;
 pub mod store;
+pub mod sync;
 
 /// Prints one metric as a JSON line on stdout.
 pub fn emit(bench: &str, metric: &str, value: f64, unit: &str) {
-    let line = serde_json::json!({ "bench": bench, "metric": metric, "value": value, "unit": unit });
+    let line =
+        serde_json::json!({ "bench": bench, "metric": metric, "value": value, "unit": unit });
     let mut out = std::io::stdout().lock();
     // A closed stdout is not worth crashing a benchmark over.
     let _ = writeln!(out, "{line}");

@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-const BENCHES: &[&str] = &["store"];
+const BENCHES: &[&str] = &["store", "sync", "gossip"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +17,8 @@ fn main() -> anyhow::Result<()> {
     for name in names {
         match name {
             "store" => cunyun_tests::bench::store::run()?,
+            "sync" => cunyun_tests::bench::sync::run()?,
+            "gossip" => cunyun_tests::bench::gossip::run()?,
             other => bail!("unknown benchmark {other:?}; known: {}", BENCHES.join(", ")),
         }
     }

@@ -1,0 +1,532 @@
+//! The node's HTTP JSON API under `/api/v1`, plus `/healthz`, `/metrics` and a status page.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/api/v1/households?group=&tag=&updated_since=&q=` | list households |
+//! | POST | `/api/v1/households` | create: `{"profile": {…}, "private": {…}}` |
+//! | GET | `/api/v1/households/{id}` | read one |
+//! | PUT | `/api/v1/households/{id}` | replace the parts given |
+//! | PATCH | `/api/v1/households/{id}` | JSON merge patch of the parts given |
+//! | GET/POST | `/api/v1/needs`, GET/PUT/PATCH `/api/v1/needs/{id}` | local needs (科技所需) |
+//! | GET | `/api/v1/taxonomy` | the need-tag tree |
+//! | GET | `/api/v1/overview` | counts for the status page |
+//! | GET | `/api/v1/sync` | peers, last sync per peer, documents and bytes exchanged, errors |
+//!
+//! Errors are JSON `{"error": code, "message": 中文说明}`; invalid input is `422` with every
+//! field error in `fields`, and nothing is stored. Internals are logged, not sent to clients.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cunyun_protocol::taxonomy;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::metrics::{HttpLabels, Metrics};
+use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
+use crate::store::StoreError;
+use crate::timefmt::parse_time_ms;
+
+/// Shared state of every handler.
+pub struct AppState {
+    /// The record service.
+    pub records: Records,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Account recorded as the author of API changes until cadre accounts exist.
+    pub default_author: String,
+    /// Name shown on the status page.
+    pub node_name: String,
+    /// The sync service, when sync is enabled.
+    pub sync: Option<crate::sync::SyncService>,
+}
+
+/// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
+pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/households",
+            get(list_households).post(create_household),
+        )
+        .route(
+            "/api/v1/households/{id}",
+            get(get_household).put(put_household).patch(patch_household),
+        )
+        .route("/api/v1/needs", get(list_needs).post(create_need))
+        .route(
+            "/api/v1/needs/{id}",
+            get(get_need).put(put_need).patch(patch_need),
+        )
+        .route("/api/v1/taxonomy", get(taxonomy_tree))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/sync", get(sync_status))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Counts and times every request by matched route.
+async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .http_latency
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    tracing::debug!(
+        method,
+        route,
+        status,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+/// An error as the API reports it.
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": code, "message": message.into() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> ApiError {
+        match e {
+            RecordError::Invalid(errs) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({
+                    "error": "invalid",
+                    "message": format!("输入有误，共{}处，请修改后重新提交", errs.0.len()),
+                    "fields": errs.0,
+                }),
+            },
+            RecordError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            RecordError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("未找到记录 {id}"),
+            ),
+            RecordError::Store(StoreError::Corrupt { key, reason }) => {
+                tracing::error!(key, reason, "request hit a corrupt document");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt",
+                    "该记录的存储数据已损坏，已被隔离保存；请联系县级运维人员。其他记录不受影响。",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "服务器内部错误，请稍后重试；如果反复出现，请联系运维人员",
+                )
+            }
+        }
+    }
+}
+
+/// Runs a record operation that reads the store on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    op: impl FnOnce(&Records) -> Result<T, RecordError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || op(&state.records))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "blocking task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// Parses a request body as JSON, with a Chinese error for anything else.
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!(
+                "请求内容不是有效的JSON（第{}行第{}列）",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "没有这个地址")
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.records.store().stats();
+    Json(json!({
+        "status": "ok",
+        "documents": stats.documents,
+        "quarantined": stats.quarantined,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.metrics.render(state.records.store());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Query of the household list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HouseholdQuery {
+    group: Option<String>,
+    tag: Option<String>,
+    updated_since: Option<String>,
+    q: Option<String>,
+}
+
+fn bad_query(param: &str, msg: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_query",
+        format!("查询参数 {param} 有误：{msg}"),
+    )
+}
+
+fn parse_since(s: &Option<String>) -> Result<Option<u64>, ApiError> {
+    s.as_deref()
+        .map(|v| {
+            parse_time_ms(v).ok_or_else(|| {
+                bad_query(
+                    "updated_since",
+                    "应为毫秒时间戳、YYYY-MM-DD 或 YYYY-MM-DDTHH:MM:SS+08:00",
+                )
+            })
+        })
+        .transpose()
+}
+
+fn query_or_400<T: serde::de::DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("查询参数有误：{}", e.body_text()),
+        )
+    })
+}
+
+async fn list_households(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<HouseholdQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_or_400(q)?;
+    let group = q
+        .group
+        .as_deref()
+        .map(|g| {
+            g.parse::<u32>()
+                .map_err(|_| bad_query("group", "应为小组编号（正整数）"))
+        })
+        .transpose()?;
+    if let Some(tag) = &q.tag {
+        if taxonomy::Tag::parse(tag).is_none() {
+            return Err(bad_query("tag", &format!("未知的需求标签“{tag}”")));
+        }
+    }
+    let filter = HouseholdFilter {
+        group,
+        tag: q.tag.clone(),
+        updated_since_ms: parse_since(&q.updated_since)?,
+        text: q.q.clone().filter(|s| !s.is_empty()),
+    };
+    let items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+async fn create_household(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let result = state
+        .records
+        .create_household(&state.default_author, &body)
+        .await;
+    let record = count_write(&state, "hh", "create", result)?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+fn count_write<T>(
+    state: &AppState,
+    kind: &str,
+    op: &str,
+    result: Result<T, RecordError>,
+) -> Result<T, ApiError> {
+    match result {
+        Ok(v) => {
+            state
+                .metrics
+                .record_writes
+                .get_or_create(&crate::metrics::WriteLabels {
+                    kind: kind.into(),
+                    op: op.into(),
+                })
+                .inc();
+            Ok(v)
+        }
+        Err(e) => {
+            if matches!(e, RecordError::Invalid(_)) {
+                state.metrics.invalid_inputs.inc();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn get_household(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.records.get_household(&id)?).into_response())
+}
+
+async fn put_household(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_household(state, id, body, UpdateMode::Replace).await
+}
+
+async fn patch_household(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_household(state, id, body, UpdateMode::MergePatch).await
+}
+
+async fn update_household(
+    state: Arc<AppState>,
+    id: String,
+    body: Bytes,
+    mode: UpdateMode,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let result = state
+        .records
+        .update_household(&state.default_author, &id, &body, mode)
+        .await;
+    Ok(Json(count_write(&state, "hh", "update", result)?).into_response())
+}
+
+/// Query of the needs list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeedQuery {
+    tag: Option<String>,
+    status: Option<String>,
+    updated_since: Option<String>,
+}
+
+async fn list_needs(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<NeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_or_400(q)?;
+    let filter = NeedFilter {
+        tag: q.tag.clone(),
+        status: q.status.clone(),
+        updated_since_ms: parse_since(&q.updated_since)?,
+    };
+    let items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+async fn create_need(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let result = state
+        .records
+        .create_need(&state.default_author, &body)
+        .await;
+    let record = count_write(&state, "need", "create", result)?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+async fn get_need(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.records.get_need(&id)?).into_response())
+}
+
+async fn put_need(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let result = state
+        .records
+        .update_need(&state.default_author, &id, &body, UpdateMode::Replace)
+        .await;
+    Ok(Json(count_write(&state, "need", "update", result)?).into_response())
+}
+
+async fn patch_need(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let result = state
+        .records
+        .update_need(&state.default_author, &id, &body, UpdateMode::MergePatch)
+        .await;
+    Ok(Json(count_write(&state, "need", "update", result)?).into_response())
+}
+
+async fn taxonomy_tree() -> Response {
+    let groups: Vec<Value> = taxonomy::Group::ALL
+        .iter()
+        .map(|g| {
+            json!({
+                "id": g.id(),
+                "name": g.zh_name(),
+                "tags": taxonomy::Tag::all()
+                    .filter(|t| t.group() == *g)
+                    .map(|t| json!({
+                        "id": t.id(),
+                        "name": t.zh_name(),
+                        "plain": t.plain_words(),
+                        "askable": t.is_askable(),
+                    }))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "groups": groups })).into_response()
+}
+
+async fn sync_status(State(state): State<Arc<AppState>>) -> Response {
+    match &state.sync {
+        Some(sync) => Json(json!({ "enabled": true, "status": sync.status() })).into_response(),
+        None => Json(json!({
+            "enabled": false,
+            "message": "本节点未启用同步（配置文件 [sync] enabled = true，并先运行 cunyun-node init）",
+        }))
+        .into_response(),
+    }
+}
+
+async fn overview(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let o = blocking(&state, |r| r.overview()).await?;
+    Ok(Json(o).into_response())
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>, ApiError> {
+    let o = blocking(&state, |r| r.overview()).await?;
+    let stats = state.records.store().stats();
+    let groups: String = o
+        .by_group
+        .iter()
+        .map(|(g, n)| format!("<tr><td>第{g}小组</td><td>{n} 户</td></tr>"))
+        .collect();
+    let warn = if stats.quarantined > 0 {
+        format!(
+            "<p class=warn>注意：有 {} 份文档损坏已被隔离，请联系县级运维人员。</p>",
+            stats.quarantined
+        )
+    } else {
+        String::new()
+    };
+    Ok(Html(format!(
+        r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>村云节点 · {name}</title>
+<style>body{{font-family:sans-serif;margin:1rem;max-width:40rem}}td{{padding:.2rem .8rem}}.warn{{color:#b00}}</style>
+</head><body>
+<h1>村云节点 · {name}</h1>
+<p>服务范围：{scope}　已登记 <b>{hh}</b> 户，本地科技需求 <b>{needs}</b> 条，文档 {docs} 份。</p>
+{warn}
+<table>{groups}</table>
+<h2>接口</h2>
+<ul>
+<li><a href="/api/v1/households">/api/v1/households</a> 农户列表（可加 ?group=1&amp;tag=liv.asf）</li>
+<li><a href="/api/v1/needs">/api/v1/needs</a> 本地科技需求</li>
+<li><a href="/api/v1/taxonomy">/api/v1/taxonomy</a> 需求标签</li>
+<li><a href="/healthz">/healthz</a> 健康检查 · <a href="/metrics">/metrics</a> 监控指标</li>
+</ul>
+</body></html>"#,
+        name = escape_html(&state.node_name),
+        scope = state.records.scope(),
+        hh = o.households,
+        needs = o.needs,
+        docs = stats.documents,
+    )))
+}

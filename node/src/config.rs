@@ -1,0 +1,140 @@
+//! Node configuration: one documented serde struct, loaded from TOML, with defaults that run a
+//! development node out of the box.
+//!
+//! ```toml
+//! # cunyun-node.toml
+//! data_dir = "/var/lib/cunyun"
+//! listen = "0.0.0.0:8080"
+//! scope = "510122104201"      # the village this node serves
+//! role = "village"
+//! node_name = "双流区某村委会"
+//! default_author = "local-admin"
+//!
+//! [store]
+//! cache_capacity_bytes = 16777216
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cunyun_protocol::area::AreaScope;
+use cunyun_protocol::key::Role;
+use serde::Deserialize;
+
+use crate::store::StoreConfig;
+use crate::sync::SyncConfig;
+
+/// Everything a node needs to start. Every field has a default (see [`NodeConfig::default`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Directory holding the document store and the node's other state. Created if missing.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API (and later the web app) listens on.
+    pub listen: SocketAddr,
+    /// The area this node serves: a village code for a village node, a county prefix for a
+    /// county node. Records outside it are refused.
+    pub scope: AreaScope,
+    /// What kind of node this is.
+    pub role: Role,
+    /// Human-readable name shown on the status page, e.g. the village committee's name.
+    pub node_name: String,
+    /// Account recorded as the author of changes made through the API until cadre accounts
+    /// exist.
+    pub default_author: String,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// Document store settings.
+    pub store: StoreConfig,
+    /// Sync settings (off unless `enabled`; needs `cunyun-node init` first).
+    pub sync: SyncConfig,
+}
+
+/// The development default scope: 成都市双流区 (510116) 某镇某村, a well-formed village code.
+pub const DEFAULT_VILLAGE: &str = "510116104201";
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./data/node"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            scope: AreaScope::parse(DEFAULT_VILLAGE)
+                .expect("DEFAULT_VILLAGE is a valid village code (see the unit test)"),
+            role: Role::Village,
+            node_name: "村云节点".to_string(),
+            default_author: "local-admin".to_string(),
+            max_body_bytes: 256 * 1024,
+            store: StoreConfig::default(),
+            sync: SyncConfig::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("无法读取配置文件 {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`NodeConfig`].
+    #[error("配置文件 {path} 有误: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+}
+
+impl NodeConfig {
+    /// Loads a config file; fields it leaves out take their defaults.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        NodeConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses a config from TOML text.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NodeConfig::default();
+        assert_eq!(c.scope.to_string(), DEFAULT_VILLAGE);
+        assert_eq!(c.role, Role::Village);
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown() {
+        let c = NodeConfig::from_toml(
+            "scope = \"510122\"\nrole = \"county\"\nlisten = \"127.0.0.1:9000\"",
+        )
+        .expect("valid");
+        assert_eq!(c.scope.to_string(), "510122");
+        assert_eq!(c.role, Role::County);
+        assert_eq!(c.listen.port(), 9000);
+        assert!(NodeConfig::from_toml("scpoe = \"51\"").is_err());
+        let err = NodeConfig::from_toml("scope = \"5101\"x").expect_err("bad toml");
+        assert!(!err.to_string().is_empty());
+        assert!(NodeConfig::from_toml("scope = \"510022\"").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! cunyun-node: the village/county node.
+//!
+//! # Layout
+//! - [`config`]: [`config::NodeConfig`], the documented TOML configuration.
+//! - [`store`]: the durable document store on sled (chunks, heads-digest index, group commit,
+//!   compaction, corruption quarantine).
+//! - [`records`]: household and local-need operations over the store (validation, authorship,
+//!   listing).
+//! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
+//! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
+//! - [`sample`]: deterministic generation of realistic sample villages.
+//! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
+//! - [`sync`]: sync sessions over mutual TLS, discovery-driven gossip, status.
+//! - [`tls`]: node certificates (identity in a SAN URI) and mutual TLS 1.3.
+//! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
+//!
+//! **Architecture invariant:** an HTTP write is answered only after the store has made it
+//! durable; a request that fails validation changes nothing.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod api;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod records;
+pub mod sample;
+pub mod server;
+pub mod store;
+pub mod sync;
+pub mod timefmt;
+pub mod tls;

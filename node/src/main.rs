@@ -1,0 +1,385 @@
+//! `cunyun-node`: runs a village or county node.
+//!
+//! ```text
+//! cunyun-node demo                 # a sample village of 300 households on ./data/demo, prints the URL
+//! cunyun-node run --config FILE    # a node as configured
+//! cunyun-node check --data-dir DIR # reads every document and reports damaged ones
+//! ```
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cunyun_node::config::{NodeConfig, DEFAULT_VILLAGE};
+use cunyun_node::server;
+use cunyun_protocol::area::{AreaCode, Level};
+use cunyun_protocol::key::Kind;
+
+#[derive(Parser)]
+#[command(
+    name = "cunyun-node",
+    version,
+    about = "村云节点：村/县级离线优先数据同步节点"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// 启动示例村节点：首次运行时生成示例农户数据，然后开始服务并打印地址。
+    Demo {
+        /// 数据目录。
+        #[arg(long, default_value = "./data/demo")]
+        data_dir: PathBuf,
+        /// 监听地址。
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// 示例村代码（12位）。
+        #[arg(long, default_value = DEFAULT_VILLAGE)]
+        village: String,
+        /// 首次运行时生成的示例农户数。
+        #[arg(long, default_value_t = 300)]
+        households: usize,
+        /// 随机种子（同一种子生成同样的数据）。
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+    /// 按配置文件启动节点。
+    Run {
+        /// 配置文件（TOML）；不给则全部使用默认值。
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// 初始化节点身份：生成节点编号，并用本地开发证书机构签发节点证书（正式部署改用注册流程）。
+    Init {
+        /// 数据目录；证书写入其中的 tls/ 子目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 服务范围：村代码（12位）或县级前缀（6位）等。
+        #[arg(long, default_value = DEFAULT_VILLAGE)]
+        scope: String,
+        /// 节点角色：village、county、mule 或 hub。
+        #[arg(long, default_value = "village")]
+        role: String,
+        /// 开发用证书机构目录（多个节点共用同一个，才能互相信任）。
+        #[arg(long, default_value = "./data/dev-ca")]
+        ca_dir: PathBuf,
+    },
+    /// 查看运行中节点的同步状态：对端、最近同步时间、交换的文档与流量、错误。
+    Status {
+        /// 节点的 HTTP 地址。
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+    },
+    /// 检查文档库：逐份读取文档，报告损坏并隔离的文档。
+    Check {
+        /// 数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("cunyun=info,cunyun_node=info,warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("收到退出信号，正在停止（进行中的写入会先完成）");
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("无法启动运行时")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line, without a backtrace: operators
+            // read this, not developers.
+            eprintln!("错误：{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo {
+            data_dir,
+            listen,
+            village,
+            households,
+            seed,
+        } => demo(data_dir, listen, &village, households, seed).await,
+        Command::Run { config } => {
+            let config = match config {
+                Some(path) => NodeConfig::load(&path)?,
+                None => NodeConfig::default(),
+            };
+            let node = server::start(&config, shutdown_signal()).await?;
+            println!("村云节点已启动：{}", node.url());
+            node.wait().await.context("服务异常退出")?;
+            Ok(())
+        }
+        Command::Check { data_dir } => check(data_dir),
+        Command::Status { addr } => status(addr).await,
+        Command::Init {
+            data_dir,
+            scope,
+            role,
+            ca_dir,
+        } => init(data_dir, &scope, &role, ca_dir),
+    }
+}
+
+async fn demo(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    village: &str,
+    households: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let village = AreaCode::parse(village).context("示例村代码无效")?;
+    anyhow::ensure!(
+        village.level() == Level::Village,
+        "示例村代码应为村级（12位，后三位不为000）：{village}"
+    );
+    let mut config = NodeConfig::default();
+    config.data_dir = data_dir;
+    config.listen = listen;
+    config.scope = village.scope();
+    config.node_name = "示例村（村云演示）".to_string();
+    let node = server::start(&config, shutdown_signal()).await?;
+    let existing = node
+        .state
+        .records
+        .store()
+        .scan(&config.scope)
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.kind() == Kind::Hh)
+        .count();
+    if existing == 0 && households > 0 {
+        eprintln!("首次运行：正在生成 {households} 户示例农户数据……");
+        let started = std::time::Instant::now();
+        let n = server::seed_sample_village(
+            &node.state.records,
+            &config.default_author,
+            village,
+            households,
+            seed,
+            |done, total| {
+                let width = 30;
+                let filled = done * width / total.max(1);
+                eprint!(
+                    "\r  [{}{}] {done}/{total}",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled)
+                );
+                let _ = std::io::stderr().flush();
+            },
+        )
+        .await?;
+        eprintln!(
+            "\n  已写入 {n} 户，用时 {:.1} 秒",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "数据目录中已有 {existing} 户，直接启动（删除 {} 可重新生成）",
+            config.data_dir.display()
+        );
+    }
+    println!("村云示例村节点已启动：{}", node.url());
+    println!("  农户列表：{}/api/v1/households", node.url());
+    println!(
+        "  健康检查：{}/healthz    监控指标：{}/metrics",
+        node.url(),
+        node.url()
+    );
+    println!("按 Ctrl-C 停止。");
+    node.wait().await.context("服务异常退出")?;
+    Ok(())
+}
+
+fn init(data_dir: PathBuf, scope: &str, role: &str, ca_dir: PathBuf) -> anyhow::Result<()> {
+    use cunyun_protocol::identity::{NodeId, NodeIdentity};
+    use cunyun_protocol::key::Role;
+    let scope = cunyun_protocol::area::AreaScope::parse(scope).context("服务范围无效")?;
+    let role = Role::parse(role)
+        .with_context(|| format!("未知的节点角色“{role}”，可选 village、county、mule、hub"))?;
+    let tls_dir = data_dir.join("tls");
+    anyhow::ensure!(
+        !tls_dir.join("node.crt").exists(),
+        "{} 已有节点证书；如需重新生成，请先删除该目录",
+        tls_dir.display()
+    );
+    let identity = NodeIdentity {
+        node_id: NodeId(rand::random()),
+        role,
+        scope,
+    };
+    let created = cunyun_node::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)?;
+    if created {
+        println!("已创建开发用证书机构：{}", ca_dir.display());
+    }
+    println!("节点身份：{}", identity.to_uri());
+    println!("证书已写入：{}", tls_dir.display());
+    Ok(())
+}
+
+/// Fetches `path` from the node over plain HTTP/1.1 and parses the JSON body.
+async fn http_get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .context("连接节点超时")?
+    .with_context(|| format!("无法连接节点 {addr}（节点是否在运行？）"))?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut raw),
+    )
+    .await
+    .context("读取节点响应超时")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (_, body) = text.split_once("\r\n\r\n").context("节点响应格式不正确")?;
+    serde_json::from_str(body).context("节点响应不是JSON")
+}
+
+fn fmt_time(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => {
+            let ago = cunyun_node::records::now_ms().saturating_sub(ms) / 1000;
+            format!("{ago}秒前")
+        }
+        None => "从未".into(),
+    }
+}
+
+async fn status(addr: SocketAddr) -> anyhow::Result<()> {
+    let v = http_get_json(addr, "/api/v1/sync").await?;
+    if v["enabled"] != serde_json::Value::Bool(true) {
+        println!("{}", v["message"].as_str().unwrap_or("本节点未启用同步"));
+        return Ok(());
+    }
+    let s = &v["status"];
+    println!(
+        "本节点：{}（{}，范围 {}），同步端口 {}",
+        s["node"]["node_id"].as_str().unwrap_or("?"),
+        s["node"]["role"].as_str().unwrap_or("?"),
+        s["node"]["scope"].as_str().unwrap_or("?"),
+        s["listen"].as_str().unwrap_or("?")
+    );
+    let t = &s["totals"];
+    println!(
+        "合计：成功 {} 次，失败 {} 次，收到文档 {} 份，拒收 {} 份，流量 收 {} 字节 / 发 {} 字节",
+        t["sessions_ok"],
+        t["sessions_failed"],
+        t["docs_received"],
+        t["refused"],
+        t["bytes_in"],
+        t["bytes_out"]
+    );
+    let peers = s["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        println!("尚未发现其他节点。");
+    }
+    for p in peers {
+        println!(
+            "- {} [{} {}] 来源 {}，最近同步 {}，成功 {} / 失败 {}，收到文档 {}，收 {} 字节 / 发 {} 字节{}{}",
+            p["node_id"].as_str().unwrap_or("?"),
+            p["role"].as_str().unwrap_or("未知角色"),
+            p["scope"].as_str().unwrap_or(""),
+            p["source"].as_str().unwrap_or("?"),
+            fmt_time(p["last_sync_ms"].as_u64()),
+            p["sessions_ok"],
+            p["sessions_failed"],
+            p["docs_received"],
+            p["bytes_in"],
+            p["bytes_out"],
+            if p["active"] == serde_json::Value::Bool(true) { "，正在同步" } else { "" },
+            p["last_error"].as_str().map(|e| format!("，最近错误：{e}")).unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+fn check(data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = NodeConfig::default();
+    config.data_dir = data_dir;
+    let store = server::open_store(&config)?;
+    let all = cunyun_protocol::area::AreaScope::parse("51")
+        .ok()
+        .into_iter()
+        .chain(
+            (11..=99).filter_map(|p| cunyun_protocol::area::AreaScope::parse(&p.to_string()).ok()),
+        )
+        .collect::<std::collections::BTreeSet<_>>();
+    let (mut ok, mut bad) = (0usize, 0usize);
+    for scope in all {
+        for item in store.scan(&scope) {
+            match item {
+                Ok((key, _)) => match store.load(&key) {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        bad += 1;
+                        eprintln!("损坏：{key}：{e}");
+                    }
+                },
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("索引读取失败：{e}");
+                }
+            }
+        }
+    }
+    for q in store.quarantined() {
+        eprintln!("已隔离：{q:?}");
+    }
+    println!("检查完成：正常 {ok} 份，损坏 {bad} 份");
+    anyhow::ensure!(
+        bad == 0,
+        "发现 {bad} 份损坏文档，已隔离保存，请联系运维人员"
+    );
+    Ok(())
+}

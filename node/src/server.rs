@@ -1,0 +1,207 @@
+//! Starting, seeding and stopping a node: opens the store, builds the API and serves it until
+//! asked to stop. The binary, the integration tests and the examples all start nodes here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cunyun_protocol::area::AreaCode;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{app, AppState};
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::records::{RecordError, Records};
+use crate::store::{DocStore, StoreError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("无法创建数据目录 {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("无法打开文档库: {0}")]
+    Store(#[from] StoreError),
+    /// Sync could not start.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::service::SyncStartError),
+    /// The listen address could not be bound.
+    #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// A node serving HTTP in the background.
+pub struct RunningNode {
+    /// The address it actually listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state, for tests that look inside.
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningNode {
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving, waits for in-flight requests, and returns once the server task ended.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(sync) = &self.state.sync {
+            sync.stop();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Serves until the server task ends (e.g. on a signal handled by the caller).
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Opens the node's store (creating the data directory if needed).
+pub fn open_store(config: &NodeConfig) -> Result<DocStore, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    Ok(DocStore::open(
+        &config.data_dir.join("store"),
+        config.store.clone(),
+    )?)
+}
+
+/// Opens the store and starts serving. `shutdown_signal` additionally stops the server when it
+/// completes (the binary passes Ctrl-C/SIGTERM; tests pass `std::future::pending()`).
+pub async fn start(
+    config: &NodeConfig,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningNode, StartError> {
+    let store = open_store(config)?;
+    start_with_store(config, store, shutdown_signal).await
+}
+
+/// Starts serving over an already open store.
+pub async fn start_with_store(
+    config: &NodeConfig,
+    store: DocStore,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningNode, StartError> {
+    let sync = if config.sync.enabled {
+        let service =
+            crate::sync::SyncService::start(config.sync.clone(), store.clone(), &config.data_dir)
+                .await?;
+        let metrics_feed = service.subscribe();
+        Some((service, metrics_feed))
+    } else {
+        None
+    };
+    let (sync, metrics_feed) = match sync {
+        Some((s, f)) => (Some(s), Some(f)),
+        None => (None, None),
+    };
+    let state = Arc::new(AppState {
+        records: Records::new(store, config.scope),
+        metrics: Metrics::new(),
+        default_author: config.default_author.clone(),
+        node_name: config.node_name.clone(),
+        sync,
+    });
+    if let Some(mut feed) = metrics_feed {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(report) => state.metrics.record_sync(&report),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = app(state.clone(), config.max_body_bytes);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = rx => {}
+                    _ = shutdown_signal => {}
+                }
+            })
+            .await
+    });
+    tracing::info!(target: "cunyun::_events::node_started", %addr, scope = %config.scope);
+    Ok(RunningNode {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// Records `households` generated sample households of `village` through the same path as the
+/// API (validation, authorship, durable commit), reporting progress through `progress(done, total)`.
+pub async fn seed_sample_village(
+    records: &Records,
+    author: &str,
+    village: AreaCode,
+    households: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<usize, RecordError> {
+    let sample = crate::sample::sample_village(village, households, seed);
+    let total = sample.len();
+    let mut done = 0;
+    // Commit in concurrent batches so group commit shares fsyncs.
+    for batch in sample.chunks(32) {
+        let futures = batch.iter().map(|h| {
+            let body = serde_json::json!({ "profile": h.profile, "private": h.private });
+            async move { records.create_household(author, &body).await }
+        });
+        for r in futures::future::join_all(futures).await {
+            r?;
+            done += 1;
+        }
+        progress(done, total);
+    }
+    let needs = crate::sample::sample_needs(village, 5, seed);
+    for n in needs {
+        let body = serde_json::to_value(&n)
+            .map_err(|e| RecordError::BadRequest(format!("示例需求序列化失败: {e}")))?;
+        records.create_need(author, &body).await?;
+    }
+    Ok(done)
+}

@@ -1,0 +1,234 @@
+//! The node's document store as a sync session sees it ([`SyncStore`]), and applying what a
+//! session received.
+//!
+//! **Change feed.** The session's watermark path asks for "documents changed since position
+//! `seq`". The node uses each document's `updated_at_ms` from the store index as its feed
+//! position, and the session's own start time as `seq()`: every local write and every applied
+//! remote change stamps the document with the current time, so anything changed after a session
+//! started is listed by the next one. A wall clock that jumps backwards (a Pi without a real-time
+//! clock after a power cut) can hide a change from the watermark summary; the session's closing
+//! fingerprint comparison then differs and the session falls back to sketches, so the cost is
+//! bytes, never correctness.
+
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use cunyun_protocol::digest::HeadsDigest;
+use cunyun_protocol::key::DocKey;
+use cunyun_protocol::sync::{DocCompare, SharedScope, StoreError as SyncStoreError, SyncStore};
+
+use crate::records::now_ms;
+use crate::store::{DocStore, DocWrite, StoreError};
+
+fn sync_err(e: StoreError) -> SyncStoreError {
+    SyncStoreError(e.to_string())
+}
+
+/// A [`DocStore`] viewed by one sync session.
+pub struct NodeSyncStore<'a> {
+    store: &'a DocStore,
+    started_ms: u64,
+}
+
+impl<'a> NodeSyncStore<'a> {
+    /// A view for a session starting now.
+    pub fn new(store: &'a DocStore) -> NodeSyncStore<'a> {
+        NodeSyncStore {
+            store,
+            started_ms: now_ms(),
+        }
+    }
+
+    fn scan(
+        &self,
+        scope: &SharedScope,
+        since: Option<u64>,
+    ) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
+        let mut out = Vec::new();
+        for (start, end) in scope.key_ranges() {
+            for item in self.store.scan_range(&start, &end) {
+                match item {
+                    Ok((key, entry)) => {
+                        if scope.contains(&key) && since.is_none_or(|s| entry.updated_at_ms >= s) {
+                            out.push((key, entry.digest));
+                        }
+                    }
+                    // A corrupt index entry is quarantined by the store; leave it out rather
+                    // than fail the whole session (the fingerprint check catches any mismatch).
+                    Err(StoreError::Corrupt { key, reason }) => {
+                        tracing::warn!(key, reason, "corrupt index entry left out of sync");
+                    }
+                    Err(e) => return Err(sync_err(e)),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn load(&self, key: &DocKey) -> Result<Option<Automerge>, SyncStoreError> {
+        self.store.load(key).map_err(sync_err)
+    }
+}
+
+fn changes_not_covered(doc: &Automerge, their_heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+    let known: Vec<ChangeHash> = their_heads
+        .iter()
+        .copied()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .collect();
+    doc.get_changes(&known)
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+impl SyncStore for NodeSyncStore<'_> {
+    fn seq(&self) -> u64 {
+        self.started_ms
+    }
+
+    fn entries(&self, scope: &SharedScope) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
+        self.scan(scope, None)
+    }
+
+    fn entries_since(
+        &self,
+        scope: &SharedScope,
+        seq: u64,
+    ) -> Result<Option<Vec<(DocKey, HeadsDigest)>>, SyncStoreError> {
+        self.scan(scope, Some(seq)).map(Some)
+    }
+
+    fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
+        Ok(self.load(key)?.map(|d| d.get_heads()))
+    }
+
+    fn changes_since(
+        &self,
+        key: &DocKey,
+        their_heads: &[ChangeHash],
+    ) -> Result<Vec<Vec<u8>>, SyncStoreError> {
+        Ok(self
+            .load(key)?
+            .map(|d| changes_not_covered(&d, their_heads))
+            .unwrap_or_default())
+    }
+
+    fn has_all(&self, key: &DocKey, hashes: &[ChangeHash]) -> Result<bool, SyncStoreError> {
+        Ok(match self.load(key)? {
+            Some(d) => hashes.iter().all(|h| d.get_change_by_hash(h).is_some()),
+            None => hashes.is_empty(),
+        })
+    }
+
+    fn compare(
+        &self,
+        key: &DocKey,
+        their_heads: &[ChangeHash],
+    ) -> Result<DocCompare, SyncStoreError> {
+        let Some(doc) = self.load(key)? else {
+            return Ok(DocCompare {
+                my_heads: None,
+                they_lack: Vec::new(),
+                i_lack: !their_heads.is_empty(),
+            });
+        };
+        let mine = doc.get_heads();
+        let they_lack = if mine.iter().all(|h| their_heads.contains(h)) {
+            Vec::new()
+        } else {
+            changes_not_covered(&doc, their_heads)
+        };
+        let i_lack = !their_heads
+            .iter()
+            .all(|h| doc.get_change_by_hash(h).is_some());
+        Ok(DocCompare {
+            my_heads: Some(mine),
+            they_lack,
+            i_lack,
+        })
+    }
+}
+
+/// Why received changes could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The bytes are not automerge changes, or automerge refused them.
+    #[error("收到的变更无法应用到 {key}: {reason}")]
+    Invalid {
+        /// The document.
+        key: String,
+        /// What automerge said.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Documents that changed and were committed.
+    pub documents: usize,
+    /// Documents skipped because their changes were refused (nothing of them was written).
+    pub failed: Vec<ApplyError>,
+}
+
+fn apply_one(
+    store: &DocStore,
+    key: &DocKey,
+    changes: Vec<Vec<u8>>,
+) -> Result<Option<DocWrite>, ApplyError> {
+    let invalid = |e: &dyn std::fmt::Display| ApplyError::Invalid {
+        key: key.to_string(),
+        reason: e.to_string(),
+    };
+    let mut doc = store.load(key)?.unwrap_or_default();
+    let before = doc.get_heads();
+    let parsed = changes
+        .into_iter()
+        .map(|raw| Change::from_bytes(raw).map_err(|e| invalid(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    doc.apply_changes(parsed).map_err(|e| invalid(&e))?;
+    let after = doc.get_heads();
+    if after == before {
+        return Ok(None);
+    }
+    // Changes whose dependencies are still missing wait in the document's queue and are not part
+    // of the saved state; the next session delivers the rest.
+    Ok(Some(DocWrite {
+        key: key.clone(),
+        chunk: if before.is_empty() {
+            doc.save()
+        } else {
+            doc.save_after(&before)
+        },
+        heads: after,
+        updated_at_ms: now_ms(),
+    }))
+}
+
+/// Applies received changes to several documents and commits them in one durable batch: each
+/// document is written whole or not at all, and nothing is acknowledged before the flush. A
+/// document whose changes are refused is skipped (and reported); the others are still written.
+pub fn apply_changes(
+    store: &DocStore,
+    batch: Vec<(DocKey, Vec<Vec<u8>>)>,
+) -> Result<Applied, StoreError> {
+    let mut writes = Vec::with_capacity(batch.len());
+    let mut applied = Applied::default();
+    for (key, changes) in batch {
+        match apply_one(store, &key, changes) {
+            Ok(Some(w)) => writes.push(w),
+            Ok(None) => {}
+            Err(ApplyError::Store(e)) if !e.is_corrupt() => return Err(e),
+            Err(e) => applied.failed.push(e),
+        }
+    }
+    applied.documents = writes.len();
+    if !writes.is_empty() {
+        store.commit(writes)?;
+    }
+    Ok(applied)
+}

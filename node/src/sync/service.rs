@@ -1,0 +1,707 @@
+//! The sync service: who to sync with, when, and what happened.
+//!
+//! Peers come from mDNS ([`crate::discovery`]), from the configured static peers and upstream,
+//! and from whoever connects. A peer is synced when it is discovered, shortly after any local
+//! change (debounced — applied remote changes count too, so news spreads onward), and
+//! periodically with jitter. A failed session backs off exponentially; at most
+//! `max_concurrent_sessions` run at once. What a converged session earned (the per-peer
+//! watermarks) is persisted so the next session with that peer is warm.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cunyun_protocol::identity::{NodeId, NodeIdentity};
+use cunyun_protocol::key::Role;
+use cunyun_protocol::sync::PeerMemory;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::discovery::{MdnsDiscovery, PeerEvent};
+use crate::records::now_ms;
+use crate::store::DocStore;
+use crate::sync::runner::{run_session, SessionLimits, SessionReport};
+use crate::tls::TlsContext;
+
+/// The sync protocol version announced on mDNS.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Sync settings (the `[sync]` table of the node config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SyncConfig {
+    /// Whether this node syncs at all. Needs a certificate (`cunyun-node init`).
+    pub enabled: bool,
+    /// Address the sync endpoint (mutual TLS) listens on.
+    pub listen: SocketAddr,
+    /// Directory with `node.crt`, `node.key`, `ca.crt`; default `<data_dir>/tls`.
+    pub tls_dir: Option<PathBuf>,
+    /// Announce and browse on the LAN by mDNS.
+    pub mdns: bool,
+    /// Peers to sync with whether or not mDNS finds them.
+    pub static_peers: Vec<SocketAddr>,
+    /// The county node or hub this node reports to.
+    pub upstream: Option<SocketAddr>,
+    /// Seconds between periodic syncs with each peer (±`jitter` of it).
+    pub interval_s: u64,
+    /// Fraction of the interval by which each periodic sync is moved at random.
+    pub jitter: f64,
+    /// Milliseconds to wait after a local change before syncing (changes within it are batched).
+    pub debounce_ms: u64,
+    /// First retry delay after a failed session, in milliseconds; doubles up to `backoff_max_s`.
+    pub backoff_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub backoff_max_s: u64,
+    /// Sessions running at once, in and out together.
+    pub max_concurrent_sessions: usize,
+    /// Seconds without a byte from the peer before a session is abandoned.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7447)),
+            tls_dir: None,
+            mdns: true,
+            static_peers: Vec::new(),
+            upstream: None,
+            interval_s: 30,
+            jitter: 0.2,
+            debounce_ms: 300,
+            backoff_ms: 2_000,
+            backoff_max_s: 300,
+            max_concurrent_sessions: 4,
+            idle_timeout_s: 60,
+        }
+    }
+}
+
+/// Why the sync service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncStartError {
+    /// No usable certificate.
+    #[error("无法加载节点证书（请先运行 cunyun-node init）: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The sync port could not be bound.
+    #[error("无法监听同步端口 {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// mDNS could not start.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+}
+
+/// What the node knows about one peer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStatus {
+    /// Node id (verified by TLS once a session ran; announced before that).
+    pub node_id: String,
+    /// Role.
+    pub role: Option<Role>,
+    /// Scope.
+    pub scope: Option<String>,
+    /// Where it was reached or found.
+    pub addrs: Vec<SocketAddr>,
+    /// How it became known: `mdns`, `static`, `upstream`, `inbound`.
+    pub source: String,
+    /// Last successful session, ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// Last attempt, ms since the epoch.
+    pub last_attempt_ms: Option<u64>,
+    /// Last error, in Chinese.
+    pub last_error: Option<String>,
+    /// Sessions that converged.
+    pub sessions_ok: u64,
+    /// Sessions that failed.
+    pub sessions_failed: u64,
+    /// Documents changed here by this peer.
+    pub docs_received: u64,
+    /// Documents this node sent changes for.
+    pub docs_sent: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+    /// Whether a session is running now.
+    pub active: bool,
+    #[serde(skip)]
+    due_ms: u64,
+    #[serde(skip)]
+    failures: u32,
+}
+
+/// The whole sync picture, for `/api/v1/sync` and `cunyun-node status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStatus {
+    /// This node.
+    pub node: NodeIdentity,
+    /// Where the sync endpoint listens.
+    pub listen: SocketAddr,
+    /// Every known peer, by node id (or address until identified).
+    pub peers: Vec<PeerStatus>,
+    /// Totals since start.
+    pub totals: SyncTotals,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SyncTotals {
+    /// Sessions that converged.
+    pub sessions_ok: u64,
+    /// Sessions that failed.
+    pub sessions_failed: u64,
+    /// Documents changed here by peers.
+    pub docs_received: u64,
+    /// Documents refused.
+    pub refused: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+/// Peers are keyed by node id once known; before that by address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum PeerKey {
+    Id(NodeId),
+    Addr(SocketAddr),
+}
+
+struct Inner {
+    store: DocStore,
+    tls: TlsContext,
+    config: SyncConfig,
+    listen: SocketAddr,
+    memory_path: PathBuf,
+    memory: Mutex<HashMap<NodeId, PeerMemory>>,
+    peers: Mutex<BTreeMap<PeerKey, PeerStatus>>,
+    active: Mutex<HashSet<PeerKey>>,
+    totals: Mutex<SyncTotals>,
+    slots: Arc<Semaphore>,
+    reports: tokio::sync::broadcast::Sender<SessionReport>,
+}
+
+/// A running sync service. Dropping it does not stop the tasks; call [`SyncService::stop`].
+#[derive(Clone)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMemory {
+    peer: NodeId,
+    scope_id: u64,
+    peer_seq_seen: u64,
+    my_seq_seen: u64,
+}
+
+fn load_memory(path: &Path) -> HashMap<NodeId, PeerMemory> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    match serde_json::from_str::<Vec<StoredMemory>>(&text) {
+        Ok(list) => list
+            .into_iter()
+            .map(|m| {
+                (
+                    m.peer,
+                    PeerMemory {
+                        scope_id: m.scope_id,
+                        peer_seq_seen: m.peer_seq_seen,
+                        my_seq_seen: m.my_seq_seen,
+                    },
+                )
+            })
+            .collect(),
+        Err(e) => {
+            // Losing watermarks only makes the next sessions cold.
+            tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
+            HashMap::new()
+        }
+    }
+}
+
+fn save_memory(path: &Path, memory: &HashMap<NodeId, PeerMemory>) -> std::io::Result<()> {
+    use std::io::Write;
+    let list: Vec<StoredMemory> = memory
+        .iter()
+        .map(|(peer, m)| StoredMemory {
+            peer: *peer,
+            scope_id: m.scope_id,
+            peer_seq_seen: m.peer_seq_seen,
+            my_seq_seen: m.my_seq_seen,
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl SyncService {
+    /// Starts the sync service for a node whose data lives in `data_dir`.
+    pub async fn start(
+        config: SyncConfig,
+        store: DocStore,
+        data_dir: &Path,
+    ) -> Result<SyncService, SyncStartError> {
+        let tls_dir = config
+            .tls_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("tls"));
+        let tls = TlsContext::load(&tls_dir)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| SyncStartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let listen = listener
+            .local_addr()
+            .map_err(|source| SyncStartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let memory_path = data_dir.join("sync").join("peers.json");
+        let (reports, _) = tokio::sync::broadcast::channel(256);
+        let inner = Arc::new(Inner {
+            memory: Mutex::new(load_memory(&memory_path)),
+            memory_path,
+            store,
+            tls,
+            slots: Arc::new(Semaphore::new(config.max_concurrent_sessions.max(1))),
+            config,
+            listen,
+            peers: Mutex::new(BTreeMap::new()),
+            active: Mutex::new(HashSet::new()),
+            totals: Mutex::new(SyncTotals::default()),
+            reports,
+        });
+        let service = SyncService {
+            inner: inner.clone(),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        let now = now_ms();
+        for addr in &inner.config.static_peers {
+            service.add_peer(PeerKey::Addr(*addr), vec![*addr], "static", now);
+        }
+        if let Some(addr) = inner.config.upstream {
+            service.add_peer(PeerKey::Addr(addr), vec![addr], "upstream", now);
+        }
+        let mut tasks = vec![tokio::spawn(accept_loop(service.clone(), listener))];
+        if inner.config.mdns {
+            let discovery =
+                MdnsDiscovery::start(&inner.tls.identity, listen.port(), PROTOCOL_VERSION)?;
+            tasks.push(tokio::spawn(discovery_loop(service.clone(), discovery)));
+        }
+        tasks.push(tokio::spawn(scheduler_loop(service.clone())));
+        if let Ok(mut t) = service.tasks.lock() {
+            t.extend(tasks);
+        }
+        tracing::info!(
+            target: "cunyun::_events::sync_started",
+            node = %inner.tls.identity.node_id,
+            %listen,
+            mdns = inner.config.mdns
+        );
+        Ok(service)
+    }
+
+    /// This node's identity (from its certificate).
+    pub fn identity(&self) -> NodeIdentity {
+        self.inner.tls.identity
+    }
+
+    /// Where the sync endpoint listens.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen
+    }
+
+    /// Session reports as they finish (for tests, benchmarks and metrics).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SessionReport> {
+        self.inner.reports.subscribe()
+    }
+
+    /// Stops every task of the service.
+    pub fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// The current picture.
+    pub fn status(&self) -> SyncStatus {
+        let peers = self
+            .inner
+            .peers
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        SyncStatus {
+            node: self.inner.tls.identity,
+            listen: self.inner.listen,
+            peers,
+            totals: self.inner.totals.lock().map(|t| *t).unwrap_or_default(),
+        }
+    }
+
+    /// Dials `addr` once now and runs a session; for tools and tests.
+    pub async fn sync_with(&self, addr: SocketAddr) -> Result<SessionReport, String> {
+        let permit = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| "同步服务已停止".to_string())?;
+        let r = dial(self, addr).await;
+        drop(permit);
+        r
+    }
+
+    fn add_peer(&self, key: PeerKey, addrs: Vec<SocketAddr>, source: &str, due_ms: u64) {
+        if let Ok(mut peers) = self.inner.peers.lock() {
+            let entry = peers.entry(key.clone()).or_insert_with(|| PeerStatus {
+                node_id: match &key {
+                    PeerKey::Id(id) => id.to_string(),
+                    PeerKey::Addr(a) => a.to_string(),
+                },
+                source: source.to_string(),
+                ..Default::default()
+            });
+            for a in addrs {
+                if !entry.addrs.contains(&a) {
+                    entry.addrs.push(a);
+                }
+            }
+            // New peers are due now; a known one is pulled forward unless it is backing off.
+            if entry.due_ms == 0 {
+                entry.due_ms = due_ms;
+            } else if entry.failures == 0 {
+                entry.due_ms = entry.due_ms.min(due_ms);
+            }
+        }
+    }
+
+    /// Makes every known peer due within the debounce delay (after a local change).
+    fn all_due_in(&self, delay_ms: u64) {
+        let due = now_ms() + delay_ms;
+        if let Ok(mut peers) = self.inner.peers.lock() {
+            for p in peers.values_mut() {
+                if p.failures == 0 && p.due_ms > due {
+                    p.due_ms = due;
+                }
+            }
+        }
+    }
+
+    fn periodic_delay_ms(&self) -> u64 {
+        let base = self.inner.config.interval_s.max(1) as f64 * 1000.0;
+        let j = self.inner.config.jitter.clamp(0.0, 0.9);
+        let factor = 1.0 + rand::thread_rng().gen_range(-j..=j);
+        (base * factor) as u64
+    }
+
+    fn record(&self, key: &PeerKey, report: &SessionReport, addr: Option<SocketAddr>) {
+        let now = now_ms();
+        let ok = report.outcome.is_ok();
+        if let Ok(mut t) = self.inner.totals.lock() {
+            if ok {
+                t.sessions_ok += 1;
+            } else {
+                t.sessions_failed += 1;
+            }
+            t.docs_received += report.docs_applied as u64;
+            t.refused += report.refused as u64;
+            t.bytes_in += report.bytes_in;
+            t.bytes_out += report.bytes_out;
+        }
+        let id_key = PeerKey::Id(report.peer.node_id);
+        if let Ok(mut peers) = self.inner.peers.lock() {
+            // Once identified, an address-keyed peer becomes an id-keyed one.
+            let mut status = peers.remove(key).unwrap_or_default();
+            if let Some(existing) = peers.remove(&id_key) {
+                status.addrs.extend(existing.addrs);
+                status.sessions_ok += existing.sessions_ok;
+                status.sessions_failed += existing.sessions_failed;
+                status.docs_received += existing.docs_received;
+                status.docs_sent += existing.docs_sent;
+                status.bytes_in += existing.bytes_in;
+                status.bytes_out += existing.bytes_out;
+                if status.source.is_empty() {
+                    status.source = existing.source;
+                }
+                status.last_sync_ms = status.last_sync_ms.max(existing.last_sync_ms);
+            }
+            if let Some(a) = addr {
+                if !status.addrs.contains(&a) {
+                    status.addrs.push(a);
+                }
+            }
+            status.addrs.sort();
+            status.addrs.dedup();
+            status.node_id = report.peer.node_id.to_string();
+            status.role = Some(report.peer.role);
+            status.scope = Some(report.peer.scope.to_string());
+            status.last_attempt_ms = Some(now);
+            status.bytes_in += report.bytes_in;
+            status.bytes_out += report.bytes_out;
+            status.docs_received += report.docs_applied as u64;
+            status.docs_sent += report.stats.docs_sent;
+            if ok {
+                status.sessions_ok += 1;
+                status.last_sync_ms = Some(now);
+                status.last_error = None;
+                status.failures = 0;
+                status.due_ms = now + self.periodic_delay_ms();
+            } else {
+                status.sessions_failed += 1;
+                status.last_error = report.outcome.as_ref().err().cloned();
+                status.failures = status.failures.saturating_add(1);
+                status.due_ms = now + self.backoff_ms(status.failures);
+            }
+            status.active = false;
+            if status.source.is_empty() {
+                status.source = "inbound".into();
+            }
+            peers.insert(id_key, status);
+        }
+        if let Ok(memory) = &report.outcome {
+            if let Ok(mut mem) = self.inner.memory.lock() {
+                mem.insert(report.peer.node_id, *memory);
+                if let Err(e) = save_memory(&self.inner.memory_path, &mem) {
+                    tracing::warn!(error = %e, "could not persist peer watermarks");
+                }
+            }
+        }
+        let _ = self.inner.reports.send(report.clone());
+        tracing::info!(
+            target: "cunyun::_events::sync_session",
+            peer = %report.peer.node_id,
+            ok,
+            error = report.outcome.as_ref().err().map(String::as_str),
+            docs_applied = report.docs_applied,
+            bytes_in = report.bytes_in,
+            bytes_out = report.bytes_out,
+            ms = report.duration.as_millis() as u64
+        );
+    }
+
+    fn backoff_ms(&self, failures: u32) -> u64 {
+        let base = self.inner.config.backoff_ms.max(100);
+        let max = self.inner.config.backoff_max_s.max(1) * 1000;
+        let exp = base.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+        let jittered = exp as f64 * rand::thread_rng().gen_range(0.8..=1.2);
+        (jittered as u64).min(max)
+    }
+
+    fn memory_for(&self, peer: &NodeId) -> Option<PeerMemory> {
+        self.inner
+            .memory
+            .lock()
+            .ok()
+            .and_then(|m| m.get(peer).copied())
+    }
+
+    fn set_active(&self, key: &PeerKey, on: bool) -> bool {
+        let Ok(mut active) = self.inner.active.lock() else {
+            return false;
+        };
+        if on {
+            active.insert(key.clone())
+        } else {
+            active.remove(key)
+        }
+    }
+}
+
+fn limits(config: &SyncConfig) -> SessionLimits {
+    SessionLimits {
+        idle: Duration::from_secs(config.idle_timeout_s.max(1)),
+        ..SessionLimits::default()
+    }
+}
+
+async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, String> {
+    let inner = &service.inner;
+    let (stream, peer) = tokio::time::timeout(Duration::from_secs(15), inner.tls.connect(addr))
+        .await
+        .map_err(|_| format!("连接 {addr} 超时"))?
+        .map_err(|e| e.to_string())?;
+    if peer.node_id == inner.tls.identity.node_id {
+        return Err("连接到了本节点自己".into());
+    }
+    let report = run_session(
+        stream,
+        &inner.store,
+        inner.tls.identity,
+        peer,
+        service.memory_for(&peer.node_id),
+        limits(&inner.config),
+    )
+    .await;
+    Ok(report)
+}
+
+async fn accept_loop(service: SyncService, listener: TcpListener) {
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
+                // Busy: the peer retries later (its backoff); dropping closes the connection.
+                tracing::debug!(%addr, "sync busy; inbound connection refused");
+                return;
+            };
+            let inner = &service.inner;
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(15), inner.tls.accept(tcp)).await;
+            let (stream, peer) = match handshake {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        target: "cunyun::_events::sync_handshake_refused",
+                        %addr,
+                        error = %e
+                    );
+                    return;
+                }
+                Err(_) => return,
+            };
+            let key = PeerKey::Id(peer.node_id);
+            service.set_active(&key, true);
+            let report = run_session(
+                stream,
+                &inner.store,
+                inner.tls.identity,
+                peer,
+                service.memory_for(&peer.node_id),
+                limits(&inner.config),
+            )
+            .await;
+            service.set_active(&key, false);
+            service.record(&key, &report, None);
+            drop(permit);
+        });
+    }
+}
+
+async fn discovery_loop(service: SyncService, mut discovery: MdnsDiscovery) {
+    while let Some(event) = discovery.next().await {
+        match event {
+            PeerEvent::Found(peer) => {
+                if peer.protocol_version != PROTOCOL_VERSION {
+                    tracing::info!(peer = %peer.node_id, version = peer.protocol_version, "peer speaks another protocol version");
+                    continue;
+                }
+                service.add_peer(PeerKey::Id(peer.node_id), peer.addrs, "mdns", now_ms());
+            }
+            PeerEvent::Lost(id) => {
+                tracing::debug!(peer = %id, "peer left the LAN");
+            }
+        }
+    }
+}
+
+async fn scheduler_loop(service: SyncService) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_commits = service.inner.store.stats().writes;
+    loop {
+        tick.tick().await;
+        // A local change (or one applied from a peer) makes every peer due after the debounce.
+        let commits = service.inner.store.stats().writes;
+        if commits != last_commits {
+            last_commits = commits;
+            service.all_due_in(service.inner.config.debounce_ms);
+        }
+        let now = now_ms();
+        let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {
+            Ok(peers) => peers
+                .iter()
+                .filter(|(_, p)| p.due_ms != 0 && p.due_ms <= now && !p.addrs.is_empty())
+                .map(|(k, p)| (k.clone(), p.addrs.clone()))
+                .collect(),
+            Err(_) => continue,
+        };
+        for (key, addrs) in due {
+            if !service.set_active(&key, true) {
+                continue;
+            }
+            let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
+                service.set_active(&key, false);
+                break;
+            };
+            if let Ok(mut peers) = service.inner.peers.lock() {
+                if let Some(p) = peers.get_mut(&key) {
+                    p.active = true;
+                    // Not due again until this session ends and reschedules it.
+                    p.due_ms = u64::MAX;
+                }
+            }
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut result = Err("没有可用地址".to_string());
+                let mut used = None;
+                for addr in addrs {
+                    result = dial(&service, addr).await;
+                    if result.is_ok() {
+                        used = Some(addr);
+                        break;
+                    }
+                }
+                service.set_active(&key, false);
+                match result {
+                    Ok(report) => service.record(&key, &report, used),
+                    Err(e) => {
+                        let now = now_ms();
+                        if let Ok(mut peers) = service.inner.peers.lock() {
+                            if let Some(p) = peers.get_mut(&key) {
+                                p.active = false;
+                                p.last_attempt_ms = Some(now);
+                                p.last_error = Some(e.clone());
+                                p.sessions_failed += 1;
+                                p.failures = p.failures.saturating_add(1);
+                                p.due_ms = now + service.backoff_ms(p.failures);
+                            }
+                        }
+                        if let Ok(mut t) = service.inner.totals.lock() {
+                            t.sessions_failed += 1;
+                        }
+                        tracing::info!(
+                            target: "cunyun::_events::sync_dial_failed",
+                            error = %e
+                        );
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+}

@@ -124,6 +124,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let c = NodeConfig::from_toml(include_str!("../../firmware-notes/node.example.toml"))
+            .expect("firmware-notes/node.example.toml is valid");
+        assert!(c.sync.enabled);
+        assert_eq!(c.role, Role::Village);
+    }
+
+    #[test]
     fn toml_overrides_and_rejects_unknown() {
         let c = NodeConfig::from_toml(
             "scope = \"510122\"\nrole = \"county\"\nlisten = \"127.0.0.1:9000\"",

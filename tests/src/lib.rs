@@ -10,3 +10,15 @@
 pub mod bench;
 pub mod link;
 pub mod netns;
+
+/// The value after `name` in a test host's command line (`--name value`).
+pub fn cli_arg(args: &[String], name: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let pos = args
+        .iter()
+        .position(|a| a == name)
+        .with_context(|| format!("missing {name}"))?;
+    args.get(pos + 1)
+        .cloned()
+        .with_context(|| format!("missing value of {name}"))
+}

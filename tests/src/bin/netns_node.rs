@@ -5,31 +5,21 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server;
 use cunyun_protocol::area::{AreaCode, AreaScope};
-
-fn arg(args: &[String], name: &str) -> anyhow::Result<String> {
-    let pos = args
-        .iter()
-        .position(|a| a == name)
-        .with_context(|| format!("missing {name}"))?;
-    args.get(pos + 1)
-        .cloned()
-        .with_context(|| format!("missing value of {name}"))
-}
+use cunyun_tests::cli_arg;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::PathBuf::from(arg(&args, "--dir")?);
-    let scope = AreaScope::parse(&arg(&args, "--scope")?)?;
-    let village = AreaCode::parse(&arg(&args, "--village")?)?;
-    let households: usize = arg(&args, "--households")?.parse()?;
-    let expect: usize = arg(&args, "--expect")?.parse()?;
-    let seconds: u64 = arg(&args, "--seconds")?.parse()?;
-    let seed: u64 = arg(&args, "--seed")?.parse()?;
+    let dir = std::path::PathBuf::from(cli_arg(&args, "--dir")?);
+    let scope = AreaScope::parse(&cli_arg(&args, "--scope")?)?;
+    let village = AreaCode::parse(&cli_arg(&args, "--village")?)?;
+    let households: usize = cli_arg(&args, "--households")?.parse()?;
+    let expect: usize = cli_arg(&args, "--expect")?.parse()?;
+    let seconds: u64 = cli_arg(&args, "--seconds")?.parse()?;
+    let seed: u64 = cli_arg(&args, "--seed")?.parse()?;
 
     let mut c = NodeConfig::default();
     c.data_dir = dir.clone();

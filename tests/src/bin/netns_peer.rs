@@ -4,24 +4,16 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use cunyun_node::discovery::{MdnsDiscovery, PeerEvent};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
+use cunyun_tests::cli_arg;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str| -> anyhow::Result<String> {
-        let pos = args
-            .iter()
-            .position(|a| a == name)
-            .with_context(|| format!("missing {name}"))?;
-        args.get(pos + 1)
-            .cloned()
-            .with_context(|| format!("missing value of {name}"))
-    };
+    let get = |name: &str| cli_arg(&args, name);
     let me = NodeIdentity {
         node_id: get("--id")?.parse::<NodeId>()?,
         role: Role::Village,

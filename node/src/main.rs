@@ -348,30 +348,34 @@ fn check(data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = NodeConfig::default();
     config.data_dir = data_dir;
     let store = server::open_store(&config)?;
-    let all = cunyun_protocol::area::AreaScope::parse("51")
-        .ok()
-        .into_iter()
-        .chain(
-            (11..=99).filter_map(|p| cunyun_protocol::area::AreaScope::parse(&p.to_string()).ok()),
-        )
-        .collect::<std::collections::BTreeSet<_>>();
+    // Every key starts with its 12 area digits, so ["0", ":") is the whole index.
     let (mut ok, mut bad) = (0usize, 0usize);
-    for scope in all {
-        for item in store.scan(&scope) {
-            match item {
-                Ok((key, _)) => match store.load(&key) {
-                    Ok(_) => ok += 1,
-                    Err(e) => {
-                        bad += 1;
-                        eprintln!("损坏：{key}：{e}");
-                    }
-                },
+    let entries: Vec<_> = store.scan_range(b"0", b":").collect();
+    let total = entries.len();
+    for (done, item) in entries.into_iter().enumerate() {
+        match item {
+            Ok((key, _)) => match store.load(&key) {
+                Ok(_) => ok += 1,
                 Err(e) => {
                     bad += 1;
-                    eprintln!("索引读取失败：{e}");
+                    eprintln!("\n损坏：{key}：{e}");
                 }
+            },
+            Err(e) => {
+                bad += 1;
+                eprintln!("\n索引读取失败：{e}");
             }
         }
+        if done % 500 == 0 || done + 1 == total {
+            eprint!("\r  已检查 {}/{total}", done + 1);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    eprintln!();
+    let report = store.verify()?;
+    for p in &report.problems {
+        bad += 1;
+        eprintln!("一致性问题：{p}");
     }
     for q in store.quarantined() {
         eprintln!("已隔离：{q:?}");

@@ -3,9 +3,10 @@
 //!
 //! **Change feed.** The session's watermark path asks for "documents changed since position
 //! `seq`". The node uses each document's `updated_at_ms` from the store index as its feed
-//! position, and the session's own start time as `seq()`: every local write and every applied
-//! remote change stamps the document with the current time, so anything changed after a session
-//! started is listed by the next one. A wall clock that jumps backwards (a Pi without a real-time
+//! position, and the current time as `seq()` (read at the session's start, and again when it
+//! closes): every local write and every applied remote change stamps the document with the
+//! current time, so anything changed after a position was read is listed by the next session
+//! (`updated_at_ms >= seq`, so a change in the same millisecond is listed too). A wall clock that jumps backwards (a Pi without a real-time
 //! clock after a power cut) can hide a change from the watermark summary; the session's closing
 //! fingerprint comparison then differs and the session falls back to sketches, so the cost is
 //! bytes, never correctness.
@@ -13,7 +14,9 @@
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use cunyun_protocol::digest::HeadsDigest;
 use cunyun_protocol::key::DocKey;
-use cunyun_protocol::sync::{DocCompare, SharedScope, StoreError as SyncStoreError, SyncStore};
+use cunyun_protocol::sync::{
+    heads_and_parents, DocCompare, SharedScope, StoreError as SyncStoreError, SyncStore,
+};
 
 use crate::records::now_ms;
 use crate::store::{DocStore, DocWrite, StoreError};
@@ -25,16 +28,12 @@ fn sync_err(e: StoreError) -> SyncStoreError {
 /// A [`DocStore`] viewed by one sync session.
 pub struct NodeSyncStore<'a> {
     store: &'a DocStore,
-    started_ms: u64,
 }
 
 impl<'a> NodeSyncStore<'a> {
-    /// A view for a session starting now.
+    /// A view of `store` for a session.
     pub fn new(store: &'a DocStore) -> NodeSyncStore<'a> {
-        NodeSyncStore {
-            store,
-            started_ms: now_ms(),
-        }
+        NodeSyncStore { store }
     }
 
     fn scan(
@@ -83,7 +82,7 @@ fn changes_not_covered(doc: &Automerge, their_heads: &[ChangeHash]) -> Vec<Vec<u
 
 impl SyncStore for NodeSyncStore<'_> {
     fn seq(&self) -> u64 {
-        self.started_ms
+        now_ms()
     }
 
     fn entries(&self, scope: &SharedScope) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
@@ -100,6 +99,14 @@ impl SyncStore for NodeSyncStore<'_> {
 
     fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
         Ok(self.load(key)?.map(|d| d.get_heads()))
+    }
+
+    fn summary_hashes(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
+        Ok(self.load(key)?.map(|d| {
+            heads_and_parents(d.get_heads(), |h| {
+                d.get_change_by_hash(h).map(|c| c.deps().to_vec())
+            })
+        }))
     }
 
     fn changes_since(

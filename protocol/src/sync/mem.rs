@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::Transaction;
-use automerge::{ActorId, Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
 use crate::digest::{heads_digest, HeadsDigest};
 use crate::key::DocKey;
@@ -204,6 +204,14 @@ impl SyncStore for MemStore {
 
     fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, StoreError> {
         Ok(self.heads_of(key))
+    }
+
+    fn summary_hashes(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        Ok(self.docs.get(key).map(|e| {
+            super::heads_and_parents(e.doc.get_heads(), |h| {
+                e.doc.get_change_by_hash(h).map(|c| c.deps().to_vec())
+            })
+        }))
     }
 
     fn changes_since(

@@ -24,7 +24,8 @@
 //! watermark for each other and each has already sent a `Summary` of what it changed since, or
 //! both exchange RIBLT sketches and decode which documents differ, then send a `Summary` of
 //! those → each side answers with `Changes` the other lacks and `Want`s for what it lacks →
-//! answers → `Done` with the fingerprint of the shared scope, compared on both sides.
+//! answers → `Done` with the fingerprint of the shared scope (and the feed position to remember),
+//! compared on both sides.
 
 pub mod mem;
 pub mod riblt;
@@ -84,6 +85,15 @@ pub trait SyncStore {
     /// A document's heads, or `None` if it is not held. May load the document.
     fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, StoreError>;
 
+    /// What a summary lists for a document, or `None` if it is not held: its heads, then the
+    /// dependencies of those heads (their parents) that are not heads themselves. The parents
+    /// let a peer that does not know the heads yet (they are new changes) still find what both
+    /// hold, instead of sending the whole history. May load the document. The default lists
+    /// the heads only.
+    fn summary_hashes(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        self.heads(key)
+    }
+
     /// Raw changes of `key` that are not in the causal past of `their_heads` (heads the store
     /// does not know are ignored), in causal order — what `Automerge::get_changes` returns.
     /// Empty if the document is not held.
@@ -121,6 +131,23 @@ pub trait SyncStore {
             i_lack,
         })
     }
+}
+
+/// `heads` followed by the dependencies of each head found by `deps` that are not already
+/// listed — what [`SyncStore::summary_hashes`] returns.
+pub fn heads_and_parents(
+    heads: Vec<ChangeHash>,
+    deps: impl Fn(&ChangeHash) -> Option<Vec<ChangeHash>>,
+) -> Vec<ChangeHash> {
+    let mut out = heads.clone();
+    for h in &heads {
+        for d in deps(h).unwrap_or_default() {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
 }
 
 /// Whether every one of `mine` is among `theirs` — then the peer has all local changes.

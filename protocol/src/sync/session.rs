@@ -23,19 +23,25 @@
 //!    the other's watermark for it): both summaries are already here, so each side answers at
 //!    once (step 4). Otherwise *cold*: each side sends RIBLT cells (first batch
 //!    `max(64, 1.5·e + 32)`, with `e` the larger of both estimates and the difference of the
-//!    document counts).
+//!    document counts; without any estimate `e` is at least 400 — 632 cells — or the sum of
+//!    the document counts if smaller).
 //! 3. **Cold only.** Each side subtracts the peer's cells from its own and peels. On success
-//!    it sends a `Summary` (basis `Decoded`) of *its* differing documents with their full heads;
+//!    it sends a `Summary` (basis `Decoded`) of *its* differing documents with their full heads
+//!    (and the heads' parents, so a peer that lacks the heads still finds what both hold);
 //!    on failure it asks for more (`MoreCells`, doubling) and, when the peer cannot have
 //!    decoded either, sends its own next batch unasked.
 //! 4. **Response.** With both summaries complete each side sends `Changes` for every listed
-//!    document the peer lacks changes of (computed from the peer's heads; in the cold case a
-//!    document only it listed is one the peer lacks entirely), then — warm rounds only —
+//!    document the peer lacks changes of (computed from the peer's heads and their parents; in
+//!    the cold case a document only it listed is one the peer lacks entirely; in a warm round
+//!    a document only the peer listed is one the peer has all of), then — warm rounds only —
 //!    `Want` (with its own heads) for documents the peer changed that it did not list itself
 //!    (it has them unchanged since the watermark, or not at all), then `End(Response)`.
 //! 5. **Answers.** `Changes` for each `Want`, then `End(Answers)`.
 //! 6. **Done.** When a side has every change it will get, it sends `Done` with the fingerprint
-//!    of its shared set; both compare the two `Done` fingerprints. Equal: converged. Different
+//!    of its shared set and its feed position now (the start position if anything changed
+//!    during the session other than what the fingerprint covers); both compare the two `Done`
+//!    fingerprints. Equal: converged, and each side remembers the positions of the `Done`s, so
+//!    the next warm summary does not list what this session delivered. Different
 //!    (a missed document, an edit during the session): another round of sketches, up to
 //!    [`SessionConfig::max_rounds`].
 //!
@@ -88,6 +94,12 @@ pub const MAX_SESSION_CELLS: u64 = 1 << 20;
 /// Most distinct documents a peer may list, want or send in one round, whatever the document
 /// counts in the hellos say. Below it the bound is `2·(both counts) + 4096`.
 pub const MAX_SESSION_DOCS: usize = 1 << 20;
+
+/// The difference a cold round's first sketch batch is sized for when neither side gave an
+/// estimate: 400 symbols (200 documents changed on one side), a first batch of 632 cells
+/// (about 17 KB). 512 cells do not reliably decode 420 differences (a typical day's edits),
+/// and one more batch costs a round trip and 512 more cells.
+const COLD_DEFAULT_ESTIMATE: u64 = 400;
 
 /// Most refusals before the session gives up on the peer.
 pub const MAX_REFUSALS: usize = 4096;
@@ -339,7 +351,11 @@ struct Round {
     peer_response_done: bool,
     peer_answers_done: bool,
     done_sent: Option<Fingerprint>,
+    /// The feed position sent with this side's `Done`.
+    done_seq: u64,
     peer_done: Option<Fingerprint>,
+    /// The feed position the peer sent with its `Done`.
+    peer_done_seq: u64,
     touched: BTreeSet<DocKey>,
 }
 
@@ -670,7 +686,7 @@ impl Session {
                 Ok(())
             }
             Frame::End { phase } => self.on_end(store, phase),
-            Frame::Done { fingerprint } => self.on_done(store, fingerprint),
+            Frame::Done { fingerprint, seq } => self.on_done(store, fingerprint, seq),
             Frame::Hello(_) | Frame::Error { .. } => Ok(()),
         }
     }
@@ -703,10 +719,19 @@ impl Session {
     }
 
     fn converge(&mut self) {
+        let (peer_seq_seen, my_seq_seen) = match (self.round.done_sent, self.round.peer_done) {
+            // Converged by `Done`s: each side's position after its own applies.
+            (Some(_), Some(_)) => (self.round.peer_done_seq, self.round.done_seq),
+            // Converged on the hellos' fingerprints.
+            _ => (
+                self.peer_hello.as_ref().map_or(0, |h| h.my_seq),
+                self.my_hello.my_seq,
+            ),
+        };
         let memory = PeerMemory {
             scope_id: self.shared.id(),
-            peer_seq_seen: self.peer_hello.as_ref().map_or(0, |h| h.my_seq),
-            my_seq_seen: self.my_hello.my_seq,
+            peer_seq_seen,
+            my_seq_seen,
         };
         self.finish(Outcome::Converged(memory));
     }
@@ -759,11 +784,12 @@ impl Session {
         });
     }
 
-    /// Summary entries (key + full heads) for `keys`, skipping documents that vanished.
+    /// Summary entries (key + full heads, then their parents) for `keys`, skipping documents
+    /// that vanished.
     fn summary_entries(&mut self, store: &dyn SyncStore, keys: &BTreeSet<DocKey>) -> Vec<DocHeads> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            match store.heads(k) {
+            match store.summary_hashes(k) {
                 Ok(Some(heads)) => out.push(DocHeads {
                     key: k.clone(),
                     heads: heads_for_wire(heads),
@@ -843,11 +869,16 @@ impl Session {
             if self.round.sketch.is_none() {
                 self.round.sketch = Some(self.new_sketch());
             }
-            let e = mine
+            let mut e = mine
                 .doc_count
                 .abs_diff(h.doc_count)
                 .max(mine.estimate)
                 .max(h.estimate);
+            if mine.estimate == 0 && h.estimate == 0 {
+                // No estimate: a batch large enough for a typical gap between syncs, never
+                // more than both sets could differ by.
+                e = e.max(COLD_DEFAULT_ESTIMATE.min(mine.doc_count.saturating_add(h.doc_count)));
+            }
             let m = first_batch(e, self.cap);
             self.send_cells_upto(m);
             Ok(())
@@ -1086,7 +1117,13 @@ impl Session {
         for (key, their_heads) in &peer_summary {
             match store.compare(key, their_heads) {
                 Ok(cmp) => {
-                    batch.add(key, cmp.they_lack);
+                    // In a watermark round a document the peer listed and this side did not
+                    // is unchanged here since the peer last saw it: the peer has all of it.
+                    // (Were the memory wrong, the `Done` fingerprints would differ and a
+                    // sketch round would repair it.)
+                    if self.round.mode == Mode::Sketch || self.round.my_summary.contains(key) {
+                        batch.add(key, cmp.they_lack);
+                    }
                     // In a sketch round the peer sends everything for a document this side
                     // did not list (it infers this side lacks it), so only watermark rounds
                     // need wants.
@@ -1230,10 +1267,14 @@ impl Session {
     // Done
 
     /// The fingerprint of the shared set now: the snapshot, with every document this round
-    /// touched re-read from the store.
-    fn current_fingerprint(&mut self, store: &dyn SyncStore) -> Fingerprint {
+    /// touched re-read from the store. Also returns the digests it re-read.
+    fn current_fingerprint(
+        &mut self,
+        store: &dyn SyncStore,
+    ) -> (Fingerprint, HashMap<DocKey, Option<HeadsDigest>>) {
         let mut fp = self.snapshot.fingerprint;
         let touched = std::mem::take(&mut self.round.touched);
+        let mut digests = HashMap::with_capacity(touched.len());
         for key in &touched {
             let old = self.snapshot.digest_of(key);
             let new = match store.heads(key) {
@@ -1251,9 +1292,42 @@ impl Session {
                     fp.add(&Symbol::of(key, &d));
                 }
             }
+            digests.insert(key.clone(), new);
         }
         self.round.touched = touched;
-        fp
+        (fp, digests)
+    }
+
+    /// The feed position to send with `Done`: `end` (read before the fingerprint) if every
+    /// shared document that changed since the session started is in the state the `Done`
+    /// fingerprint describes — then, if the fingerprints agree, the peer holds all of it (it
+    /// came from the peer, or went to it). Otherwise (a local edit during the session, or a
+    /// store without a usable feed) the session's start position, as before.
+    fn done_seq(
+        &self,
+        store: &dyn SyncStore,
+        end: u64,
+        digests: &HashMap<DocKey, Option<HeadsDigest>>,
+    ) -> u64 {
+        let start = self.my_hello.my_seq;
+        if end <= start {
+            return start;
+        }
+        let Ok(Some(changed)) = store.entries_since(&self.shared, start) else {
+            return start;
+        };
+        let agreed = changed.iter().all(|(key, digest)| {
+            !self.shared.contains(key)
+                || match digests.get(key) {
+                    Some(d) => *d == Some(*digest),
+                    None => self.snapshot.digest_of(key) == Some(*digest),
+                }
+        });
+        if agreed {
+            end
+        } else {
+            start
+        }
     }
 
     fn check_final(&mut self, store: &dyn SyncStore) -> Result<(), SessionError> {
@@ -1265,17 +1339,30 @@ impl Session {
         {
             return Ok(());
         }
-        let fp = self.current_fingerprint(store);
+        // The feed position is read before the store, so a later edit is after it.
+        let end = store.seq();
+        let (fp, digests) = self.current_fingerprint(store);
+        let seq = self.done_seq(store, end, &digests);
         self.round.done_sent = Some(fp);
-        self.send(Frame::Done { fingerprint: fp });
+        self.round.done_seq = seq;
+        self.send(Frame::Done {
+            fingerprint: fp,
+            seq,
+        });
         self.compare_done(store)
     }
 
-    fn on_done(&mut self, store: &dyn SyncStore, fp: Fingerprint) -> Result<(), SessionError> {
+    fn on_done(
+        &mut self,
+        store: &dyn SyncStore,
+        fp: Fingerprint,
+        seq: u64,
+    ) -> Result<(), SessionError> {
         if self.round.peer_done.is_some() || !self.round.my_summary_done {
             return Err(SessionError::Protocol("unexpected done".into()));
         }
         self.round.peer_done = Some(fp);
+        self.round.peer_done_seq = seq;
         self.compare_done(store)
     }
 

@@ -20,12 +20,12 @@
 //! | 1 | [`Hello`] | max version, node id, role, scope, flags, optional watermarks, my seq, doc count, estimate, fingerprint |
 //! | 2 | `Sketch` | start index, cell count, cells (16 B sum, 8 B checksum BE, zigzag count) |
 //! | 3 | `MoreCells` | total number of cells wanted |
-//! | 4 | `Summary` | basis, docs with their full heads |
+//! | 4 | `Summary` | basis, docs with their full heads followed by the heads' parents |
 //! | 5 | `Want` | docs with the heads the sender has |
 //! | 6 | `Changes` | docs, each with a list of raw Automerge change chunks |
 //! | 7 | `Refused` | key, reason code |
 //! | 8 | `End` | phase code |
-//! | 9 | `Done` | fingerprint |
+//! | 9 | `Done` | fingerprint, the sender's feed position the peer has now seen everything up to |
 //! | 10 | `Error` | error code, UTF-8 message |
 //!
 //! [`decode`] returns [`WireError::Incomplete`] while a frame's bytes have not all arrived, and
@@ -153,7 +153,8 @@ pub enum SummaryBasis {
 pub struct DocHeads {
     /// The document.
     pub key: DocKey,
-    /// Heads (in `Summary`: the sender's full heads; in `Want`: the heads the sender has).
+    /// Hashes the sender has (in `Summary`: its full heads, followed by their parents that are
+    /// not heads themselves; in `Want`: the heads the sender has).
     pub heads: Vec<ChangeHash>,
 }
 
@@ -230,7 +231,7 @@ pub enum Frame {
         /// Total number of cells wanted.
         total: u64,
     },
-    /// Documents with the sender's full heads.
+    /// Documents with the sender's full heads (and their parents).
     Summary {
         /// Why these documents are listed.
         basis: SummaryBasis,
@@ -265,6 +266,10 @@ pub enum Frame {
     Done {
         /// The fingerprint.
         fingerprint: Fingerprint,
+        /// The sender's change-feed position the peer will have seen everything up to if the
+        /// session converges (the sender's `my_seq`, or later when every local change since
+        /// then came from the peer); the peer remembers it as its watermark for the sender.
+        seq: u64,
     },
     /// The sender gives up on the session.
     Error {
@@ -540,7 +545,9 @@ pub fn encoded_len(frame: &Frame) -> usize {
         }
         Frame::Refused { key, .. } => 1 + key_len(key) + 1,
         Frame::End { .. } => 1,
-        Frame::Done { fingerprint } => FINGERPRINT_LEN + varint_len(fingerprint.count),
+        Frame::Done { fingerprint, seq } => {
+            FINGERPRINT_LEN + varint_len(fingerprint.count) + varint_len(*seq)
+        }
         Frame::Error { message, .. } => 1 + varint_len(message.len() as u64) + message.len(),
     };
     HEADER_LEN + payload
@@ -618,7 +625,10 @@ pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
             w.u8(*reason as u8);
         }
         Frame::End { phase } => w.u8(*phase as u8),
-        Frame::Done { fingerprint } => w.fingerprint(fingerprint),
+        Frame::Done { fingerprint, seq } => {
+            w.fingerprint(fingerprint);
+            w.varint(*seq);
+        }
         Frame::Error { code, message } => {
             w.u8(*code as u8);
             w.varint(message.len() as u64);
@@ -891,6 +901,7 @@ fn decode_payload(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, WireError>
         }
         FrameType::Done => Frame::Done {
             fingerprint: r.fingerprint()?,
+            seq: r.varint("done seq")?,
         },
         FrameType::Error => {
             let code = match r.u8("error code")? {
@@ -1068,7 +1079,8 @@ pub(crate) mod tests {
                 Phase::Answers
             ])
             .prop_map(|phase| Frame::End { phase }),
-            arb_fp().prop_map(|fingerprint| Frame::Done { fingerprint }),
+            (arb_fp(), any::<u64>())
+                .prop_map(|(fingerprint, seq)| Frame::Done { fingerprint, seq }),
             (
                 proptest::sample::select(vec![
                     ErrorCode::Protocol,

@@ -715,3 +715,226 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn no_change_session_after_a_sync_lists_nothing() {
+    let (mut a, mut b) = stores(300);
+    let (va, cb) = village_county();
+    let (ca, cbc) = configs(va, cb);
+    let first = run(&mut a, ca.clone(), &mut b, cbc.clone());
+    assert!(first.converged());
+    // Changes on both sides, synced warm: each side applies the other's changes.
+    for i in 0..40 {
+        put(&mut a, &hh(i), "a", 1);
+        put(&mut b, &hh(100 + i), "b", 1);
+    }
+    let (mut ca2, mut cb2) = (ca.clone(), cbc.clone());
+    ca2.memory = memory_of(&first, 0);
+    cb2.memory = memory_of(&first, 1);
+    let r = run(&mut a, ca2, &mut b, cb2);
+    assert!(r.converged());
+    assert_eq!(r.stats[0].mode, Mode::Watermark);
+    // The next session, with nothing changed, must not re-list what was just received.
+    let (mut ca3, mut cb3) = (ca.clone(), cbc.clone());
+    ca3.memory = memory_of(&r, 0);
+    cb3.memory = memory_of(&r, 1);
+    let r = run(&mut a, ca3.clone(), &mut b, cb3.clone());
+    assert!(r.converged());
+    assert_eq!(r.flights, 1);
+    assert!(r.total_bytes() <= 512, "{} B", r.total_bytes());
+    // And an edit after it is still found warm.
+    ca3.memory = memory_of(&r, 0);
+    cb3.memory = memory_of(&r, 1);
+    put(&mut b, &hh(7), "late", 1);
+    let r = run(&mut a, ca3, &mut b, cb3);
+    assert!(r.converged());
+    assert_eq!(r.stats[0].mode, Mode::Watermark);
+    assert_eq!(r.stats[0].rounds, 1);
+    assert_same_shared(&a, &b, &SharedScope::between(&va, &cb));
+}
+
+#[test]
+fn cold_four_hundred_differences_need_no_more_cells() {
+    // 210 documents edited on one side: 420 symbol differences, equal document counts, and
+    // no estimate from either side.
+    let (mut a, mut b) = stores(2000);
+    for i in 0..210 {
+        put(&mut a, &hh(i * 7), "edit", 1);
+    }
+    let (va, cb) = village_county();
+    let (ca, cbc) = configs(va, cb);
+    let r = run(&mut a, ca, &mut b, cbc);
+    assert!(r.converged(), "{:?}", r.outcome);
+    assert_same_shared(&a, &b, &SharedScope::between(&va, &cb));
+    assert_eq!(r.stats[0].differences, 420);
+    // One batch each way, no MoreCells round.
+    let batch = first_batch(COLD_DEFAULT_ESTIMATE, MAX_SESSION_CELLS);
+    assert!(batch >= 512);
+    assert_eq!(r.stats[0].cells_sent, r.stats[1].cells_received);
+    assert_eq!(r.stats[0].cells_sent, batch, "{:?}", r.stats);
+    assert_eq!(r.stats[1].cells_sent, batch, "{:?}", r.stats);
+    assert!(r.last_apply_flight <= 4, "{}", r.last_apply_flight);
+}
+
+/// Bytes of the changes `store` holds for `keys` beyond `before` (heads per key).
+fn new_change_bytes(store: &MemStore, before: &BTreeMap<DocKey, Vec<ChangeHash>>) -> u64 {
+    before
+        .iter()
+        .map(|(k, h)| {
+            store
+                .changes_since(k, h)
+                .expect("changes")
+                .iter()
+                .map(|c| c.len() as u64)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn long_histories_are_not_resent() {
+    // 40 documents with 60 changes each, held by both.
+    let mut a = MemStore::new(b"node-a");
+    for i in 0..40 {
+        for v in 0..60 {
+            put(&mut a, &hh(i), "members", v);
+        }
+    }
+    let mut b = MemStore::new(b"node-b");
+    copy_all(&a, &mut b);
+    let (va, cb) = village_county();
+    let (ca, cbc) = configs(va, cb);
+    let first = run(&mut a, ca.clone(), &mut b, cbc.clone());
+    assert!(first.converged());
+    let shared = SharedScope::between(&va, &cb);
+    let heads = |s: &MemStore| -> BTreeMap<DocKey, Vec<ChangeHash>> {
+        s.keys()
+            .map(|k| (k.clone(), s.heads_of(k).expect("held")))
+            .collect()
+    };
+    let mut memory = (memory_of(&first, 0), memory_of(&first, 1));
+    let mut cold = (ca.clone(), cbc.clone());
+    type Edit = fn(&mut MemStore, &mut MemStore);
+    let cases: [(&str, bool, Edit); 4] = [
+        ("warm one-sided", true, |a, _| {
+            for i in 0..10 {
+                put(a, &hh(i), "x", 1);
+                put(a, &hh(i), "y", 2);
+            }
+        }),
+        ("warm concurrent", true, |a, b| {
+            for i in 10..20 {
+                put(a, &hh(i), "a", 1);
+                put(b, &hh(i), "b", 1);
+            }
+        }),
+        ("cold one-sided", false, |a, _| {
+            for i in 20..30 {
+                put(a, &hh(i), "x", 1);
+            }
+        }),
+        ("cold concurrent", false, |a, b| {
+            for i in 30..40 {
+                put(a, &hh(i), "a", 1);
+                put(b, &hh(i), "b", 1);
+            }
+        }),
+    ];
+    for (name, warm, edit) in cases {
+        let (ha, hb) = (heads(&a), heads(&b));
+        edit(&mut a, &mut b);
+        let change_bytes = new_change_bytes(&a, &ha) + new_change_bytes(&b, &hb);
+        let (mut c1, mut c2) = (cold.0.clone(), cold.1.clone());
+        if warm {
+            c1.memory = memory.0;
+            c2.memory = memory.1;
+        }
+        let r = run(&mut a, c1, &mut b, c2);
+        assert!(r.converged(), "{name}: {:?}", r.outcome);
+        assert_eq!(
+            r.stats[0].mode,
+            if warm { Mode::Watermark } else { Mode::Sketch }
+        );
+        assert_eq!(r.stats[0].rounds, 1, "{name}");
+        assert_same_shared(&a, &b, &shared);
+        let sketch = 28 * (r.stats[0].cells_sent + r.stats[1].cells_sent);
+        println!(
+            "{name}: {} B ({} B of sketch), {} B of new changes",
+            r.total_bytes(),
+            sketch,
+            change_bytes
+        );
+        assert!(
+            r.total_bytes() - sketch <= 2 * change_bytes + 2048,
+            "{name}: {} B ({} B of sketch) for {} B of changes",
+            r.total_bytes(),
+            sketch,
+            change_bytes
+        );
+        memory = (memory_of(&r, 0), memory_of(&r, 1));
+        cold = (ca.clone(), cbc.clone());
+    }
+}
+
+/// Runs two sessions frame by frame (no wire), calling `during` once after the first flight.
+fn run_with_edit_during(
+    a: &mut MemStore,
+    ca: SessionConfig,
+    b: &mut MemStore,
+    cb: SessionConfig,
+    during: impl FnOnce(&mut MemStore),
+) -> [Option<Outcome>; 2] {
+    let mut sa = Session::new(ca, &*a).expect("start a");
+    let mut sb = Session::new(cb, &*b).expect("start b");
+    let mut during = Some(during);
+    for flight in 0..50 {
+        let to_b: Vec<Frame> = std::iter::from_fn(|| sa.poll_outgoing()).collect();
+        let to_a: Vec<Frame> = std::iter::from_fn(|| sb.poll_outgoing()).collect();
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        for (s, store, frames) in [(&mut sa, &mut *a, to_a), (&mut sb, &mut *b, to_b)] {
+            for f in frames {
+                let _ = s.handle(&*store, f);
+                while let Some(ev) = s.poll_event() {
+                    store.apply_event(&ev).expect("apply");
+                }
+            }
+        }
+        if flight == 0 {
+            if let Some(f) = during.take() {
+                f(a);
+            }
+        }
+    }
+    [sa.outcome().cloned(), sb.outcome().cloned()]
+}
+
+#[test]
+fn an_edit_during_a_session_is_listed_by_the_next_one() {
+    let (mut a, mut b) = stores(100);
+    let (va, cb) = village_county();
+    let (ca, cbc) = configs(va, cb);
+    let first = run(&mut a, ca.clone(), &mut b, cbc.clone());
+    let memory = |o: &[Option<Outcome>; 2], i: usize| match &o[i] {
+        Some(Outcome::Converged(m)) => Some(*m),
+        other => panic!("not converged: {other:?}"),
+    };
+    // B changed a document; while the session runs, A edits another one locally.
+    put(&mut b, &hh(1), "b", 1);
+    let (mut c1, mut c2) = (ca.clone(), cbc.clone());
+    c1.memory = memory_of(&first, 0);
+    c2.memory = memory_of(&first, 1);
+    let out = run_with_edit_during(&mut a, c1, &mut b, c2, |a| put(a, &hh(50), "a", 1));
+    let (ma, mb) = (memory(&out, 0), memory(&out, 1));
+    assert_ne!(a.heads_of(&hh(50)), b.heads_of(&hh(50)));
+    // The next warm session still lists A's edit and converges in one round.
+    let (mut c1, mut c2) = (ca.clone(), cbc.clone());
+    c1.memory = ma;
+    c2.memory = mb;
+    let r = run(&mut a, c1, &mut b, c2);
+    assert!(r.converged(), "{:?}", r.outcome);
+    assert_eq!(r.stats[0].mode, Mode::Watermark);
+    assert_eq!(r.stats[0].rounds, 1);
+    assert_same_shared(&a, &b, &SharedScope::between(&va, &cb));
+}

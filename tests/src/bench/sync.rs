@@ -11,8 +11,10 @@
 //! The link is [`LinkEmulator`] with [`LinkConfig::village`]; the TCP connection is
 //! established before anything is timed. Two real [`Session`]s run as tokio tasks, one per
 //! side, each writing frames encoded with [`wire`] and reading them with a [`FrameReader`];
-//! the driver ([`run_session`]) is generic over [`SyncHost`], so the node's own store can
-//! replace [`MemStore`].
+//! the driver ([`run_session`]) is generic over [`SyncHost`]. By default each side is the
+//! node's own durable store (`SledHost`: sled on disk, the node's `NodeSyncStore` view, received
+//! changes committed durably); `CUNYUN_BENCH_SYNC_STORE=mem` uses the protocol's in-memory
+//! [`MemStore`] instead, to see what the session alone costs.
 //!
 //! # Metrics
 //!
@@ -53,8 +55,9 @@
 //!   session (snapshot of the index), decoding and handling frames, applying the received
 //!   changes, encoding frames — as thread CPU time of exactly those synchronous steps
 //!   (`CLOCK_THREAD_CPUTIME_ID`), so waits on the link do not count. The larger of the two
-//!   sides. `MemStore` keeps every document in memory, so this shows what the session touches,
-//!   not load costs: it reads the index, and documents only for the 210 that differ.
+//!   sides. Over the sled store this includes scanning the 50,000-entry index from disk, loading
+//!   the documents that differ and committing received changes durably; it must not load every
+//!   document.
 //! - Baseline in the same run, what automerge-repo does: every one of the 50,000 documents is
 //!   synced on its own with `automerge::sync` and a fresh `sync::State` on both sides, all
 //!   pipelined over one connection through an identical emulated link. Each sync message
@@ -170,6 +173,140 @@ impl SyncHost for MemStore {
     fn apply_changes(&mut self, key: &DocKey, changes: &[Vec<u8>]) -> Result<bool> {
         self.apply(key, changes)
             .map_err(|e| anyhow!("apply to {key}: {e}"))
+    }
+}
+
+/// A host the benchmark can fill with the generated households.
+trait BuildHost: SyncHost + Sized {
+    /// A store holding every household, for the node named `actor`.
+    fn build(actor: &[u8], households: &[Household]) -> Result<Self>;
+    /// Documents held.
+    fn doc_count(&self) -> usize;
+}
+
+impl BuildHost for MemStore {
+    fn build(actor: &[u8], households: &[Household]) -> Result<Self> {
+        let mut store = MemStore::new(actor);
+        for h in households {
+            store.apply_changes(&h.key, &h.changes)?;
+        }
+        Ok(store)
+    }
+
+    fn doc_count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The node's own durable store (sled, on disk in a temporary directory) as the host: index
+/// scans, document loads and durable commits are all real.
+struct SledHost {
+    store: cunyun_node::store::DocStore,
+    _dir: tempfile::TempDir,
+}
+
+impl SledHost {
+    fn view(&self) -> cunyun_node::sync::adapter::NodeSyncStore<'_> {
+        cunyun_node::sync::adapter::NodeSyncStore::new(&self.store)
+    }
+}
+
+impl SyncStore for SledHost {
+    fn seq(&self) -> u64 {
+        self.view().seq()
+    }
+    fn entries(
+        &self,
+        scope: &cunyun_protocol::sync::SharedScope,
+    ) -> Result<
+        Vec<(DocKey, cunyun_protocol::digest::HeadsDigest)>,
+        cunyun_protocol::sync::StoreError,
+    > {
+        self.view().entries(scope)
+    }
+    fn entries_since(
+        &self,
+        scope: &cunyun_protocol::sync::SharedScope,
+        seq: u64,
+    ) -> Result<
+        Option<Vec<(DocKey, cunyun_protocol::digest::HeadsDigest)>>,
+        cunyun_protocol::sync::StoreError,
+    > {
+        self.view().entries_since(scope, seq)
+    }
+    fn heads(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<Vec<ChangeHash>>, cunyun_protocol::sync::StoreError> {
+        self.view().heads(key)
+    }
+    fn summary_hashes(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<Vec<ChangeHash>>, cunyun_protocol::sync::StoreError> {
+        self.view().summary_hashes(key)
+    }
+    fn changes_since(
+        &self,
+        key: &DocKey,
+        their_heads: &[ChangeHash],
+    ) -> Result<Vec<Vec<u8>>, cunyun_protocol::sync::StoreError> {
+        self.view().changes_since(key, their_heads)
+    }
+    fn has_all(
+        &self,
+        key: &DocKey,
+        hashes: &[ChangeHash],
+    ) -> Result<bool, cunyun_protocol::sync::StoreError> {
+        self.view().has_all(key, hashes)
+    }
+    fn compare(
+        &self,
+        key: &DocKey,
+        their_heads: &[ChangeHash],
+    ) -> Result<cunyun_protocol::sync::DocCompare, cunyun_protocol::sync::StoreError> {
+        self.view().compare(key, their_heads)
+    }
+}
+
+impl SyncHost for SledHost {
+    fn apply_changes(&mut self, key: &DocKey, changes: &[Vec<u8>]) -> Result<bool> {
+        let applied = cunyun_node::sync::adapter::apply_changes(
+            &self.store,
+            vec![(key.clone(), changes.to_vec())],
+        )?;
+        if let Some(e) = applied.failed.first() {
+            return Err(anyhow!("apply to {key}: {e}"));
+        }
+        Ok(applied.documents > 0)
+    }
+}
+
+impl BuildHost for SledHost {
+    fn build(_actor: &[u8], households: &[Household]) -> Result<Self> {
+        use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
+        let dir = tempfile::tempdir()?;
+        let store = DocStore::open(&dir.path().join("store"), StoreConfig::default())?;
+        let now = cunyun_node::records::now_ms();
+        for batch in households.chunks(1000) {
+            let mut writes = Vec::with_capacity(batch.len());
+            for h in batch {
+                let mut doc = automerge::Automerge::new();
+                doc.apply_changes(parse_changes(&h.changes)?)?;
+                writes.push(DocWrite {
+                    key: h.key.clone(),
+                    chunk: doc.save(),
+                    heads: doc.get_heads(),
+                    updated_at_ms: now,
+                });
+            }
+            store.commit(writes)?;
+        }
+        Ok(SledHost { store, _dir: dir })
+    }
+
+    fn doc_count(&self) -> usize {
+        self.store.stats().documents as usize
     }
 }
 
@@ -815,12 +952,8 @@ fn generate_edits(households: &[Household], edit_sets: usize) -> Result<Vec<Edit
 }
 
 /// A store holding every generated household.
-fn build_store(actor: &[u8], households: &[Household]) -> Result<MemStore> {
-    let mut store = MemStore::new(actor);
-    for h in households {
-        store.apply_changes(&h.key, &h.changes)?;
-    }
-    Ok(store)
+fn build_store<H: BuildHost>(actor: &[u8], households: &[Household]) -> Result<H> {
+    H::build(actor, households)
 }
 
 /// Makes one side's edits of `set` in `store`.
@@ -942,7 +1075,7 @@ struct WarmResults {
     nochange_initiated: SessionRun,
 }
 
-async fn warm_scenario(
+async fn warm_scenario<H: BuildHost>(
     households: &[Household],
     sets: &[EditSet],
     ids: &[NodeIdentity; 2],
@@ -950,14 +1083,14 @@ async fn warm_scenario(
     progress(BENCH, "warm: building both stores");
     let t = Instant::now();
     let (a, b) = both(
-        || build_store(b"node-a", households),
-        || build_store(b"node-b", households),
+        || build_store::<H>(b"node-a", households),
+        || build_store::<H>(b"node-b", households),
     )?;
     progress(
         BENCH,
         &format!(
             "  built 2 × {} documents in {:.1} s; RSS {:.0} MiB",
-            a.len(),
+            a.doc_count(),
             t.elapsed().as_secs_f64(),
             rss_mb()
         ),
@@ -1021,15 +1154,15 @@ async fn warm_scenario(
     })
 }
 
-async fn cold_scenario(
+async fn cold_scenario<H: BuildHost>(
     households: &[Household],
     set: &EditSet,
     ids: &[NodeIdentity; 2],
 ) -> Result<SessionRun> {
     progress(BENCH, "cold: building both stores again");
     let (mut a, mut b) = both(
-        || build_store(b"node-a", households),
-        || build_store(b"node-b", households),
+        || build_store::<H>(b"node-a", households),
+        || build_store::<H>(b"node-b", households),
     )?;
     make_edits(&mut a, households, set, 0)?;
     make_edits(&mut b, households, set, 1)?;
@@ -1474,8 +1607,28 @@ pub fn run() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let warm = runtime.block_on(warm_scenario(&households, &sets, &ids))?;
-    let cold = runtime.block_on(cold_scenario(&households, &sets[0], &ids))?;
+    // The node's sled store by default; CUNYUN_BENCH_SYNC_STORE=mem uses the protocol's
+    // in-memory store instead (what the session alone costs).
+    let in_memory = std::env::var("CUNYUN_BENCH_SYNC_STORE").is_ok_and(|v| v == "mem");
+    progress(
+        BENCH,
+        if in_memory {
+            "stores: in-memory MemStore"
+        } else {
+            "stores: the node's sled DocStore on disk"
+        },
+    );
+    let (warm, cold) = if in_memory {
+        (
+            runtime.block_on(warm_scenario::<MemStore>(&households, &sets, &ids))?,
+            runtime.block_on(cold_scenario::<MemStore>(&households, &sets[0], &ids))?,
+        )
+    } else {
+        (
+            runtime.block_on(warm_scenario::<SledHost>(&households, &sets, &ids))?,
+            runtime.block_on(cold_scenario::<SledHost>(&households, &sets[0], &ids))?,
+        )
+    };
     let baseline = if skip_baseline {
         progress(BENCH, "baseline skipped");
         None

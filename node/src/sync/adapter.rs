@@ -25,15 +25,61 @@ fn sync_err(e: StoreError) -> SyncStoreError {
     SyncStoreError(e.to_string())
 }
 
+/// One session's copy of the shared scope's index: `(key, digest, updated_at_ms)` in key order.
+///
+/// A session reads the index several times (its starting snapshot, the watermark summary, the
+/// check before `Done`); scanning 50,000 entries from disk each time is most of a session's CPU.
+/// The cache is filled by the first scan and kept in step with what the session itself applies
+/// ([`IndexCache::record`]). Writes made by others during the session (a cadre's edit) are not in
+/// it; the closing fingerprint comparison, or the next session's, catches those.
+#[derive(Default)]
+pub struct IndexCache {
+    entries: std::sync::Mutex<Option<CachedIndex>>,
+}
+
+/// The shared scope's id and its entries `(key, digest, updated_at_ms)` in key order.
+type CachedIndex = (u64, Vec<(DocKey, HeadsDigest, u64)>);
+
+impl IndexCache {
+    /// Notes that `key` now has `digest`, written at `updated_at_ms`.
+    pub fn record(&self, key: &DocKey, digest: HeadsDigest, updated_at_ms: u64) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        if let Some((_, list)) = guard.as_mut() {
+            match list.binary_search_by(|(k, _, _)| k.cmp(key)) {
+                Ok(i) => list[i] = (key.clone(), digest, updated_at_ms),
+                Err(i) => list.insert(i, (key.clone(), digest, updated_at_ms)),
+            }
+        }
+    }
+
+    /// Forgets everything (the next read scans again).
+    pub fn clear(&self) {
+        if let Ok(mut guard) = self.entries.lock() {
+            *guard = None;
+        }
+    }
+}
+
 /// A [`DocStore`] viewed by one sync session.
 pub struct NodeSyncStore<'a> {
     store: &'a DocStore,
+    cache: Option<&'a IndexCache>,
 }
 
 impl<'a> NodeSyncStore<'a> {
-    /// A view of `store` for a session.
+    /// A view of `store` that scans the index on every read.
     pub fn new(store: &'a DocStore) -> NodeSyncStore<'a> {
-        NodeSyncStore { store }
+        NodeSyncStore { store, cache: None }
+    }
+
+    /// A view of `store` whose index reads go through the session's `cache`.
+    pub fn with_cache(store: &'a DocStore, cache: &'a IndexCache) -> NodeSyncStore<'a> {
+        NodeSyncStore {
+            store,
+            cache: Some(cache),
+        }
     }
 
     fn scan(
@@ -41,13 +87,44 @@ impl<'a> NodeSyncStore<'a> {
         scope: &SharedScope,
         since: Option<u64>,
     ) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
+        let keep = |updated: u64| since.is_none_or(|s| updated >= s);
+        let Some(cache) = self.cache else {
+            return Ok(self
+                .scan_store(scope)?
+                .into_iter()
+                .filter(|(_, _, u)| keep(*u))
+                .map(|(k, d, _)| (k, d))
+                .collect());
+        };
+        let mut guard = cache
+            .entries
+            .lock()
+            .map_err(|_| SyncStoreError("index cache poisoned".into()))?;
+        if guard.as_ref().is_none_or(|(id, _)| *id != scope.id()) {
+            *guard = Some((scope.id(), self.scan_store(scope)?));
+        }
+        Ok(guard
+            .as_ref()
+            .map(|(_, list)| {
+                list.iter()
+                    .filter(|(_, _, u)| keep(*u))
+                    .map(|(k, d, _)| (k.clone(), *d))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn scan_store(
+        &self,
+        scope: &SharedScope,
+    ) -> Result<Vec<(DocKey, HeadsDigest, u64)>, SyncStoreError> {
         let mut out = Vec::new();
         for (start, end) in scope.key_ranges() {
             for item in self.store.scan_range(&start, &end) {
                 match item {
                     Ok((key, entry)) => {
-                        if scope.contains(&key) && since.is_none_or(|s| entry.updated_at_ms >= s) {
-                            out.push((key, entry.digest));
+                        if scope.contains(&key) {
+                            out.push((key, entry.digest, entry.updated_at_ms));
                         }
                     }
                     // A corrupt index entry is quarantined by the store; leave it out rather
@@ -178,6 +255,8 @@ pub enum ApplyError {
 pub struct Applied {
     /// Documents that changed and were committed.
     pub documents: usize,
+    /// Each committed document's key, new heads digest and update time.
+    pub written: Vec<(DocKey, HeadsDigest, u64)>,
     /// Documents skipped because their changes were refused (nothing of them was written).
     pub failed: Vec<ApplyError>,
 }
@@ -234,6 +313,16 @@ pub fn apply_changes(
         }
     }
     applied.documents = writes.len();
+    applied.written = writes
+        .iter()
+        .map(|w| {
+            (
+                w.key.clone(),
+                cunyun_protocol::digest::heads_digest(&w.heads),
+                w.updated_at_ms,
+            )
+        })
+        .collect();
     if !writes.is_empty() {
         store.commit(writes)?;
     }

@@ -5,6 +5,7 @@
 //! requires), and gives up when the peer falls silent or the whole session takes too long.
 //! Store work runs on the blocking pool so the async workers stay free.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cunyun_protocol::identity::NodeIdentity;
@@ -15,7 +16,7 @@ use cunyun_protocol::sync::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::store::DocStore;
-use crate::sync::adapter::{apply_changes, NodeSyncStore};
+use crate::sync::adapter::{apply_changes, IndexCache, NodeSyncStore};
 
 /// Time limits of one session.
 #[derive(Debug, Clone, Copy)]
@@ -59,13 +60,15 @@ pub struct SessionReport {
 /// Runs the store-touching part of a session on the blocking pool.
 async fn on_store<T: Send + 'static>(
     store: &DocStore,
+    cache: &Arc<IndexCache>,
     session: Session,
     f: impl FnOnce(&mut Session, &NodeSyncStore<'_>) -> T + Send + 'static,
 ) -> Result<(Session, T), String> {
     let store = store.clone();
+    let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         let mut session = session;
-        let view = NodeSyncStore::new(&store);
+        let view = NodeSyncStore::with_cache(&store, &cache);
         let out = f(&mut session, &view);
         (session, out)
     })
@@ -115,6 +118,7 @@ where
 async fn process_events(
     session: &mut Session,
     store: &DocStore,
+    cache: &IndexCache,
     report: &mut SessionReport,
 ) -> Result<Option<Result<PeerMemory, String>>, String> {
     let peer = report.peer.node_id;
@@ -150,6 +154,9 @@ async fn process_events(
             .map_err(|e| format!("同步任务异常退出: {e}"))?
             .map_err(|e| format!("写入失败: {e}"))?;
         report.docs_applied += applied.documents;
+        for (key, digest, updated) in &applied.written {
+            cache.record(key, *digest, *updated);
+        }
         for e in applied.failed {
             tracing::warn!(peer = %peer, error = %e, "received changes refused");
         }
@@ -172,12 +179,16 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut config = SessionConfig::new(local, peer);
     config.memory = memory;
+    let cache = Arc::new(IndexCache::default());
     let mut session = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || Session::new(config, &NodeSyncStore::new(&store)))
-            .await
-            .map_err(|e| format!("同步任务异常退出: {e}"))?
-            .map_err(|e| e.to_string())?
+        let cache = cache.clone();
+        tokio::task::spawn_blocking(move || {
+            Session::new(config, &NodeSyncStore::with_cache(&store, &cache))
+        })
+        .await
+        .map_err(|e| format!("同步任务异常退出: {e}"))?
+        .map_err(|e| e.to_string())?
     };
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -194,7 +205,7 @@ where
             wr.flush().await.map_err(|e| format!("发送失败: {e}"))?;
             report.bytes_out += out.len() as u64;
         }
-        if let Some(done) = process_events(&mut session, store, report).await? {
+        if let Some(done) = process_events(&mut session, store, &cache, report).await? {
             // Our last frames (e.g. Done) are already written; close our half politely.
             let _ = wr.shutdown().await;
             return done;
@@ -218,7 +229,7 @@ where
             .map_err(|e| format!("收到无效的帧: {e}"))?
         {
             let (s, handled) =
-                on_store(store, session, move |s, view| s.handle(view, frame)).await?;
+                on_store(store, &cache, session, move |s, view| s.handle(view, frame)).await?;
             session = s;
             if let Err(e) = handled {
                 // Also reported as Event::Failed, which ends the loop below.
@@ -235,7 +246,7 @@ where
                     .map_err(|e| format!("发送失败: {e}"))?;
                 report.bytes_out += pending_out.len() as u64;
             }
-            if let Some(done) = process_events(&mut session, store, report).await? {
+            if let Some(done) = process_events(&mut session, store, &cache, report).await? {
                 let _ = wr.flush().await;
                 let _ = wr.shutdown().await;
                 return done;

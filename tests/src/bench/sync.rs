@@ -167,6 +167,9 @@ pub trait SyncHost: SyncStore + Send + 'static {
     /// Applies raw changes to a document atomically (creating it if needed); returns whether
     /// its heads changed.
     fn apply_changes(&mut self, key: &DocKey, changes: &[Vec<u8>]) -> Result<bool>;
+
+    /// Called before each session starts (a node starts every session with a fresh view).
+    fn session_start(&mut self) {}
 }
 
 impl SyncHost for MemStore {
@@ -202,12 +205,14 @@ impl BuildHost for MemStore {
 /// scans, document loads and durable commits are all real.
 struct SledHost {
     store: cunyun_node::store::DocStore,
+    /// The session's index cache, as the node's runner keeps one per session.
+    cache: cunyun_node::sync::adapter::IndexCache,
     _dir: tempfile::TempDir,
 }
 
 impl SledHost {
     fn view(&self) -> cunyun_node::sync::adapter::NodeSyncStore<'_> {
-        cunyun_node::sync::adapter::NodeSyncStore::new(&self.store)
+        cunyun_node::sync::adapter::NodeSyncStore::with_cache(&self.store, &self.cache)
     }
 }
 
@@ -278,7 +283,14 @@ impl SyncHost for SledHost {
         if let Some(e) = applied.failed.first() {
             return Err(anyhow!("apply to {key}: {e}"));
         }
+        for (k, digest, updated) in &applied.written {
+            self.cache.record(k, *digest, *updated);
+        }
         Ok(applied.documents > 0)
+    }
+
+    fn session_start(&mut self) {
+        self.cache.clear();
     }
 }
 
@@ -302,7 +314,11 @@ impl BuildHost for SledHost {
             }
             store.commit(writes)?;
         }
-        Ok(SledHost { store, _dir: dir })
+        Ok(SledHost {
+            store,
+            cache: Default::default(),
+            _dir: dir,
+        })
     }
 
     fn doc_count(&self) -> usize {
@@ -634,6 +650,7 @@ async fn run_side<S: SyncHost>(
 
     if start == Start::Now {
         started = Instant::now();
+        side.store.session_start();
         let mut s = on_cpu(&mut cpu, || Session::new(config.clone(), &side.store))?;
         let bytes = on_cpu(&mut cpu, || drain_outgoing(&mut s, 1, &mut sent))?;
         if !bytes.is_empty() {
@@ -661,6 +678,7 @@ async fn run_side<S: SyncHost>(
             let flight = side.ep.flight_of(end);
             if session.is_none() {
                 started = Instant::now();
+                side.store.session_start();
                 session = Some(on_cpu(&mut cpu, || {
                     Session::new(config.clone(), &side.store)
                 })?);

@@ -7,6 +7,8 @@
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
+//! - [`automerge_repo`]: the automerge-repo WebSocket protocol v1 at `/automerge`, with its
+//!   share policy, for stock `@automerge/automerge-repo` clients.
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
 //! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
@@ -19,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
+pub mod automerge_repo;
 pub mod config;
 pub mod discovery;
 pub mod metrics;

@@ -73,6 +73,11 @@ pub struct HouseholdRecord {
     pub profile: HouseholdProfile,
     /// The private part (`hp`); stays in the county.
     pub private: HouseholdPrivate,
+    /// The profile document's automerge-repo URL (`automerge:<documentId>`), for syncing it
+    /// over `/automerge` with a stock `@automerge/automerge-repo` client.
+    pub automerge_url: String,
+    /// The private document's automerge-repo URL.
+    pub private_automerge_url: String,
     /// Tags derived from the profile, each with its reason, for the cadre to check.
     pub derived_tags: Vec<DerivedTag>,
     /// Heads of the profile document (hex), for edits made offline against this state.
@@ -425,6 +430,8 @@ impl Records {
             .collect();
         HouseholdRecord {
             id: id.to_string(),
+            automerge_url: crate::automerge_repo::docid::url_for_key(&hh),
+            private_automerge_url: crate::automerge_repo::docid::url_for_key(&hp),
             profile_key: hh,
             private_key: hp,
             profile,

@@ -83,6 +83,16 @@ async fn household_lifecycle_and_validation() {
         "village defaults to the node's"
     );
     assert_eq!(created["private"]["head_name"], "王秀英");
+    // Each document's automerge-repo URL is the stable id derived from its key.
+    let hh_key = DocKey::parse(&format!("{VILLAGE}/hh/{id}")).expect("key");
+    assert_eq!(
+        created["automerge_url"].as_str(),
+        Some(cunyun_node::automerge_repo::docid::url_for_key(&hh_key).as_str())
+    );
+    assert_eq!(
+        created["private_automerge_url"].as_str(),
+        Some(cunyun_node::automerge_repo::docid::url_for_key(&hh_key.with_kind(Kind::Hp)).as_str())
+    );
     let tags: Vec<&str> = created["derived_tags"]
         .as_array()
         .expect("tags")

@@ -5,4 +5,8 @@
 //! This module owns:
 //! - [`wire`]: the CBOR messages (`join`, `peer`, `request`, `sync`, `doc-unavailable`,
 //!   `ephemeral`, `error`, …), their size limits and a decoder that returns errors, never panics.
+//! - [`docid`]: the stable automerge-repo document id of each [`DocKey`] and the index back.
+//!
+//! [`DocKey`]: cunyun_protocol::key::DocKey
+pub mod docid;
 pub mod wire;

@@ -11,6 +11,7 @@
 //! | GET | `/api/v1/taxonomy` | the need-tag tree |
 //! | GET | `/api/v1/overview` | counts for the status page |
 //! | GET | `/api/v1/sync` | peers, last sync per peer, documents and bytes exchanged, errors |
+//! | GET (WebSocket) | `/automerge?token=` | automerge-repo protocol v1 ([`crate::automerge_repo`]) |
 //!
 //! Errors are JSON `{"error": code, "message": 中文说明}`; invalid input is `422` with every
 //! field error in `fields`, and nothing is stored. Internals are logged, not sent to clients.
@@ -46,6 +47,8 @@ pub struct AppState {
     pub node_name: String,
     /// The sync service, when sync is enabled.
     pub sync: Option<crate::sync::SyncService>,
+    /// The automerge-repo endpoint (`/automerge`): document ids and principals.
+    pub automerge_repo: crate::automerge_repo::session::Endpoint,
 }
 
 /// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
@@ -70,6 +73,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/taxonomy", get(taxonomy_tree))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/sync", get(sync_status))
+        .route("/automerge", get(crate::automerge_repo::ws::handler))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -268,6 +268,14 @@ impl Records {
         self.scope
     }
 
+    /// Holds off every other write to the documents of record `id` (a household's `hh` and
+    /// `hp`, or a need) until the guard is dropped. Anyone who loads, changes and commits one of
+    /// these documents outside this service (the automerge-repo endpoint) takes it, so that the
+    /// store's heads digest describes the document after all concurrent edits.
+    pub async fn write_lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock_for(id).lock().await
+    }
+
     fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut h);

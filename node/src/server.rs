@@ -103,10 +103,28 @@ pub async fn start(
     start_with_store(config, store, shutdown_signal).await
 }
 
-/// Starts serving over an already open store.
+/// Starts serving over an already open store. Nobody has an account yet: every
+/// automerge-repo connection is anonymous (see [`start_with_principals`]).
 pub async fn start_with_store(
     config: &NodeConfig,
     store: DocStore,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningNode, StartError> {
+    start_with_principals(
+        config,
+        store,
+        Arc::new(crate::automerge_repo::policy::NoAccounts),
+        shutdown_signal,
+    )
+    .await
+}
+
+/// Starts serving over an already open store, taking the principal of each automerge-repo
+/// connection (`/automerge`) from `principals`.
+pub async fn start_with_principals(
+    config: &NodeConfig,
+    store: DocStore,
+    principals: Arc<dyn crate::automerge_repo::policy::PrincipalResolver>,
     shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, StartError> {
     let sync = if config.sync.enabled {
@@ -122,7 +140,10 @@ pub async fn start_with_store(
         Some((s, f)) => (Some(s), Some(f)),
         None => (None, None),
     };
+    let automerge_repo =
+        crate::automerge_repo::session::Endpoint::new(store.clone(), config.scope, principals);
     let state = Arc::new(AppState {
+        automerge_repo,
         records: Records::new(store, config.scope),
         metrics: Metrics::new(),
         default_author: config.default_author.clone(),

@@ -138,7 +138,7 @@ impl DocIndex {
         if let Some(k) = table.keys.get(id) {
             return Ok(Some(k.clone()));
         }
-        let writes = self.store.stats().writes;
+        let writes = self.store.writes();
         if table.built_at == Some(writes) {
             return Ok(None);
         }

@@ -376,6 +376,13 @@ impl DocStore {
         self.shared().quarantine_list()
     }
 
+    /// How many document writes have been committed since the store opened (the `writes`
+    /// counter of [`DocStore::stats`], without its other, costlier figures): a cheap way to
+    /// notice that something changed.
+    pub fn writes(&self) -> u64 {
+        self.shared().counters.writes.load(Ordering::Relaxed)
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> StoreStats {
         let s = self.shared();

@@ -3,17 +3,22 @@
 //! [`Connection`] over the socket: binary frames in, replies out, and every
 //! [`PUSH_CHECK_INTERVAL`] a check whether the store was written (then open documents that
 //! changed are pushed). A peer that has not sent `join` within [`JOIN_TIMEOUT`] is dropped.
+//!
+//! **Cross-site requests.** Browsers send a site's cookies with a WebSocket upgrade even when
+//! another site's page opens it, and the server cannot tell from the cookie. So a request whose
+//! `Origin` header names a different host than its `Host` header has its credentials ignored:
+//! it is served as [`Principal::Anonymous`]. Clients outside a browser send no `Origin`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::policy::Credentials;
+use super::policy::{Credentials, Principal};
 use super::session::{Connection, Step};
 use super::wire::{self, Message, MAX_MESSAGE_BYTES};
 use crate::api::AppState;
@@ -37,13 +42,39 @@ pub async fn handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let principal = state.automerge_repo.principal(&Credentials {
-        headers: &headers,
-        query_token: query.token.as_deref(),
-    });
+    let principal = if same_origin_or_none(&headers) {
+        state.automerge_repo.principal(&Credentials {
+            headers: &headers,
+            query_token: query.token.as_deref(),
+        })
+    } else {
+        tracing::warn!(
+            origin = ?headers.get(header::ORIGIN),
+            "automerge-repo: cross-origin upgrade served as anonymous"
+        );
+        Principal::Anonymous
+    };
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(state, principal, socket))
+}
+
+/// Whether the request has no `Origin`, or one whose host and port equal the `Host` header.
+pub fn same_origin_or_none(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(Ok(host))) = (
+        origin.to_str(),
+        headers.get(header::HOST).map(|h| h.to_str()),
+    ) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .unwrap_or("");
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
 async fn send_all(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
@@ -109,4 +140,36 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
         account = conn.principal().account(),
         "automerge-repo connection closed"
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cross_origin_upgrades_lose_their_credentials() {
+        assert!(same_origin_or_none(&headers(&[("host", "10.0.0.2:8080")])));
+        assert!(same_origin_or_none(&headers(&[
+            ("host", "10.0.0.2:8080"),
+            ("origin", "http://10.0.0.2:8080")
+        ])));
+        assert!(!same_origin_or_none(&headers(&[
+            ("host", "10.0.0.2:8080"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin_or_none(&headers(&[
+            ("host", "10.0.0.2:8080"),
+            ("origin", "http://10.0.0.2:9090")
+        ])));
+        assert!(!same_origin_or_none(&headers(&[("origin", "null")])));
+    }
 }

@@ -8,11 +8,16 @@
 //   watch  <ws> <url> <field> <value>  find the document, print "READY <doc-json>", then wait until
 //                                      doc[field] equals value (a change made on the node)
 //   unavailable <ws> <url>             expect find() to fail as unavailable
+//   refused <ws> <url> <field> <value> <url2> <field2> <value2> <check-url2>
+//                                      make a change the node must refuse on the first document,
+//                                      then a valid one on the second over the same connection
+//                                      and wait (as `change`) until the node stored the second
 // Prints one line per step on stdout and exits 0 on success, 1 on failure or after 30 s.
 import { Repo } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 
-const [mode, wsUrl, docUrl, field, valueJson, checkUrl] = process.argv.slice(2)
+const args = process.argv.slice(2)
+const [mode, wsUrl, docUrl, field, valueJson] = args
 const value = valueJson === undefined ? undefined : JSON.parse(valueJson)
 
 const deadline = setTimeout(() => {
@@ -34,6 +39,23 @@ async function waitFor(cond) {
   while (!cond()) await new Promise(r => setTimeout(r, 20))
 }
 
+// Sets doc[field] = value, then polls the node's HTTP API (checkUrl, a household's JSON) until
+// its profile or private part shows the value.
+async function changeAndWait(handle, field, value, checkUrl) {
+  handle.change(d => {
+    d[field] = value
+  })
+  console.log("CHANGED locally")
+  const want = JSON.stringify(value)
+  for (;;) {
+    const resp = await fetch(checkUrl)
+    const body = await resp.json()
+    const part = field in (body.profile ?? {}) ? body.profile : body.private ?? {}
+    if (JSON.stringify(part[field]) === want) return
+    await new Promise(r => setTimeout(r, 50))
+  }
+}
+
 try {
   if (mode === "unavailable") {
     try {
@@ -49,19 +71,16 @@ try {
       await waitFor(() => JSON.stringify(handle.doc()[field]) === JSON.stringify(value))
       done(0, "SAW " + JSON.stringify(handle.doc()))
     } else if (mode === "change") {
+      await changeAndWait(handle, field, value, args[5])
+      done(0, "STORED " + JSON.stringify(value))
+    } else if (mode === "refused") {
       handle.change(d => {
         d[field] = value
       })
-      console.log("CHANGED locally")
-      const want = JSON.stringify(value)
-      for (;;) {
-        const resp = await fetch(checkUrl)
-        const body = await resp.json()
-        const part = field in (body.profile ?? {}) ? body.profile : body.private ?? {}
-        if (JSON.stringify(part[field]) === want) break
-        await new Promise(r => setTimeout(r, 50))
-      }
-      done(0, "STORED " + want)
+      console.log("CHANGED first document locally")
+      const second = await repo.find(args[5])
+      await changeAndWait(second, args[6], JSON.parse(args[7]), args[8])
+      done(0, "STORED second document")
     } else {
       done(1, "unknown mode " + mode)
     }

@@ -1,7 +1,8 @@
 //! A stock `@automerge/automerge-repo` client (installed with npm inside the test) against a real
 //! node on 127.0.0.1: it finds a household by its document id, changes it and the node stores
 //! the change; the node changes a household through its HTTP API while the client has it open and
-//! the client sees it; and an anonymous client asking for documents it may not read is told they
+//! the client sees it; a change that would make a household invalid is refused and not stored;
+//! and an anonymous client asking for documents it may not read is told they
 //! are unavailable and gets none of their content.
 //!
 //! Needs `node` and `npm` (and the npm registry). Without `npm` the test is skipped with a loud
@@ -262,7 +263,51 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
     .unwrap();
     assert_eq!(code, 0, "the client saw the node's change");
 
-    // 3. Share policy: an anonymous client gets neither the private part nor the profile.
+    // 3. A change that would make a household invalid (residents below its members) is refused
+    //    and not stored; the connection goes on (a later valid change on another household is).
+    let (h0, h2) = (&households[0], &households[2]);
+    let id2 = h2["id"].as_str().unwrap().to_string();
+    let before = node.state.records.get_household(&id0).unwrap();
+    let client = run(vec![
+        "refused".into(),
+        cadre_ws.clone(),
+        h0["automerge_url"].as_str().unwrap().into(),
+        "residents".into(),
+        "1".into(),
+        h2["automerge_url"].as_str().unwrap().into(),
+        "smartphones".into(),
+        "6".into(),
+        format!("{base}/api/v1/households/{id2}"),
+    ])
+    .await
+    .unwrap();
+    let code = tokio::task::spawn_blocking(move || {
+        client.expect_line("STORED", Duration::from_secs(30));
+        client.finish()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        node.state
+            .records
+            .get_household(&id2)
+            .unwrap()
+            .profile
+            .smartphones,
+        6
+    );
+    let after = node.state.records.get_household(&id0).unwrap();
+    assert_eq!(
+        after.profile.residents, 2,
+        "the invalid change was not stored"
+    );
+    assert_eq!(
+        after.heads, before.heads,
+        "nothing at all was stored for it"
+    );
+
+    // 4. Share policy: an anonymous client gets neither the private part nor the profile.
     for url in [
         households[2]["private_automerge_url"].as_str().unwrap(),
         households[2]["automerge_url"].as_str().unwrap(),

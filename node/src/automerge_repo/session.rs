@@ -335,9 +335,12 @@ impl Connection {
                 None => return vec![self.unavailable(wire_id)],
             },
         };
-        match self.apply(&mut od, data).await {
-            Ok(()) => {
-                let reply = od.doc.generate_sync_message(&mut od.state);
+        match self
+            .apply(&mut od, data)
+            .await
+            .and_then(|()| generate(&mut od))
+        {
+            Ok(reply) => {
                 let out = reply
                     .map(|m| vec![self.sync_message(&od.wire_id, m)])
                     .unwrap_or_default();
@@ -447,13 +450,27 @@ impl Connection {
                     continue;
                 }
             }
-            if let Some(m) = od.doc.generate_sync_message(&mut od.state) {
-                out.push(self.sync_message(&od.wire_id, m));
+            match generate(&mut od) {
+                Ok(Some(m)) => out.push(self.sync_message(&od.wire_id, m)),
+                Ok(None) => {}
+                Err(Refusal(reason)) => {
+                    tracing::warn!(key = %od.key, reason, "automerge-repo: document dropped from the connection");
+                    self.refused.insert(id);
+                    continue;
+                }
             }
             self.docs.insert(id, od);
         }
         out
     }
+}
+
+/// The next sync message for `od`. The peer's earlier messages shaped the sync state, so a panic
+/// inside automerge is caught and refuses the document rather than ending the node's task.
+fn generate(od: &mut OpenDoc) -> Result<Option<sync::Message>, Refusal> {
+    let (doc, state) = (&od.doc, &mut od.state);
+    catch_unwind(AssertUnwindSafe(|| doc.generate_sync_message(state)))
+        .map_err(|_| Refusal("automerge panicked generating a sync message".into()))
 }
 
 /// Checks a document a peer changed with `protocol`'s view of its kind. Only the kinds the share

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+pub mod amrepo;
 pub mod gossip;
 pub mod store;
 pub mod sync;

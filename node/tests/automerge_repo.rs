@@ -186,6 +186,19 @@ async fn handshake_errors_close_the_connection() {
         .await;
     assert!(step.close && matches!(&step.send[..], [Message::Error { .. }]));
     assert!(!conn.joined());
+    // A repeated join is answered again; a peer message from the client is an error.
+    let mut conn = Connection::new(node.state.clone(), cadre());
+    let first = join(&mut conn).await;
+    assert_eq!(join(&mut conn).await, first);
+    let step = conn
+        .receive(&bytes(&Message::Peer {
+            sender_id: ME.into(),
+            target_id: first,
+            selected_protocol_version: "1".into(),
+            metadata: None,
+        }))
+        .await;
+    assert!(step.close && matches!(&step.send[..], [Message::Error { .. }]));
     // Garbage bytes.
     let mut conn = Connection::new(node.state.clone(), cadre());
     let step = conn.receive(&[0xff, 0x00, 0x13]).await;

@@ -236,9 +236,9 @@ impl Connection {
                     close: true,
                 }
             }
-            Message::Join { .. } | Message::Peer { .. } => {
-                self.error("握手已完成，不能再次发送 join/peer 消息")
-            }
+            // A repeated join (a client retrying its handshake) is answered again.
+            join @ Message::Join { .. } => self.handshake(join),
+            Message::Peer { .. } => self.error("只有节点发送 peer 消息，客户端应发送 join"),
             Message::DocUnavailable { .. }
             | Message::Ephemeral { .. }
             | Message::RemoteSubscriptionChange { .. }
@@ -268,6 +268,11 @@ impl Connection {
             account = self.principal.account(),
             "automerge-repo peer joined"
         );
+        if self.remote.as_ref() != Some(&sender_id) {
+            // Sync states belong to one peer: a new peer id starts afresh.
+            self.docs.clear();
+            self.refused.clear();
+        }
         self.remote = Some(sender_id.clone());
         Step {
             send: vec![Message::Peer {

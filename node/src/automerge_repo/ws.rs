@@ -1,8 +1,9 @@
 //! The `/automerge` WebSocket route: upgrades the request, takes its principal from the
 //! credentials it carries ([`super::policy::PrincipalResolver`]), and runs one
-//! [`Connection`] over the socket: binary frames in, replies out, and every
-//! [`PUSH_CHECK_INTERVAL`] a check whether the store was written (then open documents that
-//! changed are pushed). A peer that has not sent `join` within [`JOIN_TIMEOUT`] is dropped.
+//! [`Connection`] over the socket: binary frames in, replies out, and, whenever the store
+//! acknowledged a commit ([`crate::store::DocStore::watch_writes`]; commits within
+//! [`PUSH_COALESCE`] are taken together), a push of the open documents that changed. A peer that
+//! has not sent `join` within [`JOIN_TIMEOUT`] is dropped.
 //!
 //! **Cross-site requests.** Browsers send a site's cookies with a WebSocket upgrade even when
 //! another site's page opens it, and the server cannot tell from the cookie. So a request whose
@@ -25,8 +26,9 @@ use crate::api::AppState;
 
 /// How long a new connection may take to send `join`.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a connection checks whether the store has been written.
-pub const PUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a connection waits after a commit before pushing, so that a burst of commits (peer
+/// sync applying many documents) costs one pass over the open documents.
+pub const PUSH_COALESCE: Duration = Duration::from_millis(20);
 
 /// Query parameters of `/automerge`.
 #[derive(Debug, Deserialize)]
@@ -96,9 +98,8 @@ async fn send_all(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
 async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut socket: WebSocket) {
     let store = state.records.store().clone();
     let mut conn = Connection::new(state, principal);
-    let mut seen_writes = store.writes();
-    let mut tick = tokio::time::interval(PUSH_CHECK_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut written = store.watch_writes();
+    written.mark_unchanged();
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
     loop {
@@ -119,14 +120,15 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
                     break;
                 }
             }
-            _ = tick.tick(), if conn.joined() => {
-                let writes = store.writes();
-                if writes != seen_writes {
-                    seen_writes = writes;
-                    let pushes = conn.refresh();
-                    if !send_all(&mut socket, pushes).await {
-                        break;
-                    }
+            changed = written.changed(), if conn.joined() => {
+                if changed.is_err() {
+                    break; // the store closed
+                }
+                tokio::time::sleep(PUSH_COALESCE).await;
+                written.mark_unchanged();
+                let pushes = conn.refresh();
+                if !send_all(&mut socket, pushes).await {
+                    break;
                 }
             }
             _ = &mut join_deadline, if !conn.joined() => {

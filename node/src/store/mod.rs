@@ -383,6 +383,12 @@ impl DocStore {
         self.shared().counters.writes.load(Ordering::Relaxed)
     }
 
+    /// Watches [`DocStore::writes`]: the receiver sees a new value after every acknowledged
+    /// group commit that wrote documents (changes within one wake-up are coalesced).
+    pub fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared().written.subscribe()
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> StoreStats {
         let s = self.shared();

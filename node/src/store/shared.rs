@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     quarantine: Mutex<BTreeMap<String, QuarantineRecord>>,
     /// Metric counters.
     pub(crate) counters: Counters,
+    /// The `writes` counter, published after every acknowledged group commit (for
+    /// [`crate::store::DocStore::watch_writes`]).
+    pub(crate) written: tokio::sync::watch::Sender<u64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -125,6 +128,7 @@ impl Shared {
             tx: Mutex::new(Some(tx)),
             quarantine: Mutex::new(quarantine),
             counters: Counters::default(),
+            written: tokio::sync::watch::channel(0).0,
         }
     }
 

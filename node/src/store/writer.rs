@@ -452,6 +452,9 @@ impl Writer {
                     c.writes.fetch_add(writes as u64, Ordering::Relaxed);
                     ack.send(Ok(()));
                 }
+                self.shared
+                    .written
+                    .send_replace(c.writes.load(Ordering::Relaxed));
             }
             Err(reason) => {
                 for (_, ack) in done {

@@ -11,7 +11,7 @@
 //!   validated and committed durably).
 //! - `push_p50_ms`, `push_p99_ms`: 30 changes made through the node's record service (as the HTTP
 //!   API does) while the client has the household open, from the durable commit to the client
-//!   receiving the sync message (includes the endpoint's 100 ms store poll).
+//!   receiving the sync message (includes the endpoint's 20 ms push coalescing).
 
 use std::collections::HashMap;
 use std::sync::Arc;

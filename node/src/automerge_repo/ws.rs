@@ -79,6 +79,14 @@ pub fn same_origin_or_none(headers: &HeaderMap) -> bool {
     !authority.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
+/// Sleeps until `due`, or forever when there is none.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn send_all(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
     for m in messages {
         match wire::encode(&m) {
@@ -102,6 +110,8 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
     written.mark_unchanged();
     let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
     tokio::pin!(join_deadline);
+    // When a push pass is due (set by a commit; frames keep being served meanwhile).
+    let mut push_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             frame = socket.recv() => {
@@ -120,11 +130,14 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
                     break;
                 }
             }
-            changed = written.changed(), if conn.joined() => {
+            changed = written.changed(), if conn.joined() && push_due.is_none() => {
                 if changed.is_err() {
                     break; // the store closed
                 }
-                tokio::time::sleep(PUSH_COALESCE).await;
+                push_due = Some(tokio::time::Instant::now() + PUSH_COALESCE);
+            }
+            _ = sleep_until_due(push_due) => {
+                push_due = None;
                 written.mark_unchanged();
                 let pushes = conn.refresh();
                 if !send_all(&mut socket, pushes).await {

@@ -1,0 +1,133 @@
+//! The `/automerge` route over a real WebSocket on loopback, from Rust (no npm needed): a bearer
+//! token in the URL makes the connection a cadre's, and the same token from a page of another
+//! origin (a cross-site WebSocket, which a browser would send with the cadre's cookies) counts for
+//! nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::Automerge;
+use cunyun_node::automerge_repo::docid::DocumentId;
+use cunyun_node::automerge_repo::policy::{Principal, StaticTokens};
+use cunyun_node::automerge_repo::wire::{self, Message};
+use cunyun_node::config::NodeConfig;
+use cunyun_node::server;
+use cunyun_protocol::area::{AreaCode, AreaScope};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const VILLAGE: &str = "510116104201";
+const TOKEN: &str = "ws-test-token";
+
+/// Joins, requests `doc`, and returns the node's answer to the request.
+async fn ask(url: &str, origin: Option<&str>, doc: &DocumentId) -> Message {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let recv = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WsMessage::Binary(b) => return wire::decode(&b).unwrap(),
+            _ => continue,
+        }
+    };
+    let join = Message::Join {
+        sender_id: "rust-ws".into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: None,
+    };
+    ws.send(WsMessage::Binary(wire::encode(&join).unwrap().into()))
+        .await
+        .unwrap();
+    let Message::Peer {
+        sender_id: server, ..
+    } = recv(&mut ws).await
+    else {
+        panic!("no peer message");
+    };
+    let data = Automerge::new()
+        .generate_sync_message(&mut sync::State::new())
+        .unwrap()
+        .encode();
+    let request = Message::Request {
+        sender_id: "rust-ws".into(),
+        target_id: server,
+        document_id: doc.to_string(),
+        data,
+    };
+    ws.send(WsMessage::Binary(wire::encode(&request).unwrap().into()))
+        .await
+        .unwrap();
+    recv(&mut ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_count_only_from_the_same_origin() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::default();
+    config.data_dir = data.path().to_path_buf();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.scope = AreaScope::parse(VILLAGE).unwrap();
+    let store = server::open_store(&config).unwrap();
+    let tokens = StaticTokens(vec![(
+        TOKEN.into(),
+        Principal::Cadre {
+            account: "cadre-ws".into(),
+            village: AreaCode::parse(VILLAGE).unwrap(),
+        },
+    )]);
+    let node =
+        server::start_with_principals(&config, store, Arc::new(tokens), std::future::pending())
+            .await
+            .unwrap();
+    let rec = node
+        .state
+        .records
+        .create_household(
+            "admin",
+            &serde_json::json!({"profile": {"group": 1, "residents": 1}, "private": {"head_name": "周五"}}),
+        )
+        .await
+        .unwrap();
+    let doc = DocumentId::parse(&rec.private_automerge_url).unwrap();
+    let url = format!("ws://{}/automerge?token={TOKEN}", node.addr);
+    let same = format!("http://{}", node.addr);
+
+    // The cadre, with no Origin (a non-browser client) or the node's own origin: the document.
+    for origin in [None, Some(same.as_str())] {
+        let answer = ask(&url, origin, &doc).await;
+        assert!(
+            matches!(answer, Message::Sync { .. }),
+            "{origin:?}: {answer:?}"
+        );
+    }
+    // The same token from another site's page: anonymous, so the private part is unavailable.
+    let answer = ask(&url, Some("http://evil.example"), &doc).await;
+    assert!(
+        matches!(answer, Message::DocUnavailable { .. }),
+        "{answer:?}"
+    );
+    // No token at all: anonymous.
+    let anon = format!("ws://{}/automerge", node.addr);
+    let answer = ask(&anon, None, &doc).await;
+    assert!(
+        matches!(answer, Message::DocUnavailable { .. }),
+        "{answer:?}"
+    );
+    node.stop().await.unwrap();
+}

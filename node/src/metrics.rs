@@ -1,4 +1,5 @@
-//! Prometheus metrics for `/metrics`: HTTP traffic, record writes and the store's own counters.
+//! Prometheus metrics for `/metrics`: HTTP traffic, record writes, sync, automerge-repo clients
+//! and the store's own counters.
 //!
 //! Counters that the store already keeps (commits, fsyncs, corrupt documents, size on disk) are
 //! read from [`crate::store::DocStore::stats`] at scrape time rather than counted twice.
@@ -68,6 +69,14 @@ pub struct Metrics {
     pub sync_refused: Counter,
     /// Sync bytes by direction (`in`, `out`).
     pub sync_bytes: Family<DirectionLabels, Counter>,
+    /// Open automerge-repo (`/automerge`) connections.
+    pub amrepo_connections: Gauge,
+    /// Documents changed by automerge-repo clients and stored.
+    pub amrepo_changes: Counter,
+    /// Changes from automerge-repo clients refused (invalid, read-only, unreadable).
+    pub amrepo_refused: Counter,
+    /// `doc-unavailable` answers (unknown documents and those the share policy hides).
+    pub amrepo_unavailable: Counter,
     store_documents: Gauge,
     store_chunks: Gauge,
     store_commits: Gauge<u64, AtomicU64>,
@@ -130,6 +139,30 @@ impl Metrics {
         );
         let sync_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register("sync_bytes", "Sync bytes by direction", sync_bytes.clone());
+        let amrepo_connections = Gauge::default();
+        registry.register(
+            "amrepo_connections",
+            "Open automerge-repo WebSocket connections",
+            amrepo_connections.clone(),
+        );
+        let amrepo_changes = Counter::default();
+        registry.register(
+            "amrepo_changes",
+            "Documents changed by automerge-repo clients and stored",
+            amrepo_changes.clone(),
+        );
+        let amrepo_refused = Counter::default();
+        registry.register(
+            "amrepo_refused",
+            "Changes from automerge-repo clients refused (invalid or not allowed)",
+            amrepo_refused.clone(),
+        );
+        let amrepo_unavailable = Counter::default();
+        registry.register(
+            "amrepo_unavailable",
+            "doc-unavailable answers to automerge-repo clients",
+            amrepo_unavailable.clone(),
+        );
         let store_documents = Gauge::default();
         registry.register(
             "store_documents",
@@ -176,6 +209,10 @@ impl Metrics {
             sync_docs_received,
             sync_refused,
             sync_bytes,
+            amrepo_connections,
+            amrepo_changes,
+            amrepo_refused,
+            amrepo_unavailable,
             store_documents,
             store_chunks,
             store_commits,

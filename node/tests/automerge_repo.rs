@@ -323,6 +323,15 @@ async fn invalid_and_read_only_changes_are_refused_and_not_stored() {
         node.state.records.store().entry(&hh).unwrap().unwrap(),
         entry_before
     );
+    let metrics = node.state.metrics.render(node.state.records.store());
+    assert!(
+        metrics.contains("cunyun_amrepo_refused_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cunyun_amrepo_changes_total 0"),
+        "{metrics}"
+    );
     node.stop().await.unwrap();
 }
 

@@ -161,6 +161,7 @@ impl Connection {
     }
 
     fn unavailable(&self, wire_id: &str) -> Message {
+        self.app.metrics.amrepo_unavailable.inc();
         Message::DocUnavailable {
             sender_id: self.me(),
             target_id: self.them(),
@@ -359,6 +360,7 @@ impl Connection {
                     account = self.principal.account(),
                     reason
                 );
+                self.app.metrics.amrepo_refused.inc();
                 self.refused.insert(id);
                 vec![self.unavailable(&od.wire_id)]
             }
@@ -419,6 +421,7 @@ impl Connection {
             }])
             .await
             .map_err(|e| Refusal(format!("store: {e}")))?;
+        self.app.metrics.amrepo_changes.inc();
         tracing::info!(
             target: "cunyun::_events::automerge_repo_change",
             key = %key,

@@ -105,6 +105,8 @@ async fn send_all(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
 
 async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut socket: WebSocket) {
     let store = state.records.store().clone();
+    let app = state.clone();
+    app.metrics.amrepo_connections.inc();
     let mut conn = Connection::new(state, principal);
     let mut written = store.watch_writes();
     written.mark_unchanged();
@@ -151,6 +153,7 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
         }
     }
     let _ = socket.send(WsMessage::Close(None)).await;
+    app.metrics.amrepo_connections.dec();
     tracing::debug!(
         account = conn.principal().account(),
         "automerge-repo connection closed"

@@ -13,6 +13,7 @@
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
 //! - [`manifest`]: hub-signed content manifests (files as BLAKE3-hashed chunks, Ed25519).
+//! - [`blob`]: the sans-IO chunk transfer (want → verified chunks, resumable, flow-controlled).
 //! - [`sync`]: the sans-IO sync session: versioned frames, rateless IBLT reconciliation, shared
 //!   scope by kind reach, and an in-memory store for tests and simulations.
 //!
@@ -21,6 +22,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod area;
+pub mod blob;
 
 mod codec;
 pub mod digest;

@@ -81,6 +81,9 @@ pub enum FetchError {
     /// The peer reported an error.
     #[error("对端报告错误：{0}")]
     Peer(String),
+    /// The host gave the item up (see [`Fetcher::abandon`]).
+    #[error("{0}")]
+    Host(String),
 }
 
 /// What the host must do.
@@ -278,6 +281,18 @@ impl Fetcher {
             return;
         }
         self.want(id, items);
+    }
+
+    /// Gives up an item whose manifest was handed over (e.g. it does not fit the host's disk
+    /// quota); it is reported as failed with `reason`.
+    pub fn abandon(&mut self, id: ContentId, reason: String) {
+        if self.awaiting_start.remove(&id) {
+            self.active.remove(&id);
+            self.events.push_back(FetchEvent::Failed {
+                id,
+                error: FetchError::Host(reason),
+            });
+        }
     }
 
     fn want(&mut self, id: ContentId, items: Vec<WantItem>) {

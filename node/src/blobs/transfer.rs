@@ -279,11 +279,12 @@ async fn handle_events(
 
 /// Serves what `store` holds to a fetcher over an established stream until the fetcher
 /// closes it. Only complete items are offered, and every chunk is re-verified as it is read.
+/// Returns what was sent, and how the connection ended.
 pub async fn serve_over<S>(
     stream: S,
     store: &BlobStore,
     limits: TransferLimits,
-) -> Result<ServeStats, TransferError>
+) -> (ServeStats, Result<(), TransferError>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -298,7 +299,7 @@ where
         missing = stats.missing,
         ok = result.is_ok()
     );
-    result.map(|()| stats)
+    (stats, result)
 }
 
 async fn serve_loop<S>(

@@ -651,7 +651,7 @@ where
     let limits = crate::blobs::TransferLimits {
         idle: Duration::from_secs(service.inner.config.idle_timeout_s.max(1)),
     };
-    if let Err(e) = crate::blobs::serve_over(stream, &store, limits).await {
+    if let (_, Err(e)) = crate::blobs::serve_over(stream, &store, limits).await {
         tracing::warn!(peer = %peer.node_id, error = %e, "content transfer ended with an error");
     }
 }

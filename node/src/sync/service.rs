@@ -342,6 +342,16 @@ impl SyncService {
         }
     }
 
+    /// The blob store content is served from, if set.
+    pub fn blob_store(&self) -> Option<crate::blobs::BlobStore> {
+        self.inner.blobs.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// The TLS context (for dialing content transfers with [`crate::blobs::fetch_wanted`]).
+    pub fn tls(&self) -> &TlsContext {
+        &self.inner.tls
+    }
+
     /// This node's identity (from its certificate).
     pub fn identity(&self) -> NodeIdentity {
         self.inner.tls.identity

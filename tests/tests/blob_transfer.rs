@@ -480,3 +480,57 @@ async fn quota_evicts_what_is_no_longer_wanted() {
     assert!(r.failed[0].1.contains("空间不足"), "{:?}", r.failed);
     assert!(village.is_complete(&b.content_id) && village.is_complete(&c.content_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_started_from_config_serves_content_signed_by_its_trusted_key() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root = root.path();
+    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let county_id = NodeIdentity {
+        node_id: NodeId([2; 16]),
+        role: Role::County,
+        scope: AreaScope::parse("510116").expect("scope"),
+    };
+    let dir = root.join("county");
+    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &county_id)
+        .expect("identity");
+    let mut c = cunyun_node::config::NodeConfig::default();
+    c.data_dir = dir;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.scope = county_id.scope;
+    c.role = county_id.role;
+    c.sync.enabled = true;
+    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
+    c.sync.mdns = false;
+    c.content.trusted_hub_keys = vec![cunyun_protocol::manifest::key_to_hex(
+        &hub_key().verifying_key(),
+    )];
+    let node = cunyun_node::server::start(&c, std::future::pending())
+        .await
+        .expect("node starts");
+    let sync = node.state.sync.as_ref().expect("sync on");
+    let county = sync.blob_store().expect("blob store opened from config");
+    assert_eq!(county.trusted().len(), 1);
+    let data = file_bytes(300_000, 12);
+    let m = publish(&county, root, "guide.pdf", &data);
+    let village = store(root, "village", 1 << 30);
+    let report = blobs::fetch_wanted(&village_tls, sync.listen_addr(), &village, &[m.content_id])
+        .await
+        .expect("fetch");
+    assert_eq!(report.complete, vec![m.content_id], "{:?}", report.failed);
+    let got = village
+        .read_range(&m.content_id, "guide.pdf", 0, u64::MAX)
+        .expect("read");
+    assert!(got == data);
+    // A malformed trusted key stops the node from starting, with a clear error.
+    let mut bad = c.clone();
+    bad.data_dir = root.join("county2");
+    cunyun_node::tls::init_dev_identity(&root.join("ca"), &bad.data_dir.join("tls"), &county_id)
+        .expect("identity");
+    bad.content.trusted_hub_keys = vec!["not-a-key".into()];
+    let err = cunyun_node::server::start(&bad, std::future::pending())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("公钥格式无效"), "{err}");
+}

@@ -93,6 +93,13 @@ pub async fn fetch_wanted(
     store: &BlobStore,
     wanted: &[ContentId],
 ) -> Result<FetchReport, TransferError> {
+    if wanted.iter().all(|id| store.is_complete(id)) {
+        store.mark_wanted(wanted, now_ms())?;
+        return Ok(FetchReport {
+            complete: wanted.to_vec(),
+            ..FetchReport::default()
+        });
+    }
     let (stream, _) = tokio::time::timeout(Duration::from_secs(15), tls.connect_blob(peer))
         .await
         .map_err(|_| TransferError::Connect {

@@ -362,3 +362,32 @@ fn the_server_never_exceeds_the_credit() {
     assert_eq!(sent, 1000);
     assert!(s.handle(Frame::Credit(999)).is_err());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any cut point, window and file size: the resumed transfer completes byte-identical and
+    /// the server re-sends at most the window.
+    #[test]
+    fn any_cut_resends_at_most_the_window(
+        len in 1usize..120_000,
+        cut_frac in 0.0f64..1.0,
+        window_kib in 1u64..40,
+    ) {
+        let file = data(len);
+        let mut hub = Host::default();
+        let m = publish(&mut hub, &file);
+        let mut village = Host::default();
+        let config = FetchConfig { window: window_kib * 1024, ..FetchConfig::default() };
+        let cut = ((len as f64 * cut_frac) as u64).max(1);
+        let mut f1 = Fetcher::new(&[m.content_id], trusted(), config);
+        let mut s1 = Server::new();
+        run(&mut f1, &mut s1, &hub, &mut village, Some(cut), &mut |_| {});
+        let mut f2 = Fetcher::new(&[m.content_id], trusted(), config);
+        let mut s2 = Server::new();
+        run(&mut f2, &mut s2, &hub, &mut village, None, &mut |_| {});
+        proptest::prop_assert_eq!(village.file(&m, 0), file);
+        let sent = s1.stats().piece_bytes + s2.stats().piece_bytes;
+        proptest::prop_assert!(sent - len as u64 <= config.window);
+    }
+}

@@ -249,9 +249,19 @@ async fn handle_events(
                     Err(e) => return Err(e.into()),
                 }
             }
-            FetchEvent::Chunk { hash, data, .. } => {
+            FetchEvent::Chunk { id, hash, data } => {
                 let s = store.clone();
                 blocking(move || s.put_chunk(&hash, &data)).await??;
+                let stats = fetcher.stats();
+                // Progress of long transfers: about every 4 MiB at the default chunk size.
+                if stats.chunks.is_multiple_of(16) {
+                    tracing::info!(
+                        target: "cunyun::_events::blob_fetch_progress",
+                        content = %id,
+                        chunks = stats.chunks,
+                        bytes = stats.piece_bytes
+                    );
+                }
             }
             FetchEvent::BadChunk { id, hash } => {
                 tracing::warn!(

@@ -6,6 +6,8 @@
 //!   compaction, corruption quarantine).
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
+//! - [`blobs`]: content files: the BLAKE3 chunk store with quota and eviction, and verified,
+//!   resumable transfer of hub-signed content between nodes.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
@@ -19,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
+pub mod blobs;
 pub mod config;
 pub mod discovery;
 pub mod metrics;

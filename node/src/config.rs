@@ -21,6 +21,7 @@ use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::Role;
 use serde::Deserialize;
 
+use crate::blobs::ContentConfig;
 use crate::store::StoreConfig;
 use crate::sync::SyncConfig;
 
@@ -49,6 +50,9 @@ pub struct NodeConfig {
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-node init` first).
     pub sync: SyncConfig,
+    /// Content files: blob store quota and the hub keys content must be signed by (used when
+    /// sync is enabled).
+    pub content: ContentConfig,
 }
 
 /// The development default scope: 成都市双流区 (510116) 某镇某村, a well-formed village code.
@@ -67,6 +71,7 @@ impl Default for NodeConfig {
             max_body_bytes: 256 * 1024,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
+            content: ContentConfig::default(),
         }
     }
 }
@@ -141,6 +146,10 @@ mod tests {
         assert_eq!(c.role, Role::County);
         assert_eq!(c.listen.port(), 9000);
         assert!(NodeConfig::from_toml("scpoe = \"51\"").is_err());
+        let c = NodeConfig::from_toml("[content]\nquota_mb = 512\ntrusted_hub_keys = [\"ab\"]")
+            .expect("content table");
+        assert_eq!(c.content.quota_mb, 512);
+        assert_eq!(c.content.trusted_hub_keys, vec!["ab".to_string()]);
         let err = NodeConfig::from_toml("scope = \"5101\"x").expect_err("bad toml");
         assert!(!err.to_string().is_empty());
         assert!(NodeConfig::from_toml("scope = \"510022\"").is_err());

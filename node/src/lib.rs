@@ -6,6 +6,8 @@
 //!   compaction, corruption quarantine).
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
+//! - [`blobs`]: content files: the BLAKE3 chunk store with quota and eviction, and verified,
+//!   resumable transfer of hub-signed content between nodes.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
 //! - [`automerge_repo`]: the automerge-repo WebSocket protocol v1 at `/automerge`, with its
 //!   share policy, for stock `@automerge/automerge-repo` clients.
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod automerge_repo;
+pub mod blobs;
 pub mod config;
 pub mod discovery;
 pub mod metrics;

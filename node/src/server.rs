@@ -32,6 +32,9 @@ pub enum StartError {
     /// Sync could not start.
     #[error(transparent)]
     Sync(#[from] crate::sync::service::SyncStartError),
+    /// The content blob store could not be opened (or a trusted hub key is malformed).
+    #[error("无法打开内容缓存: {0}")]
+    Blobs(#[from] crate::blobs::BlobError),
     /// The listen address could not be bound.
     #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
     Bind {
@@ -131,6 +134,7 @@ pub async fn start_with_principals(
         let service =
             crate::sync::SyncService::start(config.sync.clone(), store.clone(), &config.data_dir)
                 .await?;
+        service.set_blob_store(open_blobs(config)?);
         let metrics_feed = service.subscribe();
         Some((service, metrics_feed))
     } else {
@@ -191,6 +195,26 @@ pub async fn start_with_principals(
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Opens the content blob store of `config` (checking every chunk; see [`crate::blobs`]).
+pub fn open_blobs(config: &NodeConfig) -> Result<crate::blobs::BlobStore, crate::blobs::BlobError> {
+    let trusted =
+        cunyun_protocol::manifest::TrustedKeys::from_hex(&config.content.trusted_hub_keys)?;
+    let dir = config
+        .content
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("blobs"));
+    let quota = config.content.quota_mb.saturating_mul(1 << 20);
+    let (store, report) = crate::blobs::BlobStore::open(&dir, quota, trusted)?;
+    tracing::info!(
+        target: "cunyun::_events::blobs_opened",
+        dir = %dir.display(),
+        chunks = report.chunks_checked,
+        dropped = report.chunks_dropped + report.manifests_dropped
+    );
+    Ok(store)
 }
 
 /// Records `households` generated sample households of `village` through the same path as the

@@ -201,7 +201,13 @@ pub struct TlsContext {
     pub identity: NodeIdentity,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    blob_client: Arc<ClientConfig>,
 }
+
+/// ALPN protocol id of a content transfer connection ([`crate::blobs`]). The sync listener
+/// offers it; a client that asks for it gets a blob session, and a client that asks for no
+/// ALPN (every sync client) gets a sync session, as before.
+pub const BLOB_ALPN: &[u8] = b"cunyun-blob/1";
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -226,18 +232,22 @@ impl TlsContext {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let server = ServerConfig::builder_with_provider(provider())
+        let mut server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
+        server.alpn_protocols = vec![BLOB_ALPN.to_vec()];
         let client = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
+        let mut blob_client = client.clone();
+        blob_client.alpn_protocols = vec![BLOB_ALPN.to_vec()];
         Ok(TlsContext {
             identity,
             server: Arc::new(server),
             client: Arc::new(client),
+            blob_client: Arc::new(blob_client),
         })
     }
 
@@ -262,11 +272,30 @@ impl TlsContext {
         &self,
         addr: std::net::SocketAddr,
     ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, NodeIdentity), TlsError> {
+        Self::connect_with(self.client.clone(), addr).await
+    }
+
+    /// Like [`TlsContext::connect`], for a content transfer session ([`BLOB_ALPN`]).
+    pub async fn connect_blob(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, NodeIdentity), TlsError> {
+        let (stream, peer) = Self::connect_with(self.blob_client.clone(), addr).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(BLOB_ALPN) {
+            return Err(TlsError::Verifier("对端不支持内容传输".into()));
+        }
+        Ok((stream, peer))
+    }
+
+    async fn connect_with(
+        config: Arc<ClientConfig>,
+        addr: std::net::SocketAddr,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, NodeIdentity), TlsError> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name =
             ServerName::try_from(SERVER_NAME).map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(self.client.clone())
+        let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
         let peer = peer_identity(stream.get_ref().1)?;

@@ -12,6 +12,8 @@
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
+//! - [`manifest`]: hub-signed content manifests (files as BLAKE3-hashed chunks, Ed25519).
+//! - [`blob`]: the sans-IO chunk transfer (want → verified chunks, resumable, flow-controlled).
 //! - [`sync`]: the sans-IO sync session: versioned frames, rateless IBLT reconciliation, shared
 //!   scope by kind reach, and an in-memory store for tests and simulations.
 //!
@@ -20,11 +22,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod area;
+pub mod blob;
+
+mod codec;
 pub mod digest;
 pub mod fields;
 pub mod household;
 pub mod identity;
 pub mod key;
+pub mod manifest;
 pub mod need;
 pub mod sync;
 pub mod taxonomy;

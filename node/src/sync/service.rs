@@ -30,6 +30,9 @@ use crate::tls::TlsContext;
 /// The sync protocol version announced on mDNS.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Content transfer connections served at once (they do not take sync session slots).
+pub const MAX_BLOB_SESSIONS: usize = 8;
+
 /// Sync settings (the `[sync]` table of the node config).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -191,6 +194,9 @@ struct Inner {
     totals: Mutex<SyncTotals>,
     slots: Arc<Semaphore>,
     reports: tokio::sync::broadcast::Sender<SessionReport>,
+    /// Content files served to peers that connect with the blob ALPN (none: refused).
+    blobs: Mutex<Option<crate::blobs::BlobStore>>,
+    blob_slots: Arc<Semaphore>,
 }
 
 /// A running sync service. Dropping it does not stop the tasks; call [`SyncService::stop`].
@@ -295,6 +301,8 @@ impl SyncService {
             active: Mutex::new(HashSet::new()),
             totals: Mutex::new(SyncTotals::default()),
             reports,
+            blobs: Mutex::new(None),
+            blob_slots: Arc::new(Semaphore::new(MAX_BLOB_SESSIONS)),
         });
         let service = SyncService {
             inner: inner.clone(),
@@ -324,6 +332,24 @@ impl SyncService {
             mdns = inner.config.mdns
         );
         Ok(service)
+    }
+
+    /// Serves content from `store` to peers that connect with the blob ALPN
+    /// ([`crate::tls::BLOB_ALPN`]); until this is called such connections are closed.
+    pub fn set_blob_store(&self, store: crate::blobs::BlobStore) {
+        if let Ok(mut b) = self.inner.blobs.lock() {
+            *b = Some(store);
+        }
+    }
+
+    /// The blob store content is served from, if set.
+    pub fn blob_store(&self) -> Option<crate::blobs::BlobStore> {
+        self.inner.blobs.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// The TLS context (for dialing content transfers with [`crate::blobs::fetch_wanted`]).
+    pub fn tls(&self) -> &TlsContext {
+        &self.inner.tls
     }
 
     /// This node's identity (from its certificate).
@@ -595,6 +621,11 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
                 }
                 Err(_) => return,
             };
+            if stream.get_ref().1.alpn_protocol() == Some(crate::tls::BLOB_ALPN) {
+                drop(permit);
+                serve_blobs(&service, stream, peer).await;
+                return;
+            }
             let key = PeerKey::Id(peer.node_id);
             service.set_active(&key, true);
             let report = run_session(
@@ -610,6 +641,28 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             service.record(&key, &report, None);
             drop(permit);
         });
+    }
+}
+
+/// Serves one content transfer connection, if this node serves content.
+async fn serve_blobs<S>(service: &SyncService, stream: S, peer: NodeIdentity)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let store = service.inner.blobs.lock().ok().and_then(|b| b.clone());
+    let Some(store) = store else {
+        tracing::debug!(peer = %peer.node_id, "no blob store; content connection closed");
+        return;
+    };
+    let Ok(_permit) = service.inner.blob_slots.clone().try_acquire_owned() else {
+        tracing::debug!(peer = %peer.node_id, "content transfers busy; connection closed");
+        return;
+    };
+    let limits = crate::blobs::TransferLimits {
+        idle: Duration::from_secs(service.inner.config.idle_timeout_s.max(1)),
+    };
+    if let (_, Err(e)) = crate::blobs::serve_over(stream, &store, limits).await {
+        tracing::warn!(peer = %peer.node_id, error = %e, "content transfer ended with an error");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod amrepo;
 pub mod gossip;
 pub mod store;
 pub mod sync;
+pub mod transfer;
 
 /// Prints one metric as a JSON line on stdout.
 pub fn emit(bench: &str, metric: &str, value: f64, unit: &str) {

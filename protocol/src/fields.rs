@@ -461,8 +461,24 @@ impl Decoder {
         self.errors.push(FieldError::new(field, code, message));
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.errors.len()
+    }
+
+    /// A nested object at JSON path `path` (for objects inside arrays), or an error if `value`
+    /// is not an object.
+    pub(crate) fn nested<'v>(&mut self, value: &'v Value, path: &str) -> Option<Obj<'v>> {
+        match value {
+            Value::Object(map) => Some(Obj {
+                path: path.to_string(),
+                map,
+                known: Vec::new(),
+            }),
+            _ => {
+                self.push(path, code::WRONG_TYPE, "应为JSON对象");
+                None
+            }
+        }
     }
 
     /// The top-level object, or an error if `value` is not an object.

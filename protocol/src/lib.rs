@@ -8,6 +8,7 @@
 //! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
+//! - [`library`]: content metadata (科普资源元数据) of the hub's content library.
 //! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
@@ -25,6 +26,7 @@ pub mod fields;
 pub mod household;
 pub mod identity;
 pub mod key;
+pub mod library;
 pub mod need;
 pub mod sync;
 pub mod taxonomy;

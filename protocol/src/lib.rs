@@ -9,6 +9,8 @@
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
 //! - [`library`]: content metadata (科普资源元数据) of the hub's content library.
+//! - [`matching`]: the pure scorer (household tags × season × region × freshness, diversity,
+//!   format by media profile), the inverted tag index and the per-village byte budget.
 //! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
@@ -27,6 +29,7 @@ pub mod household;
 pub mod identity;
 pub mod key;
 pub mod library;
+pub mod matching;
 pub mod need;
 pub mod sync;
 pub mod taxonomy;

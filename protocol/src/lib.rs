@@ -12,6 +12,7 @@
 //! - [`matching`]: the pure scorer (household tags × season × region × freshness, diversity,
 //!   format by media profile), the inverted tag index and the per-village byte budget.
 //! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
+//! - [`rec`]: typed view of the hub's recommendation document (`rec`) for one household.
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
@@ -31,6 +32,7 @@ pub mod key;
 pub mod library;
 pub mod matching;
 pub mod need;
+pub mod rec;
 pub mod sync;
 pub mod taxonomy;
 pub mod triggers;

@@ -5,6 +5,8 @@
 //! hold `hp` (private) documents, and the sync engine that will feed it refuses them by kind reach.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod matcher;
+
 use std::path::Path;
 use std::sync::Arc;
 

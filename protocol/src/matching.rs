@@ -304,12 +304,19 @@ pub struct Library {
     by_id: HashMap<String, u32>,
     /// For each tag (by index), the live items carrying it and their fixed factor.
     postings: Vec<Vec<(u32, f32)>>,
-    free: Vec<u32>,
 }
+
+/// An item's place in a [`Library`]: stable for the item's id while the library lives (slots are
+/// never reused, so a household's "already recommended" list never names another item).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub u32);
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pick {
+    /// The item's slot in the library.
+    #[serde(skip)]
+    pub slot: Slot,
     /// The content id.
     pub content_id: String,
     /// The rendition recommended (its id; `main` is the main file).
@@ -352,7 +359,6 @@ impl Library {
             items: Vec::new(),
             by_id: HashMap::new(),
             postings: vec![Vec::new(); TAG_COUNT],
-            free: Vec::new(),
         }
     }
 
@@ -387,17 +393,32 @@ impl Library {
         season_fit(&meta.months, self.today.month()) * freshness(meta.review_date, self.today)
     }
 
-    /// Adds or replaces item `id`.
+    /// The slot of item `id`.
+    pub fn slot(&self, id: &str) -> Option<Slot> {
+        self.by_id.get(id).map(|&s| Slot(s))
+    }
+
+    /// The id of the item in `slot`, if it is still in the library.
+    pub fn id_at(&self, slot: Slot) -> Option<&str> {
+        self.items
+            .get(slot.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|it| it.id.as_str())
+    }
+
+    /// Adds or replaces item `id`; a replaced item keeps its slot.
     pub fn upsert(&mut self, id: &str, meta: ContentMeta) {
-        self.remove(id);
-        let fixed = self.fixed(&meta);
-        let slot = match self.free.pop() {
-            Some(s) => s,
+        let slot = match self.by_id.get(id) {
+            Some(&s) => {
+                self.unindex(s);
+                s
+            }
             None => {
                 self.items.push(None);
                 (self.items.len() - 1) as u32
             }
         };
+        let fixed = self.fixed(&meta);
         if fixed > 0.0 {
             for &t in &meta.tags {
                 self.postings[tag_index(t)].push((slot, fixed));
@@ -411,17 +432,20 @@ impl Library {
         self.by_id.insert(id.to_string(), slot);
     }
 
-    /// Removes item `id`; whether it was there.
-    pub fn remove(&mut self, id: &str) -> bool {
-        let Some(slot) = self.by_id.remove(id) else {
-            return false;
-        };
+    fn unindex(&mut self, slot: u32) {
         if let Some(item) = self.items[slot as usize].take() {
             for &t in &item.meta.tags {
                 self.postings[tag_index(t)].retain(|&(i, _)| i != slot);
             }
         }
-        self.free.push(slot);
+    }
+
+    /// Removes item `id`; whether it was there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(slot) = self.by_id.remove(id) else {
+            return false;
+        };
+        self.unindex(slot);
         true
     }
 
@@ -453,13 +477,13 @@ impl Library {
         self.by_id.keys().map(String::as_str)
     }
 
-    /// Up to `limit` new items for the household, best first, never one of `seen` (content ids
+    /// Up to `limit` new items for the household, best first, never one of `seen` (items
     /// already recommended or viewed) and never an expired one.
     pub fn recommend(
         &self,
         profile: &HouseholdProfile,
         tags: &[WantedTag],
-        seen: &[&str],
+        seen: &[Slot],
         limit: usize,
         scratch: &mut Scratch,
     ) -> Vec<Pick> {
@@ -507,7 +531,7 @@ impl Library {
                 continue;
             };
             let meta = &it.meta;
-            if seen.contains(&it.id.as_str()) || !meta.is_live(self.today) {
+            if seen.contains(&Slot(item)) || !meta.is_live(self.today) {
                 continue;
             }
             let region = region_fit(&meta.regions, &profile.village);
@@ -604,6 +628,7 @@ impl Library {
             .map(|w| format!("{}：{}", w.reason, w.tag.plain_words()))
             .unwrap_or_default();
         Some(Pick {
+            slot: Slot(c.item),
             content_id: it.id.clone(),
             rendition: rendition.id,
             bytes: rendition.bytes,

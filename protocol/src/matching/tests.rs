@@ -113,7 +113,8 @@ fn ids(picks: &[Pick]) -> Vec<&str> {
 }
 
 fn recommend(lib: &Library, p: &HouseholdProfile, seen: &[&str], limit: usize) -> Vec<Pick> {
-    lib.recommend(p, &household_tags(p), seen, limit, &mut Scratch::default())
+    let seen: Vec<Slot> = seen.iter().filter_map(|id| lib.slot(id)).collect();
+    lib.recommend(p, &household_tags(p), &seen, limit, &mut Scratch::default())
 }
 
 #[test]
@@ -266,8 +267,11 @@ fn rendition_follows_media_and_language() {
 fn library_updates_and_removals_change_the_index() {
     let mut lib = library("2026-04-15");
     let p = pig_citrus_elderly(VILLAGE);
+    let slot = lib.slot("asf").unwrap();
+    assert_eq!(lib.id_at(slot), Some("asf"));
     assert!(lib.remove("asf"));
     assert!(!lib.remove("asf"));
+    assert_eq!(lib.id_at(slot), None);
     assert!(!ids(&recommend(&lib, &p, &[], 20)).contains(&"asf"));
     lib.upsert(
         "citrus-mite",
@@ -277,6 +281,8 @@ fn library_updates_and_removals_change_the_index() {
     assert_eq!(lib.get("citrus-mite").unwrap().title, "改为茶");
     lib.upsert("asf", meta(json!({"title": "新版", "tags": ["liv.asf"]})));
     assert!(ids(&recommend(&lib, &p, &[], 20)).contains(&"asf"));
+    // Slots are never reused.
+    assert_ne!(lib.slot("asf"), Some(slot));
 }
 
 #[test]

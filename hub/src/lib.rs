@@ -1,38 +1,291 @@
 //! cunyun-hub: the provincial hub.
 //!
-//! A thin skeleton until the hub milestone: it opens a province-scoped document store and serves
-//! `/healthz` and `/metrics`. It deliberately exposes no household write API: the hub must never
-//! hold `hp` (private) documents, and the sync engine that will feed it refuses them by kind reach.
+//! A hub-role peer of the sync engine whose scope is the province: villages and counties sync
+//! their `hh`, `need` and `fb` documents up to it; it refuses `hp` (the sync scope of a hub-role
+//! peer excludes them, and the session logs every refusal under `cunyun::_events::sync_refused`).
+//! It keeps a content library, matches households to content and writes `rec` documents into its
+//! store, which sync down to each household's village.
+//!
+//! - [`config`]: the hub's configuration, [`HubConfig`](config::HubConfig).
+//! - [`files`]: the [`FileStore`](files::FileStore) trait content files go through, and the
+//!   simple whole-file store used until the chunked store replaces it.
+//! - [`library`]: the content library (operator items: metadata + files), durable.
+//! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
+//! - [`engine`]: matching rounds from the store and library to `rec` documents.
+//! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/match`, `/healthz`,
+//!   `/metrics`).
+//!
+//! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
+pub mod engine;
+pub mod files;
+pub mod library;
 pub mod matcher;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_node::metrics::Metrics;
-use cunyun_node::store::{DocStore, StoreConfig, StoreError};
+use cunyun_node::store::{DocStore, StoreError};
+use cunyun_node::sync::SyncService;
+use cunyun_protocol::fields::Date;
+use cunyun_protocol::key::Role;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::HubConfig;
+use crate::engine::{Engine, RoundReport};
+use crate::files::SimpleFileStore;
+use crate::library::{ContentLibrary, LibraryError};
 
 /// The running hub's shared state.
 pub struct Hub {
     /// The province-wide document store.
     pub store: DocStore,
+    /// The content library.
+    pub library: ContentLibrary,
+    /// The matching engine.
+    pub engine: Engine,
+    /// The sync service, when enabled.
+    pub sync: Option<SyncService>,
     metrics: Metrics,
+    today: Option<Date>,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubStartError {
+    /// The data directory could not be created.
+    #[error("无法创建数据目录 {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("无法打开文档库: {0}")]
+    Store(#[from] StoreError),
+    /// The content library could not be opened.
+    #[error("无法打开资源库: {0}")]
+    Library(#[from] LibraryError),
+    /// The file store could not be opened.
+    #[error("无法打开文件库: {0}")]
+    Files(#[from] crate::files::FileStoreError),
+    /// Sync could not start.
+    #[error(transparent)]
+    Sync(#[from] cunyun_node::sync::service::SyncStartError),
+    /// The certificate is not a hub's for the configured province.
+    #[error("证书身份为{role}（{scope}），省级枢纽需要hub角色、范围{expected}")]
+    Identity {
+        /// Role in the certificate.
+        role: &'static str,
+        /// Scope in the certificate.
+        scope: String,
+        /// The configured scope.
+        expected: String,
+    },
+    /// The API address could not be bound.
+    #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// The date in China (UTC+8) from the system clock.
+pub fn today_in_china() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = ((secs + 8 * 3600) / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as u16;
+    Date::new(y, m, d).unwrap_or_else(|| Date::new(2026, 1, 1).expect("2026-01-01 is a valid date"))
 }
 
 impl Hub {
-    /// Opens (creating if needed) the hub's store below `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Hub, StoreError> {
-        Ok(Hub {
-            store: DocStore::open(&data_dir.join("store"), StoreConfig::default())?,
-            metrics: Metrics::new(),
-        })
+    /// The matching date: the configured one, or today in China.
+    pub fn today(&self) -> Date {
+        self.today.unwrap_or_else(today_in_china)
     }
+
+    /// Runs one matching round now (off the async runtime).
+    pub async fn match_now(self: &Arc<Self>) -> Result<RoundReport, String> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.engine.round(&hub.library, hub.today()))
+            .await
+            .map_err(|e| format!("匹配任务异常退出: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A hub serving in the background.
+pub struct RunningHub {
+    /// The operator API address.
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub hub: Arc<Hub>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    rounds: JoinHandle<()>,
+}
+
+impl RunningHub {
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops matching, sync and the API.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.rounds.abort();
+        if let Some(sync) = &self.hub.sync {
+            sync.stop();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Serves until the server task ends.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Opens everything below `config.data_dir`, starts sync (when enabled), the matching rounds and
+/// the operator API.
+pub async fn start(
+    config: &HubConfig,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningHub, HubStartError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| HubStartError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let store = DocStore::open(&dir.join("store"), config.store.clone())?;
+    let files = Arc::new(SimpleFileStore::open(&dir.join("files"))?);
+    let library = ContentLibrary::open(&dir.join("library"), files)?;
+    let sync = if config.sync.enabled {
+        let s = SyncService::start(config.sync.clone(), store.clone(), dir).await?;
+        let id = s.identity();
+        if id.role != Role::Hub || id.scope != config.scope {
+            s.stop();
+            return Err(HubStartError::Identity {
+                role: id.role.as_str(),
+                scope: id.scope.to_string(),
+                expected: config.scope.to_string(),
+            });
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let today = config.today;
+    let hub = Arc::new(Hub {
+        engine: Engine::new(
+            store.clone(),
+            config.scope,
+            today.unwrap_or_else(today_in_china),
+            config.per_week,
+        ),
+        store,
+        library,
+        sync,
+        metrics: Metrics::new(),
+        today,
+    });
+    if let Some(s) = &hub.sync {
+        let mut feed = s.subscribe();
+        let h = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(report) => h.metrics.record_sync(&report),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+    let rounds = {
+        let hub = hub.clone();
+        let every = Duration::from_millis(config.match_interval_ms.max(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = hub.match_now().await {
+                    tracing::warn!(error = %e, "matching round failed");
+                }
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HubStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| HubStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let router =
+        router(hub.clone()).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = rx => {}
+                    _ = shutdown_signal => {}
+                }
+            })
+            .await
+    });
+    tracing::info!(target: "cunyun::_events::hub_started", %addr, scope = %config.scope);
+    Ok(RunningHub {
+        addr,
+        hub,
+        shutdown: Some(tx),
+        task,
+        rounds,
+    })
 }
 
 /// The hub's HTTP routes.
@@ -40,16 +293,29 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/content", get(list_content).post(add_content))
+        .route("/api/v1/content/{id}", delete(remove_content))
+        .route("/api/v1/match", post(match_now))
         .with_state(hub)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let stats = hub.store.stats();
-    Json(serde_json::json!({
+    Json(json!({
         "status": "ok",
         "role": "hub",
         "documents": stats.documents,
         "quarantined": stats.quarantined,
+        "content_items": hub.library.list().len(),
+        "households": hub.engine.households(),
     }))
 }
 
@@ -63,30 +329,224 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     )
 }
 
+async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    Json(json!({ "items": hub.library.list() }))
+}
+
+/// `{"meta": {…}, "file": "/path/to/main", "files": {"audio": "/path"}}`: paths on the hub.
+async fn add_content(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求内容应为JSON：{\"meta\": {…}, \"file\": \"文件路径\"}",
+        );
+    };
+    let (Some(meta), Some(file)) = (body.get("meta"), body.get("file").and_then(Value::as_str))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "需要资源信息 meta 和主文件路径 file",
+        );
+    };
+    let mut others = BTreeMap::new();
+    if let Some(files) = body.get("files") {
+        let Some(map) = files.as_object() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "files 应为对象：{\"版本编号\": \"文件路径\"}",
+            );
+        };
+        for (k, v) in map {
+            let Some(p) = v.as_str() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("版本“{k}”的文件路径应为文字"),
+                );
+            };
+            others.insert(k.clone(), PathBuf::from(p));
+        }
+    }
+    let meta = meta.clone();
+    let main = PathBuf::from(file);
+    let h = hub.clone();
+    let result = tokio::task::spawn_blocking(move || h.library.add(&meta, &main, &others)).await;
+    match result {
+        Ok(Ok(record)) => (StatusCode::CREATED, Json(json!(record))).into_response(),
+        Ok(Err(LibraryError::Invalid(errs))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "invalid",
+                "message": format!("资源信息有误，共{}处，请修改后重新提交", errs.len()),
+                "fields": errs.0,
+            })),
+        )
+            .into_response(),
+        Ok(Err(e @ (LibraryError::Files(_) | LibraryError::FileStore(_)))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "file", e.to_string())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "content add failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源保存失败，请查看枢纽日志",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "content add task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源保存失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+async fn remove_content(State(hub): State<Arc<Hub>>, UrlPath(id): UrlPath<String>) -> Response {
+    match hub.library.remove(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ LibraryError::NotFound(_)) => {
+            error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "content remove failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源删除失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+async fn match_now(State(hub): State<Arc<Hub>>) -> Response {
+    match hub.match_now().await {
+        Ok(report) => Json(json!(report)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "matching round failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("匹配失败：{e}"),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::Request;
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn serves_health_and_metrics() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Arc::new(Hub::open(dir.path()).expect("open"));
-        let resp = router(hub.clone())
-            .oneshot(Request::get("/healthz").body(Body::empty()).expect("req"))
-            .await
-            .expect("resp");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let resp = router(hub)
-            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
-            .await
-            .expect("resp");
-        assert_eq!(resp.status(), StatusCode::OK);
+    async fn hub(dir: &std::path::Path) -> RunningHub {
+        let c = HubConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            today: Date::parse("2026-04-15"),
+            ..Default::default()
+        };
+        start(&c, std::future::pending()).await.unwrap()
+    }
+
+    async fn call(h: &RunningHub, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = router(h.hub.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
-            .expect("body");
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn serves_health_metrics_and_content_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hub(&dir.path().join("hub")).await;
+        let (s, v) = call(&h, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["role"], "hub");
+        let resp = router(h.hub.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("cunyun_store_documents"));
+
+        let file = dir.path().join("asf.md");
+        std::fs::write(&file, "# 防非洲猪瘟\n").unwrap();
+        let post = |body: Value| {
+            Request::post("/api/v1/content")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let (s, v) = call(
+            &h,
+            post(
+                json!({"meta": {"title": "", "tags": ["nope"], "format": "article",
+                "review_date": "2026-03-01"}, "file": file}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(v["fields"].as_array().unwrap().len(), 2, "{v}");
+        let (s, v) = call(
+            &h,
+            post(json!({"meta": {}, "file": dir.path().join("missing")})),
+        )
+        .await;
+        assert!(s.is_client_error() || s.is_server_error(), "{s} {v}");
+        let (s, _) = call(&h, post(json!({"file": "x"}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(h.hub.library.list().is_empty());
+        let (s, v) = call(
+            &h,
+            post(
+                json!({"meta": {"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
+                "review_date": "2026-03-01"}, "file": file}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let (_, v) = call(
+            &h,
+            Request::get("/api/v1/content").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(v["items"][0]["meta"]["title"], "防非洲猪瘟");
+        let (s, v) = call(
+            &h,
+            Request::post("/api/v1/match").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["recs_written"], 0);
+        let (s, _) = call(
+            &h,
+            Request::delete(format!("/api/v1/content/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(
+            &h,
+            Request::delete(format!("/api/v1/content/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        h.stop().await.unwrap();
     }
 }

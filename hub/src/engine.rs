@@ -27,6 +27,7 @@ use cunyun_protocol::digest::HeadsDigest;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::key::{DocKey, Kind};
+use cunyun_protocol::matching::{Library, Pick};
 use cunyun_protocol::rec::{Rec, RecItem, Week};
 use serde::Serialize;
 
@@ -178,7 +179,6 @@ impl Engine {
         }
         // Match every dirty household, in batches.
         let dirty = st.matcher.take_dirty();
-        let week = Week::of(today);
         for keys in dirty.chunks(BATCH) {
             let mut batch = Vec::with_capacity(keys.len());
             for k in keys {
@@ -199,55 +199,18 @@ impl Engine {
             }
             let results = st.matcher.match_households(&batch);
             report.households_matched += batch.len();
-            let mut writes = Vec::new();
-            for ((key, profile), picks) in batch.iter().zip(results) {
-                let rec_key = key.with_kind(Kind::Rec);
-                let existing = self.store.load(&rec_key)?;
-                let mut rec = match existing.as_ref().map(Rec::read_from) {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
-                        tracing::warn!(key = %rec_key, error = %e, "rec document unreadable; rewritten");
-                        Rec::new(profile.village, today)
-                    }
-                    None => Rec::new(profile.village, today),
-                };
-                let before = rec.items.len();
-                let matcher = &st.matcher;
-                rec.items
-                    .retain(|id, _| matcher.library().get(id).is_some_and(|m| m.is_live(today)));
-                let pruned = rec.items.len() != before;
-                if picks.is_empty() && !pruned {
-                    continue;
-                }
-                report.items_added += picks.len();
-                rec.updated = today;
-                rec.add(picks.iter().map(|p| {
-                    let title = matcher
-                        .library()
-                        .get(&p.content_id)
-                        .map_or("", |m| m.title.as_str());
-                    (p.content_id.clone(), RecItem::from_pick(p, title, week))
-                }));
-                let mut doc = existing.unwrap_or_else(Automerge::new);
-                let heads = doc.get_heads();
-                let mut tx = doc.transaction();
-                rec.write_to(&mut tx).map_err(|e| EngineError::Rec {
-                    key: rec_key.to_string(),
-                    message: e.to_string(),
-                })?;
-                tx.commit();
-                let chunk = if heads.is_empty() {
-                    doc.save()
-                } else {
-                    doc.save_after(&heads)
-                };
-                writes.push(DocWrite {
-                    key: rec_key,
-                    chunk,
-                    heads: doc.get_heads(),
-                    updated_at_ms: now_ms(),
-                });
-            }
+            report.items_added += results.iter().map(Vec::len).sum::<usize>();
+            let jobs: Vec<RecJob<'_>> = batch
+                .iter()
+                .zip(&results)
+                .map(|((key, profile), picks)| RecJob {
+                    key: key.with_kind(Kind::Rec),
+                    village: profile.village,
+                    picks,
+                })
+                .collect();
+            let store = &self.store;
+            let writes = rec_writes(&jobs, st.matcher.library(), today, |k| store.load(k))?;
             report.recs_written += writes.len();
             if !writes.is_empty() {
                 self.store.commit(writes)?;
@@ -279,4 +242,113 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// One household's new picks, to be written into its `rec` document.
+pub struct RecJob<'a> {
+    /// The `rec` document's key.
+    pub key: DocKey,
+    /// The household's village.
+    pub village: cunyun_protocol::area::AreaCode,
+    /// The new items.
+    pub picks: &'a [Pick],
+}
+
+/// Builds the `rec` document changes for `jobs` on every core: each document is loaded with
+/// `load` (or started empty), gets the new picks, loses items no longer live in `library`, and is
+/// written with [`Rec::write_to`] (only what differs). Jobs with nothing to change give no write.
+pub fn rec_writes<F>(
+    jobs: &[RecJob<'_>],
+    library: &Library,
+    today: Date,
+    load: F,
+) -> Result<Vec<DocWrite>, EngineError>
+where
+    F: Fn(&DocKey) -> Result<Option<Automerge>, StoreError> + Sync,
+{
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, jobs.len().max(1));
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let load = &load;
+    let parts: Vec<Result<Vec<DocWrite>, EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for job in part {
+                        if let Some(w) = rec_write(job, library, today, load(&job.key)?)? {
+                            out.push(w);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::Rec {
+                        key: String::new(),
+                        message: "推荐记录写入线程异常退出".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut writes = Vec::new();
+    for p in parts {
+        writes.extend(p?);
+    }
+    Ok(writes)
+}
+
+fn rec_write(
+    job: &RecJob<'_>,
+    library: &Library,
+    today: Date,
+    existing: Option<Automerge>,
+) -> Result<Option<DocWrite>, EngineError> {
+    let mut rec = match existing.as_ref().map(Rec::read_from) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            tracing::warn!(key = %job.key, error = %e, "rec document unreadable; rewritten");
+            Rec::new(job.village, today)
+        }
+        None => Rec::new(job.village, today),
+    };
+    let before = rec.items.len();
+    rec.items
+        .retain(|id, _| library.get(id).is_some_and(|m| m.is_live(today)));
+    let pruned = rec.items.len() != before;
+    if job.picks.is_empty() && !pruned {
+        return Ok(None);
+    }
+    rec.updated = today;
+    let week = Week::of(today);
+    rec.add(job.picks.iter().map(|p| {
+        let title = library.get(&p.content_id).map_or("", |m| m.title.as_str());
+        (p.content_id.clone(), RecItem::from_pick(p, title, week))
+    }));
+    let mut doc = existing.unwrap_or_default();
+    let heads = doc.get_heads();
+    let mut tx = doc.transaction();
+    rec.write_to(&mut tx).map_err(|e| EngineError::Rec {
+        key: job.key.to_string(),
+        message: e.to_string(),
+    })?;
+    tx.commit();
+    let chunk = if heads.is_empty() {
+        doc.save()
+    } else {
+        doc.save_after(&heads)
+    };
+    Ok(Some(DocWrite {
+        key: job.key.clone(),
+        chunk,
+        heads: doc.get_heads(),
+        updated_at_ms: now_ms(),
+    }))
 }

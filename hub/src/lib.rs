@@ -10,6 +10,7 @@
 //! - [`files`]: the [`FileStore`](files::FileStore) trait content files go through, and the
 //!   simple whole-file store used until the chunked store replaces it.
 //! - [`library`]: the content library (operator items: metadata + files), durable.
+//! - [`coverage`]: coverage per area (households recorded, with recommendations, demand by tag).
 //! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
 //! - [`engine`]: matching rounds from the store and library to `rec` documents.
 //! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/match`, `/healthz`,
@@ -19,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod coverage;
 pub mod engine;
 pub mod files;
 pub mod library;

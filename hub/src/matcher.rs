@@ -36,6 +36,11 @@ impl TagBits {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
+    fn contains(&self, t: Tag) -> bool {
+        let i = t as usize;
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
     fn of(tags: impl IntoIterator<Item = Tag>) -> TagBits {
         let mut b = TagBits::default();
         for t in tags {
@@ -99,6 +104,18 @@ impl Matcher {
     /// Number of households waiting to be matched.
     pub fn dirty_len(&self) -> usize {
         self.dirty.len()
+    }
+
+    /// Every household with its tags and how many items it was recommended.
+    pub fn household_summaries(&self) -> impl Iterator<Item = (&DocKey, Vec<Tag>, usize)> + '_ {
+        self.households.iter().map(|(k, st)| {
+            let tags = Tag::ALL
+                .iter()
+                .copied()
+                .filter(|&t| st.tags.contains(t))
+                .collect();
+            (k, tags, st.seen.len())
+        })
     }
 
     /// Takes the households waiting to be matched, in key order.

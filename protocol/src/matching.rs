@@ -249,7 +249,19 @@ impl MediaFit {
 
     /// Fit of one rendition: format preference × language fit.
     pub fn rendition(&self, r: &Rendition) -> f32 {
-        self.format[format_index(r.format)] * self.language_fit(r.language, r.format)
+        self.fit(r.format, r.language)
+    }
+
+    fn fit(&self, format: Format, language: Language) -> f32 {
+        self.format[format_index(format)] * self.language_fit(language, format)
+    }
+
+    /// The fit of the best rendition of `meta` (0 when none is usable), without building it.
+    pub fn best_fit(&self, meta: &ContentMeta) -> f32 {
+        meta.renditions
+            .iter()
+            .map(|r| self.fit(r.format, r.language))
+            .fold(self.fit(meta.format, meta.language), f32::max)
     }
 
     fn language_fit(&self, lang: Language, format: Format) -> f32 {
@@ -545,9 +557,10 @@ impl Library {
             } else {
                 AUDIENCE_MISS
             };
-            let Some((_, format)) = media.best(meta) else {
+            let format = media.best_fit(meta);
+            if format <= 0.0 {
                 continue;
-            };
+            }
             let score = base * region * audience * format;
             if score <= floor && best.len() >= keep {
                 continue;

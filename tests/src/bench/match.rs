@@ -13,14 +13,15 @@
 //! - `match_peak_rss_mb`: the peak RSS (VmHWM) of this process, reset just before the profiles are
 //!   generated, so it covers the profiles, the library, the matcher state and the matching.
 //! - `rematch_1000_ms`: a week later, 1,000 households edited (`sample_edit`) go through the
-//!   incremental path: `upsert_household`, `take_dirty`, `match_households`, and each result
-//!   written into a fresh `rec` Automerge document (`Rec::write_to` + `save`); median of 5 runs
-//!   with different households.
+//!   incremental path: `upsert_household`, `take_dirty`, `match_households`, and the `rec`
+//!   document changes built by the engine's `rec_writes` (on every core; each document starts
+//!   empty, since the bench keeps no store of a million); median of 5 runs with different
+//!   households. Writing them to the sled store is not included.
 
 use std::time::Instant;
 
 use anyhow::Context;
-use automerge::AutoCommit;
+use cunyun_hub::engine::{rec_writes, RecJob};
 use cunyun_hub::matcher::Matcher;
 use cunyun_node::sample::{sample_edit, sample_village};
 use cunyun_protocol::area::{AreaCode, AreaScope};
@@ -28,7 +29,6 @@ use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::{HouseholdProfile, Language};
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::library::{AgeBand, ContentMeta, Format, Rendition};
-use cunyun_protocol::rec::{Rec, RecItem, Week};
 use cunyun_protocol::taxonomy::{Group, Tag};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -314,22 +314,18 @@ pub fn run() -> anyhow::Result<()> {
             .filter(|(k, _)| dirty.binary_search(k).is_ok())
             .collect();
         let results = matcher.match_households(&batch);
-        let week = Week::of(day);
-        let mut doc_bytes = 0usize;
-        for ((k, p), picks) in batch.iter().zip(&results) {
-            let mut rec = Rec::new(p.village, day);
-            rec.add(picks.iter().map(|pk| {
-                let title = matcher
-                    .library()
-                    .get(&pk.content_id)
-                    .map_or("", |m| m.title.as_str());
-                (pk.content_id.clone(), RecItem::from_pick(pk, title, week))
-            }));
-            let mut doc = AutoCommit::new();
-            rec.write_to(&mut doc)?;
-            doc_bytes += doc.save().len();
-            debug_assert!(rec.key(k.id()).is_ok());
-        }
+        let jobs: Vec<RecJob<'_>> = batch
+            .iter()
+            .zip(&results)
+            .map(|((k, p), picks)| RecJob {
+                key: k.with_kind(Kind::Rec),
+                village: p.village,
+                picks,
+            })
+            .collect();
+        // Each household's rec document starts empty here (the bench has no store of 1M).
+        let writes = rec_writes(&jobs, matcher.library(), day, |_| Ok(None))?;
+        let doc_bytes: usize = writes.iter().map(|w| w.chunk.len()).sum();
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let picked: usize = results.iter().map(Vec::len).sum();
         progress(

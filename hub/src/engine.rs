@@ -119,6 +119,14 @@ impl Engine {
             .unwrap_or(0)
     }
 
+    /// Coverage figures per area from the matching state.
+    pub fn coverage(&self) -> crate::coverage::Coverage {
+        self.state
+            .lock()
+            .map(|s| s.matcher.coverage())
+            .unwrap_or_default()
+    }
+
     /// Runs one round as of `today` (blocking: call it off the async runtime).
     pub fn round(&self, library: &ContentLibrary, today: Date) -> Result<RoundReport, EngineError> {
         let mut report = RoundReport::default();

@@ -32,14 +32,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_node::metrics::Metrics;
 use cunyun_node::store::{DocStore, StoreError};
 use cunyun_node::sync::SyncService;
+use cunyun_protocol::area::Level;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::Role;
 use serde_json::{json, Value};
@@ -298,6 +299,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/content", get(list_content).post(add_content))
         .route("/api/v1/content/{id}", delete(remove_content))
         .route("/api/v1/match", post(match_now))
+        .route("/api/v1/coverage", get(coverage_json))
+        .route("/api/v1/coverage.csv", get(coverage_csv))
+        .route("/api/v1/content.csv", get(content_csv))
+        .route("/api/v1/sync", get(sync_status))
+        .route("/", get(console))
         .with_state(hub)
 }
 
@@ -322,13 +328,228 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let mut text = hub.metrics.render(&hub.store);
+    let coverage = hub.engine.coverage().prometheus();
+    // Coverage lines go before the closing `# EOF`.
+    match text.rfind("# EOF") {
+        Some(i) => text.insert_str(i, &coverage),
+        None => text.push_str(&coverage),
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        hub.metrics.render(&hub.store),
+        text,
     )
+}
+
+fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Response> {
+    match q.get("level") {
+        None => Ok(Level::County),
+        Some(l) => coverage::parse_level(l).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("未知的层级“{l}”，可选 province、prefecture、county、township、village"),
+            )
+        }),
+    }
+}
+
+async fn coverage_json(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match level_of(&q) {
+        Ok(level) => Json(json!({
+            "level": coverage::level_id(level),
+            "rows": hub.engine.coverage().rows(level),
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+fn csv_response(name: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.csv\""),
+            ),
+        ],
+        // A byte-order mark so spreadsheet programs read the Chinese header as UTF-8.
+        format!("\u{feff}{body}"),
+    )
+        .into_response()
+}
+
+async fn coverage_csv(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match level_of(&q) {
+        Ok(level) => csv_response(
+            &format!("coverage-{}", coverage::level_id(level)),
+            hub.engine.coverage().csv(level),
+        ),
+        Err(r) => r,
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn content_table_csv(items: &[library::ContentRecord]) -> String {
+    let mut out =
+        String::from("资源编号,标题,格式,标签,适用地区,适用月份,审核日期,失效日期,主文件字节数\n");
+    for r in items {
+        let m = &r.meta;
+        let tags: Vec<&str> = m.tags.iter().map(|t| t.zh_name()).collect();
+        let regions: Vec<String> = m.regions.iter().map(|r| r.to_string()).collect();
+        let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.id,
+            csv_field(&m.title),
+            m.format.zh_name(),
+            csv_field(&tags.join("；")),
+            csv_field(&regions.join(" ")),
+            csv_field(&months.join(" ")),
+            m.review_date,
+            m.expires.map(|d| d.to_string()).unwrap_or_default(),
+            m.bytes
+        ));
+    }
+    out
+}
+
+async fn content_csv(State(hub): State<Arc<Hub>>) -> Response {
+    csv_response("content", content_table_csv(&hub.library.list()))
+}
+
+async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {
+    match &hub.sync {
+        Some(s) => Json(json!(s.status())).into_response(),
+        None => error(StatusCode::NOT_FOUND, "sync_disabled", "本枢纽未启用同步"),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The zh-CN operator console: coverage by area, the content library and sync peers.
+async fn console(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let level = match level_of(&q) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let mut html = String::from(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>村云省级枢纽</title><style>body{font-family:sans-serif;margin:1em}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>\
+         </head><body><h1>村云省级枢纽</h1>",
+    );
+    html.push_str("<h2>覆盖情况</h2><p>层级：");
+    for l in cunyun_protocol::area::Level::ALL {
+        let id = coverage::level_id(l);
+        html.push_str(&format!("<a href=\"/?level={id}\">{}</a> ", l.zh_name()));
+    }
+    html.push_str(&format!(
+        "｜<a href=\"/api/v1/coverage.csv?level={}\">导出CSV</a></p>",
+        coverage::level_id(level)
+    ));
+    html.push_str(
+        "<table><tr><th>地区代码</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
+         <th>推荐条目</th><th>需求最多的标签</th></tr>",
+    );
+    for r in hub.engine.coverage().rows(level) {
+        let top: Vec<String> = r
+            .top_demand
+            .iter()
+            .map(|(t, n)| {
+                let name =
+                    cunyun_protocol::taxonomy::Tag::parse(t).map_or(t.as_str(), |t| t.zh_name());
+                format!("{}（{n}户）", esc(name))
+            })
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.area),
+            r.households,
+            r.with_rec,
+            r.share_with_rec * 100.0,
+            r.items,
+            top.join("、")
+        ));
+    }
+    html.push_str("</table><p>送达、查看和“有用”反馈待反馈文档（fb）定义后统计。</p>");
+    let items = hub.library.list();
+    html.push_str(&format!(
+        "<h2>资源库（{}条）</h2><p><a href=\"/api/v1/content.csv\">导出CSV</a>｜添加资源：<code>cunyun-hub content add --meta 资源信息.json --file 文件</code></p>",
+        items.len()
+    ));
+    html.push_str("<table><tr><th>编号</th><th>标题</th><th>格式</th><th>标签</th><th>月份</th><th>失效日期</th></tr>");
+    for r in &items {
+        let m = &r.meta;
+        let tags: Vec<&str> = m.tags.iter().map(|t| t.zh_name()).collect();
+        let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.id),
+            esc(&m.title),
+            m.format.zh_name(),
+            esc(&tags.join("、")),
+            if months.is_empty() {
+                "全年".to_string()
+            } else {
+                months.join("、")
+            },
+            m.expires.map_or("—".to_string(), |d| d.to_string())
+        ));
+    }
+    html.push_str("</table><h2>节点同步</h2>");
+    match &hub.sync {
+        Some(s) => {
+            let st = s.status();
+            html.push_str("<table><tr><th>节点</th><th>角色</th><th>范围</th><th>最近同步</th><th>成功/失败</th><th>收到/发出文档</th><th>最近错误</th></tr>");
+            for p in st.peers {
+                html.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}/{}</td><td>{}</td></tr>",
+                    esc(&p.node_id),
+                    p.role.map_or("—", |r| r.as_str()),
+                    esc(p.scope.as_deref().unwrap_or("—")),
+                    p.last_sync_ms.map_or("从未".to_string(), |ms| format!("{}秒前", now_ms().saturating_sub(ms) / 1000)),
+                    p.sessions_ok,
+                    p.sessions_failed,
+                    p.docs_received,
+                    p.docs_sent,
+                    esc(p.last_error.as_deref().unwrap_or("")),
+                ));
+            }
+            html.push_str("</table>");
+        }
+        None => html.push_str("<p>本枢纽未启用同步。</p>"),
+    }
+    html.push_str("</body></html>");
+    Html(html).into_response()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {

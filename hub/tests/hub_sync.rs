@@ -253,6 +253,21 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
         );
         assert!(r.items[&asf].reason.contains("养猪"), "{:?}", r.items[&asf]);
     }
+    // Coverage: the county has three households recorded, all with recommendations.
+    let county = hub
+        .hub
+        .engine
+        .coverage()
+        .rows(cunyun_protocol::area::Level::County);
+    assert_eq!(county.len(), 1);
+    assert_eq!(
+        (
+            county[0].area.as_str(),
+            county[0].households,
+            county[0].with_rec
+        ),
+        ("511424", 3, 3)
+    );
     // The hub holds the profiles and recs, never a private document.
     let hub_keys = kinds_in(&hub.hub.store);
     assert_eq!(hub_keys.iter().filter(|k| k.kind() == Kind::Hh).count(), 3);

@@ -344,15 +344,15 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     )
 }
 
-fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Response> {
+fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Box<Response>> {
     match q.get("level") {
         None => Ok(Level::County),
         Some(l) => coverage::parse_level(l).ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("未知的层级“{l}”，可选 province、prefecture、county、township、village"),
-            )
+            ))
         }),
     }
 }
@@ -367,7 +367,7 @@ async fn coverage_json(
             "rows": hub.engine.coverage().rows(level),
         }))
         .into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -395,7 +395,7 @@ async fn coverage_csv(
             &format!("coverage-{}", coverage::level_id(level)),
             hub.engine.coverage().csv(level),
         ),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -452,7 +452,7 @@ async fn console(
 ) -> Response {
     let level = match level_of(&q) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut html = String::from(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\

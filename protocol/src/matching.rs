@@ -161,12 +161,15 @@ pub fn freshness(review: Date, today: Date) -> f32 {
     1.0 - t * (1.0 - FRESHNESS_FLOOR)
 }
 
+/// Region factor of an item for the whole province (no regions).
+pub const REGION_ANYWHERE: f32 = 0.9;
+
 /// Region factor of an item with `regions` for a household in `village`: 0 when no region
 /// contains the village; otherwise by the level of the longest containing prefix (an item made
 /// for the county fits better than one for the whole province).
 pub fn region_fit(regions: &[crate::area::AreaScope], village: &AreaCode) -> f32 {
     if regions.is_empty() {
-        return 0.9;
+        return REGION_ANYWHERE;
     }
     let best = regions
         .iter()
@@ -316,7 +319,13 @@ pub struct Library {
     by_id: HashMap<String, u32>,
     /// For each tag (by index), the live items carrying it and their fixed factor.
     postings: Vec<Vec<(u32, f32)>>,
+    /// By slot: the largest region × audience × format factor the item can get for any
+    /// household (an upper bound used to skip hopeless candidates).
+    bounds: Vec<f32>,
 }
+
+/// The largest format factor [`MediaFit`] gives (a preferred channel's format).
+const MAX_FORMAT_FIT: f32 = 1.1;
 
 /// An item's place in a [`Library`]: stable for the item's id while the library lives (slots are
 /// never reused, so a household's "already recommended" list never names another item).
@@ -349,6 +358,7 @@ pub struct Scratch {
     acc: Vec<f32>,
     touched: Vec<u32>,
     weight: Vec<f32>,
+    order: Vec<(f32, usize)>,
 }
 
 /// A candidate kept for the final selection.
@@ -371,6 +381,7 @@ impl Library {
             items: Vec::new(),
             by_id: HashMap::new(),
             postings: vec![Vec::new(); TAG_COUNT],
+            bounds: Vec::new(),
         }
     }
 
@@ -427,10 +438,20 @@ impl Library {
             }
             None => {
                 self.items.push(None);
+                self.bounds.push(0.0);
                 (self.items.len() - 1) as u32
             }
         };
         let fixed = self.fixed(&meta);
+        let region_max = if meta.regions.is_empty() {
+            REGION_ANYWHERE
+        } else {
+            meta.regions
+                .iter()
+                .map(|r| region_fit(std::slice::from_ref(r), &r.area()))
+                .fold(0.0, f32::max)
+        };
+        self.bounds[slot as usize] = region_max * MAX_FORMAT_FIT;
         if fixed > 0.0 {
             for &t in &meta.tags {
                 self.postings[tag_index(t)].push((slot, fixed));
@@ -506,6 +527,7 @@ impl Library {
             acc,
             touched,
             weight,
+            order,
         } = scratch;
         acc.resize(self.items.len(), 0.0);
         weight.clear();
@@ -515,10 +537,18 @@ impl Library {
             let w = &mut weight[tag_index(wt.tag)];
             *w = w.max(wt.weight);
         }
-        for (ti, &w) in weight.iter().enumerate() {
-            if w == 0.0 {
-                continue;
-            }
+        // Strongest tags first, so the best candidates come early and the bound below prunes
+        // more of the rest.
+        order.clear();
+        order.extend(
+            weight
+                .iter()
+                .enumerate()
+                .filter(|(_, &w)| w > 0.0)
+                .map(|(i, &w)| (w, i)),
+        );
+        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(w, ti) in order.iter() {
             for &(item, fixed) in &self.postings[ti] {
                 let a = &mut acc[item as usize];
                 if *a == 0.0 {
@@ -533,10 +563,9 @@ impl Library {
         let keep = limit * 3;
         let mut best: Vec<Cand> = Vec::with_capacity(keep + 1);
         let mut floor = 0.0f32;
-        const MAX_OTHER: f32 = 1.2 * 1.1;
         for &item in touched.iter() {
             let base = std::mem::take(&mut acc[item as usize]);
-            if base * MAX_OTHER <= floor {
+            if base * self.bounds[item as usize] <= floor {
                 continue;
             }
             let Some(it) = self.items[item as usize].as_ref() else {

@@ -8,6 +8,8 @@
 //! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
+//! - [`expert`]: the expert registry (科技所能, `expert`), expert suggestions for local needs and
+//!   the `match` document.
 //! - [`library`]: content metadata (科普资源元数据) of the hub's content library.
 //! - [`matching`]: the pure scorer (household tags × season × region × freshness, diversity,
 //!   format by media profile), the inverted tag index and the per-village byte budget.
@@ -25,6 +27,7 @@
 
 pub mod area;
 pub mod digest;
+pub mod expert;
 pub mod fields;
 pub mod household;
 pub mod identity;

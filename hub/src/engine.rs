@@ -3,7 +3,7 @@
 //! This module owns one round of the hub's work ([`Engine::round`]), run periodically by the hub
 //! and on demand:
 //!
-//! 1. If the store has had no write since the last round, the library has not changed and the
+//! 1. If the store has had no write since the last round began, the library has not changed and the
 //!    day is the same, there is nothing to do.
 //! 2. The library's items are loaded into the [`Matcher`] when the library changed.
 //! 3. The store's index is scanned for `hh` documents whose heads digest differs from the last
@@ -13,6 +13,11 @@
 //! 4. Every dirty household is matched; each household that got new items (or whose `rec` holds
 //!    items no longer in the library) gets its `rec` document updated — loaded, changed with
 //!    [`Rec::write_to`] (only what differs), and committed in one durable batch per 1,000.
+//!
+//! 5. Needs (`need`) new or changed since the last round — or every need when an `expert`
+//!    document changed — get expert suggestions ([`suggest_experts`]) written as their `match`
+//!    document when they changed; an open need with suggestions becomes `matched` (the status
+//!    change syncs back down with the need).
 //!
 //! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
 //! hub-role peer refuses them).
@@ -24,10 +29,12 @@ use automerge::Automerge;
 use cunyun_node::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::digest::HeadsDigest;
+use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::matching::{Library, Pick};
+use cunyun_protocol::need::{LocalNeed, NeedStatus};
 use cunyun_protocol::rec::{Rec, RecItem, Week};
 use serde::Serialize;
 
@@ -52,6 +59,8 @@ pub struct RoundReport {
     pub items_added: usize,
     /// `hh` documents that could not be read.
     pub unreadable: usize,
+    /// `match` documents written (expert suggestions for local needs).
+    pub matches_written: usize,
 }
 
 /// Why a round failed.
@@ -78,6 +87,7 @@ struct State {
     library_version: u64,
     library_ids: HashSet<String>,
     day: Option<Date>,
+    experts: BTreeMap<String, Expert>,
 }
 
 /// The hub's matching engine over its store (see the module documentation).
@@ -107,6 +117,7 @@ impl Engine {
                 library_version: 0,
                 library_ids: HashSet::new(),
                 day: None,
+                experts: BTreeMap::new(),
             }),
         }
     }
@@ -161,9 +172,38 @@ impl Engine {
         }
         // New and changed households.
         let mut profiles: BTreeMap<DocKey, HouseholdProfile> = BTreeMap::new();
+        let mut all_needs = Vec::new();
+        let mut changed_needs = Vec::new();
+        let mut experts_changed = false;
         for item in self.store.scan(&self.scope) {
             let (key, entry) = item?;
-            if key.kind() != Kind::Hh || st.known.get(&key) == Some(&entry.digest) {
+            if key.kind() == Kind::Need {
+                all_needs.push(key.clone());
+            }
+            if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert)
+                || st.known.get(&key) == Some(&entry.digest)
+            {
+                continue;
+            }
+            if key.kind() != Kind::Hh {
+                st.known.insert(key.clone(), entry.digest);
+                if key.kind() == Kind::Need {
+                    changed_needs.push(key);
+                    continue;
+                }
+                experts_changed = true;
+                match self.store.load(&key)?.map(|d| Expert::read_from(&d)) {
+                    Some(Ok(e)) => {
+                        st.experts.insert(key.id().to_string(), e);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(key = %key, error = %e, "expert document unreadable");
+                        st.experts.remove(key.id());
+                    }
+                    None => {
+                        st.experts.remove(key.id());
+                    }
+                }
                 continue;
             }
             let first = st.known.insert(key.clone(), entry.digest).is_none();
@@ -224,7 +264,15 @@ impl Engine {
                 self.store.commit(writes)?;
             }
         }
-        st.store_writes = self.store.stats().writes;
+        let needs = if experts_changed {
+            all_needs
+        } else {
+            changed_needs
+        };
+        report.matches_written = self.match_needs(&st.experts, &needs, today)?;
+        // The count from before the scan: anything written since (synced in during this round, or
+        // our own writes) makes the next round look again.
+        st.store_writes = writes;
         if report.households_changed > 0 || report.recs_written > 0 {
             tracing::info!(
                 target: "cunyun::_events::match_round",
@@ -235,6 +283,82 @@ impl Engine {
             );
         }
         Ok(report)
+    }
+
+    /// Suggests experts for each need in `needs` and writes its `match` document when the
+    /// suggestions changed; an open need with suggestions becomes `matched`. Returns the number of
+    /// `match` documents written.
+    fn match_needs(
+        &self,
+        experts: &BTreeMap<String, Expert>,
+        needs: &[DocKey],
+        today: Date,
+    ) -> Result<usize, EngineError> {
+        let mut writes = Vec::new();
+        let mut written = 0;
+        for key in needs {
+            let Some(mut need_doc) = self.store.load(key)? else {
+                continue;
+            };
+            let need = match LocalNeed::read_from(&need_doc) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "need unreadable; not matched");
+                    continue;
+                }
+            };
+            if matches!(need.status, NeedStatus::Resolved | NeedStatus::Closed) {
+                continue;
+            }
+            let suggestions: BTreeMap<String, Suggestion> =
+                suggest_experts(&need, experts.iter().map(|(id, e)| (id.as_str(), e)))
+                    .into_iter()
+                    .collect();
+            let match_key = key.with_kind(Kind::Match);
+            let existing = self.store.load(&match_key)?;
+            let same = existing
+                .as_ref()
+                .and_then(|d| NeedMatch::read_from(d).ok())
+                .is_some_and(|m| m.suggestions == suggestions);
+            if !same {
+                let m = NeedMatch {
+                    area: need.area,
+                    updated: today,
+                    suggestions: suggestions.clone(),
+                };
+                let mut doc = existing.unwrap_or_default();
+                match commit_view(&mut doc, &match_key, |tx| m.write_to(tx)) {
+                    Ok(Some(w)) => {
+                        writes.push(w);
+                        written += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %match_key, error = %e, "match document not written");
+                        continue;
+                    }
+                }
+            }
+            if need.status == NeedStatus::Open && !suggestions.is_empty() {
+                let mut next = need.clone();
+                next.status = NeedStatus::Matched;
+                // Never before the need was raised (the hub's date may lag a node's).
+                next.updated = Some(need.created.map_or(today, |c| c.max(today)));
+                if need.check_transition(&next).is_ok() {
+                    match commit_view(&mut need_doc, key, |tx| next.write_to(tx)) {
+                        Ok(Some(w)) => writes.push(w),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "need status not updated");
+                        }
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.store.commit(writes)?;
+        }
+        Ok(written)
     }
 
     fn note_existing_rec(&self, matcher: &mut Matcher, key: &DocKey) -> Result<(), EngineError> {
@@ -355,6 +479,38 @@ fn rec_write(
     };
     Ok(Some(DocWrite {
         key: job.key.clone(),
+        chunk,
+        heads: doc.get_heads(),
+        updated_at_ms: now_ms(),
+    }))
+}
+
+/// Applies `write` to `doc` in one transaction and returns the store write for the change, or
+/// `None` when nothing changed.
+fn commit_view(
+    doc: &mut Automerge,
+    key: &DocKey,
+    write: impl FnOnce(
+        &mut automerge::transaction::Transaction<'_>,
+    ) -> Result<(), cunyun_protocol::fields::ViewError>,
+) -> Result<Option<DocWrite>, EngineError> {
+    let heads = doc.get_heads();
+    let mut tx = doc.transaction();
+    write(&mut tx).map_err(|e| EngineError::Rec {
+        key: key.to_string(),
+        message: e.to_string(),
+    })?;
+    tx.commit();
+    if doc.get_heads() == heads {
+        return Ok(None);
+    }
+    let chunk = if heads.is_empty() {
+        doc.save()
+    } else {
+        doc.save_after(&heads)
+    };
+    Ok(Some(DocWrite {
+        key: key.clone(),
         chunk,
         heads: doc.get_heads(),
         updated_at_ms: now_ms(),

@@ -13,8 +13,8 @@
 //! - [`coverage`]: coverage per area (households recorded, with recommendations, demand by tag).
 //! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
 //! - [`engine`]: matching rounds from the store and library to `rec` documents.
-//! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/match`, `/healthz`,
-//!   `/metrics`).
+//! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/experts`, `/api/v1/match`,
+//!   `/api/v1/coverage`, `/healthz`, `/metrics`) and the zh-CN console at `/`.
 //!
 //! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -41,8 +41,9 @@ use cunyun_node::metrics::Metrics;
 use cunyun_node::store::{DocStore, StoreError};
 use cunyun_node::sync::SyncService;
 use cunyun_protocol::area::Level;
+use cunyun_protocol::expert::Expert;
 use cunyun_protocol::fields::Date;
-use cunyun_protocol::key::Role;
+use cunyun_protocol::key::{DocKey, Kind, Role};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -64,6 +65,7 @@ pub struct Hub {
     pub sync: Option<SyncService>,
     metrics: Metrics,
     today: Option<Date>,
+    scope: cunyun_protocol::area::AreaScope,
 }
 
 /// Why the hub could not start.
@@ -228,6 +230,7 @@ pub async fn start(
         sync,
         metrics: Metrics::new(),
         today,
+        scope: config.scope,
     });
     if let Some(s) = &hub.sync {
         let mut feed = s.subscribe();
@@ -299,6 +302,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/content", get(list_content).post(add_content))
         .route("/api/v1/content/{id}", delete(remove_content))
         .route("/api/v1/match", post(match_now))
+        .route("/api/v1/experts", get(list_experts).post(add_expert))
         .route("/api/v1/coverage", get(coverage_json))
         .route("/api/v1/coverage.csv", get(coverage_csv))
         .route("/api/v1/content.csv", get(content_csv))
@@ -642,6 +646,116 @@ async fn remove_content(State(hub): State<Arc<Hub>>, UrlPath(id): UrlPath<String
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "资源删除失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+fn expert_keys(hub: &Hub) -> Vec<DocKey> {
+    hub.store
+        .scan(&hub.scope.area().scope())
+        .filter_map(Result::ok)
+        .map(|(k, _)| k)
+        .filter(|k| k.kind() == Kind::Expert && k.area() == &hub.scope.area())
+        .collect()
+}
+
+async fn list_experts(State(hub): State<Arc<Hub>>) -> Response {
+    let mut out = Vec::new();
+    for k in expert_keys(&hub) {
+        if let Ok(Some(doc)) = hub.store.load(&k) {
+            if let Ok(e) = Expert::read_from(&doc) {
+                out.push(json!({"id": k.id(), "expert": e}));
+            }
+        }
+    }
+    Json(json!({ "experts": out })).into_response()
+}
+
+/// Adds or updates an expert (the same name and organisation is the same expert); the `expert`
+/// document is keyed at the province and flows down to every node.
+async fn add_expert(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求内容应为专家信息JSON",
+        );
+    };
+    let expert = match Expert::from_json(&body) {
+        Ok(e) => e,
+        Err(errs) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "invalid",
+                    "message": format!("专家信息有误，共{}处，请修改后重新提交", errs.len()),
+                    "fields": errs.0,
+                })),
+            )
+                .into_response()
+        }
+    };
+    let hash = blake3::hash(format!("{}\u{0}{}", expert.name, expert.organisation).as_bytes());
+    let id = format!("e{}", &hash.to_hex()[..16]);
+    let key = match DocKey::new(hub.scope.area(), Kind::Expert, id.as_str()) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let h = hub.clone();
+    let k = key.clone();
+    let e = expert.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut doc = h
+            .store
+            .load(&k)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let heads = doc.get_heads();
+        let mut tx = doc.transaction();
+        e.write_to(&mut tx).map_err(|e| e.to_string())?;
+        tx.commit();
+        if doc.get_heads() == heads {
+            return Ok(());
+        }
+        let chunk = if heads.is_empty() {
+            doc.save()
+        } else {
+            doc.save_after(&heads)
+        };
+        h.store
+            .commit(vec![cunyun_node::store::DocWrite {
+                key: k,
+                chunk,
+                heads: doc.get_heads(),
+                updated_at_ms: now_ms(),
+            }])
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(target: "cunyun::_events::expert_saved", key = %key);
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "expert": expert})),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "expert save failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "专家信息保存失败，请查看枢纽日志",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expert save task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "专家信息保存失败，请查看枢纽日志",
             )
         }
     }

@@ -253,6 +253,54 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
         );
         assert!(r.items[&asf].reason.contains("养猪"), "{:?}", r.items[&asf]);
     }
+    // A local need recorded in the village meets an expert registered at the hub: the `match`
+    // document and the need's new status (matched) come back down.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/experts", hub.url()))
+        .json(
+            &json!({"name": "李明", "organisation": "眉山市农业科学研究院", "title": "研究员",
+            "fields": {"plt.citrus": true}, "regions": {"511424": true},
+            "services": {"onsite": true}}),
+        )
+        .send()
+        .await
+        .expect("post expert");
+    assert_eq!(resp.status().as_u16(), 201);
+    let need = village
+        .state
+        .records
+        .create_need(
+            "cadre",
+            &json!({"area": VILLAGE, "requester": "coop", "title": "柑橘大实蝇绿色防控技术指导",
+                "tags": {"plt.citrus": true, "plt.pesticide": true}}),
+        )
+        .await
+        .expect("need");
+    let match_key = need.key.with_kind(Kind::Match);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut matched = None;
+    while Instant::now() < deadline {
+        let m = store
+            .load(&match_key)
+            .expect("load")
+            .and_then(|d| cunyun_protocol::expert::NeedMatch::read_from(&d).ok());
+        let status = store
+            .load(&need.key)
+            .expect("load")
+            .and_then(|d| cunyun_protocol::need::LocalNeed::read_from(&d).ok())
+            .map(|n| n.status);
+        if let (Some(m), Some(cunyun_protocol::need::NeedStatus::Matched)) = (m, status) {
+            matched = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let matched = matched.expect("match document and matched status reach the village");
+    assert_eq!(matched.suggestions.len(), 1);
+    assert!(matched
+        .suggestions
+        .values()
+        .all(|s| s.reason.contains("眉山")));
     // Coverage: the county has three households recorded, all with recommendations.
     let county = hub
         .hub

@@ -33,7 +33,7 @@ use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::key::{DocKey, Kind};
-use cunyun_protocol::matching::{Library, Pick};
+use cunyun_protocol::matching::{select_for_budget, FileDemand, Library, Pick};
 use cunyun_protocol::need::{LocalNeed, NeedStatus};
 use cunyun_protocol::rec::{Rec, RecItem, Week};
 use serde::Serialize;
@@ -128,6 +128,55 @@ impl Engine {
             .lock()
             .map(|s| s.matcher.households())
             .unwrap_or(0)
+    }
+
+    /// Which recommended files to push to `village` within `budget` bytes: every rendition its
+    /// `rec` documents name, with its size and how many households it was recommended to, chosen
+    /// by [`select_for_budget`] (most households per byte first). Returns the chosen files, then
+    /// the ones left out.
+    pub fn push_plan(
+        &self,
+        village: &cunyun_protocol::area::AreaCode,
+        budget: u64,
+    ) -> Result<(Vec<FileDemand>, Vec<FileDemand>), EngineError> {
+        let mut demand: BTreeMap<(String, String), FileDemand> = BTreeMap::new();
+        for item in self.store.scan(&village.scope()) {
+            let (key, _) = item?;
+            if key.kind() != Kind::Rec {
+                continue;
+            }
+            let Some(doc) = self.store.load(&key)? else {
+                continue;
+            };
+            let Ok(rec) = Rec::read_from(&doc) else {
+                continue;
+            };
+            for (id, it) in rec.items {
+                let d = demand
+                    .entry((id.clone(), it.rendition.clone()))
+                    .or_insert(FileDemand {
+                        content_id: id,
+                        rendition: it.rendition,
+                        bytes: it.bytes,
+                        households: 0,
+                    });
+                d.households += 1;
+            }
+        }
+        let files: Vec<FileDemand> = demand.into_values().collect();
+        let chosen = select_for_budget(&files, budget);
+        let mut taken = vec![false; files.len()];
+        for &i in &chosen {
+            taken[i] = true;
+        }
+        let picked = chosen.iter().map(|&i| files[i].clone()).collect();
+        let left = files
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|(f, _)| f.clone())
+            .collect();
+        Ok((picked, left))
     }
 
     /// Coverage figures per area from the matching state.
@@ -515,4 +564,74 @@ fn commit_view(
         heads: doc.get_heads(),
         updated_at_ms: now_ms(),
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use cunyun_node::store::StoreConfig;
+    use cunyun_protocol::area::AreaCode;
+    use cunyun_protocol::taxonomy::Tag;
+
+    #[test]
+    fn push_plan_serves_most_households_per_byte_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap();
+        let village = AreaCode::parse("511424104201").unwrap();
+        let today = Date::parse("2026-04-15").unwrap();
+        let item = |rendition: &str, bytes: u64| RecItem {
+            title: "t".into(),
+            rendition: rendition.into(),
+            bytes,
+            score: 1000,
+            week: Week::of(today),
+            tags: [Tag::LivAsf].into_iter().collect(),
+            reason: String::new(),
+        };
+        let mut writes = Vec::new();
+        for h in 0..4 {
+            let mut rec = Rec::new(village, today);
+            rec.items.insert("audio".into(), item("main", 2_000_000));
+            if h < 3 {
+                rec.items.insert("video".into(), item("480p", 30_000_000));
+            }
+            if h == 0 {
+                rec.items.insert("leaflet".into(), item("main", 900_000));
+            }
+            let key = DocKey::new(village, Kind::Rec, format!("h{h}")).unwrap();
+            let mut doc = Automerge::new();
+            writes.push(
+                commit_view(&mut doc, &key, |tx| rec.write_to(tx))
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // Another village's recommendations do not count.
+        let other = AreaCode::parse("511424104202").unwrap();
+        let mut rec = Rec::new(other, today);
+        rec.items.insert("video".into(), item("480p", 30_000_000));
+        let key = DocKey::new(other, Kind::Rec, "h9").unwrap();
+        writes.push(
+            commit_view(&mut Automerge::new(), &key, |tx| rec.write_to(tx))
+                .unwrap()
+                .unwrap(),
+        );
+        store.commit(writes).unwrap();
+        let engine = Engine::new(store, AreaScope::parse("51").unwrap(), today, 3);
+        let (picked, left) = engine.push_plan(&village, 10_000_000).unwrap();
+        let ids: Vec<(&str, u32)> = picked
+            .iter()
+            .map(|f| (f.content_id.as_str(), f.households))
+            .collect();
+        assert_eq!(ids, vec![("audio", 4), ("leaflet", 1)]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].content_id.as_str(), left[0].households),
+            ("video", 3)
+        );
+        let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
+        assert_eq!(picked.len(), 3);
+        assert!(left.is_empty());
+    }
 }

@@ -307,6 +307,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/coverage.csv", get(coverage_csv))
         .route("/api/v1/content.csv", get(content_csv))
         .route("/api/v1/sync", get(sync_status))
+        .route("/api/v1/push-plan", get(push_plan))
         .route("/", get(console))
         .with_state(hub)
 }
@@ -433,6 +434,54 @@ fn content_table_csv(items: &[library::ContentRecord]) -> String {
 
 async fn content_csv(State(hub): State<Arc<Hub>>) -> Response {
     csv_response("content", content_table_csv(&hub.library.list()))
+}
+
+/// `?village=<12 digits>&budget_mb=<n>`: the files to push to a village within its byte budget.
+async fn push_plan(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let village = match q
+        .get("village")
+        .map(|v| cunyun_protocol::area::AreaCode::parse(v))
+    {
+        Some(Ok(v)) if v.level() == Level::Village => v,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "需要村级区划代码 village（12位）",
+            )
+        }
+    };
+    let Some(budget_mb) = q.get("budget_mb").and_then(|b| b.parse::<u64>().ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "需要村节点的空间预算 budget_mb（整数，单位MB）",
+        );
+    };
+    let h = hub.clone();
+    let budget = budget_mb.saturating_mul(1_000_000);
+    match tokio::task::spawn_blocking(move || h.engine.push_plan(&village, budget)).await {
+        Ok(Ok((picked, left))) => {
+            let row = |f: &cunyun_protocol::matching::FileDemand| {
+                json!({"content_id": f.content_id, "rendition": f.rendition,
+                    "bytes": f.bytes, "households": f.households})
+            };
+            let used: u64 = picked.iter().map(|f| f.bytes).sum();
+            Json(json!({
+                "village": village,
+                "budget_bytes": budget,
+                "used_bytes": used,
+                "push": picked.iter().map(row).collect::<Vec<_>>(),
+                "left_out": left.iter().map(row).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {

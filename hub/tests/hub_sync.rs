@@ -253,6 +253,34 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
         );
         assert!(r.items[&asf].reason.contains("养猪"), "{:?}", r.items[&asf]);
     }
+    // The village's push plan holds both recommended files (three households each).
+    let plan: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/push-plan?village={VILLAGE}&budget_mb=100",
+        hub.url()
+    ))
+    .await
+    .expect("push plan")
+    .json()
+    .await
+    .expect("json");
+    let pushed: Vec<(&str, u64)> = plan["push"]
+        .as_array()
+        .expect("push")
+        .iter()
+        .map(|f| {
+            (
+                f["content_id"].as_str().unwrap_or(""),
+                f["households"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(pushed.len(), 2, "{plan}");
+    assert!(
+        pushed
+            .iter()
+            .all(|(id, n)| (*id == asf || *id == citrus) && *n == 3),
+        "{plan}"
+    );
     // A local need recorded in the village meets an expert registered at the hub: the `match`
     // document and the need's new status (matched) come back down.
     let resp = reqwest::Client::new()

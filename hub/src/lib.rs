@@ -1,36 +1,297 @@
 //! cunyun-hub: the provincial hub.
 //!
-//! A thin skeleton until the hub milestone: it opens a province-scoped document store and serves
-//! `/healthz` and `/metrics`. It deliberately exposes no household write API: the hub must never
-//! hold `hp` (private) documents, and the sync engine that will feed it refuses them by kind reach.
+//! A hub-role peer of the sync engine whose scope is the province: villages and counties sync
+//! their `hh`, `need` and `fb` documents up to it; it refuses `hp` (the sync scope of a hub-role
+//! peer excludes them, and the session logs every refusal under `cunyun::_events::sync_refused`).
+//! It keeps a content library, matches households to content and writes `rec` documents into its
+//! store, which sync down to each household's village.
+//!
+//! - [`config`]: the hub's configuration, [`HubConfig`](config::HubConfig).
+//! - [`files`]: the [`FileStore`](files::FileStore) trait content files go through, and the
+//!   simple whole-file store used until the chunked store replaces it.
+//! - [`library`]: the content library (operator items: metadata + files), durable.
+//! - [`coverage`]: coverage per area (households recorded, with recommendations, demand by tag).
+//! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
+//! - [`engine`]: matching rounds from the store and library to `rec` documents.
+//! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/experts`, `/api/v1/match`,
+//!   `/api/v1/coverage`, `/healthz`, `/metrics`) and the zh-CN console at `/`.
+//!
+//! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use std::path::Path;
-use std::sync::Arc;
+pub mod config;
+pub mod coverage;
+pub mod engine;
+pub mod files;
+pub mod library;
+pub mod matcher;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_node::metrics::Metrics;
-use cunyun_node::store::{DocStore, StoreConfig, StoreError};
+use cunyun_node::store::{DocStore, StoreError};
+use cunyun_node::sync::SyncService;
+use cunyun_protocol::area::Level;
+use cunyun_protocol::expert::Expert;
+use cunyun_protocol::fields::Date;
+use cunyun_protocol::key::{DocKey, Kind, Role};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::HubConfig;
+use crate::engine::{Engine, RoundReport};
+use crate::files::SimpleFileStore;
+use crate::library::{ContentLibrary, LibraryError};
 
 /// The running hub's shared state.
 pub struct Hub {
     /// The province-wide document store.
     pub store: DocStore,
+    /// The content library.
+    pub library: ContentLibrary,
+    /// The matching engine.
+    pub engine: Engine,
+    /// The sync service, when enabled.
+    pub sync: Option<SyncService>,
     metrics: Metrics,
+    today: Option<Date>,
+    scope: cunyun_protocol::area::AreaScope,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubStartError {
+    /// The data directory could not be created.
+    #[error("无法创建数据目录 {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("无法打开文档库: {0}")]
+    Store(#[from] StoreError),
+    /// The content library could not be opened.
+    #[error("无法打开资源库: {0}")]
+    Library(#[from] LibraryError),
+    /// The file store could not be opened.
+    #[error("无法打开文件库: {0}")]
+    Files(#[from] crate::files::FileStoreError),
+    /// Sync could not start.
+    #[error(transparent)]
+    Sync(#[from] cunyun_node::sync::service::SyncStartError),
+    /// The certificate is not a hub's for the configured province.
+    #[error("证书身份为{role}（{scope}），省级枢纽需要hub角色、范围{expected}")]
+    Identity {
+        /// Role in the certificate.
+        role: &'static str,
+        /// Scope in the certificate.
+        scope: String,
+        /// The configured scope.
+        expected: String,
+    },
+    /// The API address could not be bound.
+    #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// The date in China (UTC+8) from the system clock.
+pub fn today_in_china() -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = ((secs + 8 * 3600) / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as u16;
+    Date::new(y, m, d).unwrap_or_else(|| Date::new(2026, 1, 1).expect("2026-01-01 is a valid date"))
 }
 
 impl Hub {
-    /// Opens (creating if needed) the hub's store below `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Hub, StoreError> {
-        Ok(Hub {
-            store: DocStore::open(&data_dir.join("store"), StoreConfig::default())?,
-            metrics: Metrics::new(),
-        })
+    /// The matching date: the configured one, or today in China.
+    pub fn today(&self) -> Date {
+        self.today.unwrap_or_else(today_in_china)
     }
+
+    /// Runs one matching round now (off the async runtime).
+    pub async fn match_now(self: &Arc<Self>) -> Result<RoundReport, String> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.engine.round(&hub.library, hub.today()))
+            .await
+            .map_err(|e| format!("匹配任务异常退出: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A hub serving in the background.
+pub struct RunningHub {
+    /// The operator API address.
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub hub: Arc<Hub>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    rounds: JoinHandle<()>,
+}
+
+impl RunningHub {
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops matching, sync and the API.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.rounds.abort();
+        if let Some(sync) = &self.hub.sync {
+            sync.stop();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Serves until the server task ends.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Opens everything below `config.data_dir`, starts sync (when enabled), the matching rounds and
+/// the operator API.
+pub async fn start(
+    config: &HubConfig,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningHub, HubStartError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| HubStartError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let store = DocStore::open(&dir.join("store"), config.store.clone())?;
+    let files = Arc::new(SimpleFileStore::open(&dir.join("files"))?);
+    let library = ContentLibrary::open(&dir.join("library"), files)?;
+    let sync = if config.sync.enabled {
+        let s = SyncService::start(config.sync.clone(), store.clone(), dir).await?;
+        let id = s.identity();
+        if id.role != Role::Hub || id.scope != config.scope {
+            s.stop();
+            return Err(HubStartError::Identity {
+                role: id.role.as_str(),
+                scope: id.scope.to_string(),
+                expected: config.scope.to_string(),
+            });
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let today = config.today;
+    let hub = Arc::new(Hub {
+        engine: Engine::new(
+            store.clone(),
+            config.scope,
+            today.unwrap_or_else(today_in_china),
+            config.per_week,
+        ),
+        store,
+        library,
+        sync,
+        metrics: Metrics::new(),
+        today,
+        scope: config.scope,
+    });
+    if let Some(s) = &hub.sync {
+        let mut feed = s.subscribe();
+        let h = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(report) => h.metrics.record_sync(&report),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+    let rounds = {
+        let hub = hub.clone();
+        let every = Duration::from_millis(config.match_interval_ms.max(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = hub.match_now().await {
+                    tracing::warn!(error = %e, "matching round failed");
+                }
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HubStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| HubStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let router =
+        router(hub.clone()).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = rx => {}
+                    _ = shutdown_signal => {}
+                }
+            })
+            .await
+    });
+    tracing::info!(target: "cunyun::_events::hub_started", %addr, scope = %config.scope);
+    Ok(RunningHub {
+        addr,
+        hub,
+        shutdown: Some(tx),
+        task,
+        rounds,
+    })
 }
 
 /// The hub's HTTP routes.
@@ -38,53 +299,640 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/content", get(list_content).post(add_content))
+        .route("/api/v1/content/{id}", delete(remove_content))
+        .route("/api/v1/match", post(match_now))
+        .route("/api/v1/experts", get(list_experts).post(add_expert))
+        .route("/api/v1/coverage", get(coverage_json))
+        .route("/api/v1/coverage.csv", get(coverage_csv))
+        .route("/api/v1/content.csv", get(content_csv))
+        .route("/api/v1/sync", get(sync_status))
+        .route("/api/v1/push-plan", get(push_plan))
+        .route("/", get(console))
         .with_state(hub)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let stats = hub.store.stats();
-    Json(serde_json::json!({
+    Json(json!({
         "status": "ok",
         "role": "hub",
         "documents": stats.documents,
         "quarantined": stats.quarantined,
+        "content_items": hub.library.list().len(),
+        "households": hub.engine.households(),
     }))
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let mut text = hub.metrics.render(&hub.store);
+    let coverage = hub.engine.coverage().prometheus();
+    // Coverage lines go before the closing `# EOF`.
+    match text.rfind("# EOF") {
+        Some(i) => text.insert_str(i, &coverage),
+        None => text.push_str(&coverage),
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        hub.metrics.render(&hub.store),
+        text,
     )
 }
 
+fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Box<Response>> {
+    match q.get("level") {
+        None => Ok(Level::County),
+        Some(l) => coverage::parse_level(l).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("未知的层级“{l}”，可选 province、prefecture、county、township、village"),
+            ))
+        }),
+    }
+}
+
+async fn coverage_json(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match level_of(&q) {
+        Ok(level) => Json(json!({
+            "level": coverage::level_id(level),
+            "rows": hub.engine.coverage().rows(level),
+        }))
+        .into_response(),
+        Err(r) => *r,
+    }
+}
+
+fn csv_response(name: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.csv\""),
+            ),
+        ],
+        // A byte-order mark so spreadsheet programs read the Chinese header as UTF-8.
+        format!("\u{feff}{body}"),
+    )
+        .into_response()
+}
+
+async fn coverage_csv(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match level_of(&q) {
+        Ok(level) => csv_response(
+            &format!("coverage-{}", coverage::level_id(level)),
+            hub.engine.coverage().csv(level),
+        ),
+        Err(r) => *r,
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn content_table_csv(items: &[library::ContentRecord]) -> String {
+    let mut out =
+        String::from("资源编号,标题,格式,标签,适用地区,适用月份,审核日期,失效日期,主文件字节数\n");
+    for r in items {
+        let m = &r.meta;
+        let tags: Vec<&str> = m.tags.iter().map(|t| t.zh_name()).collect();
+        let regions: Vec<String> = m.regions.iter().map(|r| r.to_string()).collect();
+        let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.id,
+            csv_field(&m.title),
+            m.format.zh_name(),
+            csv_field(&tags.join("；")),
+            csv_field(&regions.join(" ")),
+            csv_field(&months.join(" ")),
+            m.review_date,
+            m.expires.map(|d| d.to_string()).unwrap_or_default(),
+            m.bytes
+        ));
+    }
+    out
+}
+
+async fn content_csv(State(hub): State<Arc<Hub>>) -> Response {
+    csv_response("content", content_table_csv(&hub.library.list()))
+}
+
+/// `?village=<12 digits>&budget_mb=<n>`: the files to push to a village within its byte budget.
+async fn push_plan(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let village = match q
+        .get("village")
+        .map(|v| cunyun_protocol::area::AreaCode::parse(v))
+    {
+        Some(Ok(v)) if v.level() == Level::Village => v,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "需要村级区划代码 village（12位）",
+            )
+        }
+    };
+    let Some(budget_mb) = q.get("budget_mb").and_then(|b| b.parse::<u64>().ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "需要村节点的空间预算 budget_mb（整数，单位MB）",
+        );
+    };
+    let h = hub.clone();
+    let budget = budget_mb.saturating_mul(1_000_000);
+    match tokio::task::spawn_blocking(move || h.engine.push_plan(&village, budget)).await {
+        Ok(Ok((picked, left))) => {
+            let row = |f: &cunyun_protocol::matching::FileDemand| {
+                json!({"content_id": f.content_id, "rendition": f.rendition,
+                    "bytes": f.bytes, "households": f.households})
+            };
+            let used: u64 = picked.iter().map(|f| f.bytes).sum();
+            Json(json!({
+                "village": village,
+                "budget_bytes": budget,
+                "used_bytes": used,
+                "push": picked.iter().map(row).collect::<Vec<_>>(),
+                "left_out": left.iter().map(row).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {
+    match &hub.sync {
+        Some(s) => Json(json!(s.status())).into_response(),
+        None => error(StatusCode::NOT_FOUND, "sync_disabled", "本枢纽未启用同步"),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The zh-CN operator console: coverage by area, the content library and sync peers.
+async fn console(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let level = match level_of(&q) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let mut html = String::from(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>村云省级枢纽</title><style>body{font-family:sans-serif;margin:1em}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>\
+         </head><body><h1>村云省级枢纽</h1>",
+    );
+    html.push_str("<h2>覆盖情况</h2><p>层级：");
+    for l in cunyun_protocol::area::Level::ALL {
+        let id = coverage::level_id(l);
+        html.push_str(&format!("<a href=\"/?level={id}\">{}</a> ", l.zh_name()));
+    }
+    html.push_str(&format!(
+        "｜<a href=\"/api/v1/coverage.csv?level={}\">导出CSV</a></p>",
+        coverage::level_id(level)
+    ));
+    html.push_str(
+        "<table><tr><th>地区代码</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
+         <th>推荐条目</th><th>需求最多的标签</th></tr>",
+    );
+    for r in hub.engine.coverage().rows(level) {
+        let top: Vec<String> = r
+            .top_demand
+            .iter()
+            .map(|(t, n)| {
+                let name =
+                    cunyun_protocol::taxonomy::Tag::parse(t).map_or(t.as_str(), |t| t.zh_name());
+                format!("{}（{n}户）", esc(name))
+            })
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.area),
+            r.households,
+            r.with_rec,
+            r.share_with_rec * 100.0,
+            r.items,
+            top.join("、")
+        ));
+    }
+    html.push_str("</table><p>送达、查看和“有用”反馈待反馈文档（fb）定义后统计。</p>");
+    let items = hub.library.list();
+    html.push_str(&format!(
+        "<h2>资源库（{}条）</h2><p><a href=\"/api/v1/content.csv\">导出CSV</a>｜添加资源：<code>cunyun-hub content add --meta 资源信息.json --file 文件</code></p>",
+        items.len()
+    ));
+    html.push_str("<table><tr><th>编号</th><th>标题</th><th>格式</th><th>标签</th><th>月份</th><th>失效日期</th></tr>");
+    for r in &items {
+        let m = &r.meta;
+        let tags: Vec<&str> = m.tags.iter().map(|t| t.zh_name()).collect();
+        let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.id),
+            esc(&m.title),
+            m.format.zh_name(),
+            esc(&tags.join("、")),
+            if months.is_empty() {
+                "全年".to_string()
+            } else {
+                months.join("、")
+            },
+            m.expires.map_or("—".to_string(), |d| d.to_string())
+        ));
+    }
+    html.push_str("</table><h2>节点同步</h2>");
+    match &hub.sync {
+        Some(s) => {
+            let st = s.status();
+            html.push_str("<table><tr><th>节点</th><th>角色</th><th>范围</th><th>最近同步</th><th>成功/失败</th><th>收到/发出文档</th><th>最近错误</th></tr>");
+            for p in st.peers {
+                html.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}/{}</td><td>{}</td></tr>",
+                    esc(&p.node_id),
+                    p.role.map_or("—", |r| r.as_str()),
+                    esc(p.scope.as_deref().unwrap_or("—")),
+                    p.last_sync_ms.map_or("从未".to_string(), |ms| format!("{}秒前", now_ms().saturating_sub(ms) / 1000)),
+                    p.sessions_ok,
+                    p.sessions_failed,
+                    p.docs_received,
+                    p.docs_sent,
+                    esc(p.last_error.as_deref().unwrap_or("")),
+                ));
+            }
+            html.push_str("</table>");
+        }
+        None => html.push_str("<p>本枢纽未启用同步。</p>"),
+    }
+    html.push_str("</body></html>");
+    Html(html).into_response()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    Json(json!({ "items": hub.library.list() }))
+}
+
+/// `{"meta": {…}, "file": "/path/to/main", "files": {"audio": "/path"}}`: paths on the hub.
+async fn add_content(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求内容应为JSON：{\"meta\": {…}, \"file\": \"文件路径\"}",
+        );
+    };
+    let (Some(meta), Some(file)) = (body.get("meta"), body.get("file").and_then(Value::as_str))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "需要资源信息 meta 和主文件路径 file",
+        );
+    };
+    let mut others = BTreeMap::new();
+    if let Some(files) = body.get("files") {
+        let Some(map) = files.as_object() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "files 应为对象：{\"版本编号\": \"文件路径\"}",
+            );
+        };
+        for (k, v) in map {
+            let Some(p) = v.as_str() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("版本“{k}”的文件路径应为文字"),
+                );
+            };
+            others.insert(k.clone(), PathBuf::from(p));
+        }
+    }
+    let meta = meta.clone();
+    let main = PathBuf::from(file);
+    let h = hub.clone();
+    let result = tokio::task::spawn_blocking(move || h.library.add(&meta, &main, &others)).await;
+    match result {
+        Ok(Ok(record)) => (StatusCode::CREATED, Json(json!(record))).into_response(),
+        Ok(Err(LibraryError::Invalid(errs))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "invalid",
+                "message": format!("资源信息有误，共{}处，请修改后重新提交", errs.len()),
+                "fields": errs.0,
+            })),
+        )
+            .into_response(),
+        Ok(Err(e @ (LibraryError::Files(_) | LibraryError::FileStore(_)))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "file", e.to_string())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "content add failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源保存失败，请查看枢纽日志",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "content add task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源保存失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+async fn remove_content(State(hub): State<Arc<Hub>>, UrlPath(id): UrlPath<String>) -> Response {
+    match hub.library.remove(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ LibraryError::NotFound(_)) => {
+            error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "content remove failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "资源删除失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+fn expert_keys(hub: &Hub) -> Vec<DocKey> {
+    hub.store
+        .scan(&hub.scope.area().scope())
+        .filter_map(Result::ok)
+        .map(|(k, _)| k)
+        .filter(|k| k.kind() == Kind::Expert && k.area() == &hub.scope.area())
+        .collect()
+}
+
+async fn list_experts(State(hub): State<Arc<Hub>>) -> Response {
+    let mut out = Vec::new();
+    for k in expert_keys(&hub) {
+        if let Ok(Some(doc)) = hub.store.load(&k) {
+            if let Ok(e) = Expert::read_from(&doc) {
+                out.push(json!({"id": k.id(), "expert": e}));
+            }
+        }
+    }
+    Json(json!({ "experts": out })).into_response()
+}
+
+/// Adds or updates an expert (the same name and organisation is the same expert); the `expert`
+/// document is keyed at the province and flows down to every node.
+async fn add_expert(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求内容应为专家信息JSON",
+        );
+    };
+    let expert = match Expert::from_json(&body) {
+        Ok(e) => e,
+        Err(errs) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "invalid",
+                    "message": format!("专家信息有误，共{}处，请修改后重新提交", errs.len()),
+                    "fields": errs.0,
+                })),
+            )
+                .into_response()
+        }
+    };
+    let hash = blake3::hash(format!("{}\u{0}{}", expert.name, expert.organisation).as_bytes());
+    let id = format!("e{}", &hash.to_hex()[..16]);
+    let key = match DocKey::new(hub.scope.area(), Kind::Expert, id.as_str()) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let h = hub.clone();
+    let k = key.clone();
+    let e = expert.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut doc = h
+            .store
+            .load(&k)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let heads = doc.get_heads();
+        let mut tx = doc.transaction();
+        e.write_to(&mut tx).map_err(|e| e.to_string())?;
+        tx.commit();
+        if doc.get_heads() == heads {
+            return Ok(());
+        }
+        let chunk = if heads.is_empty() {
+            doc.save()
+        } else {
+            doc.save_after(&heads)
+        };
+        h.store
+            .commit(vec![cunyun_node::store::DocWrite {
+                key: k,
+                chunk,
+                heads: doc.get_heads(),
+                updated_at_ms: now_ms(),
+            }])
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(target: "cunyun::_events::expert_saved", key = %key);
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "expert": expert})),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "expert save failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "专家信息保存失败，请查看枢纽日志",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expert save task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "专家信息保存失败，请查看枢纽日志",
+            )
+        }
+    }
+}
+
+async fn match_now(State(hub): State<Arc<Hub>>) -> Response {
+    match hub.match_now().await {
+        Ok(report) => Json(json!(report)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "matching round failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("匹配失败：{e}"),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::Request;
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn serves_health_and_metrics() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Arc::new(Hub::open(dir.path()).expect("open"));
-        let resp = router(hub.clone())
-            .oneshot(Request::get("/healthz").body(Body::empty()).expect("req"))
-            .await
-            .expect("resp");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let resp = router(hub)
-            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
-            .await
-            .expect("resp");
-        assert_eq!(resp.status(), StatusCode::OK);
+    async fn hub(dir: &std::path::Path) -> RunningHub {
+        let c = HubConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            today: Date::parse("2026-04-15"),
+            ..Default::default()
+        };
+        start(&c, std::future::pending()).await.unwrap()
+    }
+
+    async fn call(h: &RunningHub, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = router(h.hub.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
-            .expect("body");
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn serves_health_metrics_and_content_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hub(&dir.path().join("hub")).await;
+        let (s, v) = call(&h, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["role"], "hub");
+        let resp = router(h.hub.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("cunyun_store_documents"));
+
+        let file = dir.path().join("asf.md");
+        std::fs::write(&file, "# 防非洲猪瘟\n").unwrap();
+        let post = |body: Value| {
+            Request::post("/api/v1/content")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let (s, v) = call(
+            &h,
+            post(
+                json!({"meta": {"title": "", "tags": ["nope"], "format": "article",
+                "review_date": "2026-03-01"}, "file": file}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(v["fields"].as_array().unwrap().len(), 2, "{v}");
+        let (s, v) = call(
+            &h,
+            post(json!({"meta": {}, "file": dir.path().join("missing")})),
+        )
+        .await;
+        assert!(s.is_client_error() || s.is_server_error(), "{s} {v}");
+        let (s, _) = call(&h, post(json!({"file": "x"}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(h.hub.library.list().is_empty());
+        let (s, v) = call(
+            &h,
+            post(
+                json!({"meta": {"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
+                "review_date": "2026-03-01"}, "file": file}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let (_, v) = call(
+            &h,
+            Request::get("/api/v1/content").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(v["items"][0]["meta"]["title"], "防非洲猪瘟");
+        let (s, v) = call(
+            &h,
+            Request::post("/api/v1/match").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["recs_written"], 0);
+        let (s, _) = call(
+            &h,
+            Request::delete(format!("/api/v1/content/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(
+            &h,
+            Request::delete(format!("/api/v1/content/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        h.stop().await.unwrap();
     }
 }

@@ -1,25 +1,86 @@
-//! `cunyun-hub`: the provincial hub (a thin skeleton: store, `/healthz`, `/metrics`).
+//! `cunyun-hub`: the provincial hub (`run`, `init`, `content add`, `content list`, `match`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use cunyun_hub::config::HubConfig;
 
 #[derive(Parser)]
 #[command(
     name = "cunyun-hub",
     version,
-    about = "村云省级枢纽（骨架：文档库、健康检查、监控指标）"
+    about = "村云省级枢纽：资源库、需求匹配、推荐下发"
 )]
 struct Cli {
-    /// 数据目录。
-    #[arg(long, default_value = "./data/hub")]
-    data_dir: PathBuf,
-    /// 监听地址。
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    listen: SocketAddr,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// 启动枢纽（同步、匹配、管理接口）。
+    Run {
+        /// 配置文件（TOML）；不给则使用默认配置。
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 数据目录（覆盖配置文件）。
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// 管理接口监听地址（覆盖配置文件）。
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// 初始化枢纽身份：用本地开发证书机构签发hub角色证书（正式部署改用注册流程）。
+    Init {
+        /// 数据目录；证书写入其中的 tls/ 子目录。
+        #[arg(long, default_value = "./data/hub")]
+        data_dir: PathBuf,
+        /// 省级前缀。
+        #[arg(long, default_value = "51")]
+        scope: String,
+        /// 开发用证书机构目录（与各节点共用）。
+        #[arg(long, default_value = "./data/dev-ca")]
+        ca_dir: PathBuf,
+    },
+    /// 资源库操作。
+    Content {
+        #[command(subcommand)]
+        command: ContentCommand,
+    },
+    /// 立即运行一轮匹配。
+    Match {
+        /// 枢纽管理接口地址。
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        hub: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContentCommand {
+    /// 添加（或更新）一条资源：资源信息JSON文件 + 主文件（+ 其他版本文件）。
+    Add {
+        /// 枢纽管理接口地址。
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        hub: String,
+        /// 资源信息（JSON文件：标题、标签、地区、月份、格式、审核日期等）。
+        #[arg(long)]
+        meta: PathBuf,
+        /// 主文件路径（枢纽所在机器上的路径）。
+        #[arg(long)]
+        file: PathBuf,
+        /// 其他版本的文件，格式“版本编号=路径”，可重复。
+        #[arg(long = "rendition", value_name = "ID=PATH")]
+        renditions: Vec<String>,
+    },
+    /// 列出资源库中的资源。
+    List {
+        /// 枢纽管理接口地址。
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        hub: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,21 +107,153 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    std::fs::create_dir_all(&cli.data_dir)
-        .with_context(|| format!("无法创建数据目录 {}", cli.data_dir.display()))?;
-    let hub = Arc::new(cunyun_hub::Hub::open(&cli.data_dir).context("无法打开文档库")?);
-    let listener = tokio::net::TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("无法监听 {}", cli.listen))?;
-    println!(
-        "村云省级枢纽已启动：http://{}/healthz",
-        listener.local_addr()?
-    );
-    axum::serve(listener, cunyun_hub::router(hub))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    match Cli::parse().command {
+        Command::Run {
+            config,
+            data_dir,
+            listen,
+        } => {
+            let mut c = match config {
+                Some(p) => HubConfig::load(&p)?,
+                None => HubConfig::default(),
+            };
+            if let Some(d) = data_dir {
+                c.data_dir = d;
+            }
+            if let Some(l) = listen {
+                c.listen = l;
+            }
+            let running = cunyun_hub::start(&c, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            println!("村云省级枢纽已启动：{}/healthz", running.url());
+            if let Some(s) = &running.hub.sync {
+                println!("同步端口：{}", s.listen_addr());
+            }
+            running.wait().await?;
+            Ok(())
+        }
+        Command::Init {
+            data_dir,
+            scope,
+            ca_dir,
+        } => {
+            use cunyun_protocol::identity::{NodeId, NodeIdentity};
+            let scope = cunyun_protocol::area::AreaScope::parse(&scope).context("省级前缀无效")?;
+            let tls_dir = data_dir.join("tls");
+            anyhow::ensure!(
+                !tls_dir.join("node.crt").exists(),
+                "{} 已有证书；如需重新生成，请先删除该目录",
+                tls_dir.display()
+            );
+            let identity = NodeIdentity {
+                node_id: NodeId(rand::random()),
+                role: cunyun_protocol::key::Role::Hub,
+                scope,
+            };
+            if cunyun_node::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)? {
+                println!("已创建开发用证书机构：{}", ca_dir.display());
+            }
+            println!("枢纽身份：{}", identity.to_uri());
+            println!("证书已写入：{}", tls_dir.display());
+            Ok(())
+        }
+        Command::Content {
+            command:
+                ContentCommand::Add {
+                    hub,
+                    meta,
+                    file,
+                    renditions,
+                },
+        } => {
+            let text = std::fs::read_to_string(&meta)
+                .with_context(|| format!("无法读取资源信息 {}", meta.display()))?;
+            let meta: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("资源信息 {} 不是有效的JSON", meta.display()))?;
+            let mut files = BTreeMap::new();
+            for r in renditions {
+                let (id, path) = r
+                    .split_once('=')
+                    .with_context(|| format!("“{r}”应为“版本编号=路径”"))?;
+                files.insert(id.to_string(), absolute(PathBuf::from(path))?);
+            }
+            let body = serde_json::json!({
+                "meta": meta, "file": absolute(file)?, "files": files,
+            });
+            let resp = reqwest::Client::new()
+                .post(format!("{}/api/v1/content", hub.trim_end_matches('/')))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("无法连接枢纽 {hub}"))?;
+            let status = resp.status();
+            let v: serde_json::Value = resp.json().await.context("枢纽的回复无法解析")?;
+            if status.is_success() {
+                println!(
+                    "已保存资源 {}：{}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["meta"]["title"].as_str().unwrap_or("")
+                );
+                Ok(())
+            } else {
+                let mut msg = v["message"].as_str().unwrap_or("保存失败").to_string();
+                if let Some(fields) = v["fields"].as_array() {
+                    for f in fields {
+                        msg.push_str(&format!(
+                            "\n  {}：{}",
+                            f["field"].as_str().unwrap_or(""),
+                            f["message"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+                anyhow::bail!(msg)
+            }
+        }
+        Command::Content {
+            command: ContentCommand::List { hub },
+        } => {
+            let v: serde_json::Value =
+                reqwest::get(format!("{}/api/v1/content", hub.trim_end_matches('/')))
+                    .await
+                    .with_context(|| format!("无法连接枢纽 {hub}"))?
+                    .json()
+                    .await
+                    .context("枢纽的回复无法解析")?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            println!("资源库共{}条：", items.len());
+            for i in items {
+                println!(
+                    "  {}  {}  {}",
+                    i["id"].as_str().unwrap_or(""),
+                    i["meta"]["format"].as_str().unwrap_or(""),
+                    i["meta"]["title"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Match { hub } => {
+            let v: serde_json::Value = reqwest::Client::new()
+                .post(format!("{}/api/v1/match", hub.trim_end_matches('/')))
+                .send()
+                .await
+                .with_context(|| format!("无法连接枢纽 {hub}"))?
+                .json()
+                .await
+                .context("枢纽的回复无法解析")?;
+            println!(
+                "本轮匹配：新增或变更农户{}户，匹配{}户，写入推荐{}份，新推荐{}条",
+                v["households_changed"],
+                v["households_matched"],
+                v["recs_written"],
+                v["items_added"]
+            );
+            Ok(())
+        }
+    }
+}
+
+fn absolute(p: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&p).with_context(|| format!("路径无效：{}", p.display()))
 }

@@ -361,6 +361,18 @@ impl Date {
         self.day
     }
 
+    /// Days since 1970-01-01 (negative before), for date differences.
+    pub fn days_since_epoch(self) -> i32 {
+        // Howard Hinnant's days_from_civil.
+        let (m, d) = (i32::from(self.month), i32::from(self.day));
+        let y = i32::from(self.year) - i32::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
     /// The same day `years` later; 29 February becomes 28 February in a common year.
     pub fn add_years(self, years: u16) -> Option<Date> {
         let year = self.year.checked_add(years)?;
@@ -461,8 +473,24 @@ impl Decoder {
         self.errors.push(FieldError::new(field, code, message));
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.errors.len()
+    }
+
+    /// A nested object at JSON path `path` (for objects inside arrays), or an error if `value`
+    /// is not an object.
+    pub(crate) fn nested<'v>(&mut self, value: &'v Value, path: &str) -> Option<Obj<'v>> {
+        match value {
+            Value::Object(map) => Some(Obj {
+                path: path.to_string(),
+                map,
+                known: Vec::new(),
+            }),
+            _ => {
+                self.push(path, code::WRONG_TYPE, "应为JSON对象");
+                None
+            }
+        }
     }
 
     /// The top-level object, or an error if `value` is not an object.

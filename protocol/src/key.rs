@@ -194,7 +194,8 @@ pub struct DocKey {
     id: String,
 }
 
-fn valid_id(id: &str) -> bool {
+/// Whether `id` is a valid document id: 1–64 of `[A-Za-z0-9_-]`.
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id

@@ -8,7 +8,13 @@
 //! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
+//! - [`expert`]: the expert registry (科技所能, `expert`), expert suggestions for local needs and
+//!   the `match` document.
+//! - [`library`]: content metadata (科普资源元数据) of the hub's content library.
+//! - [`matching`]: the pure scorer (household tags × season × region × freshness, diversity,
+//!   format by media profile), the inverted tag index and the per-village byte budget.
 //! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
+//! - [`rec`]: typed view of the hub's recommendation document (`rec`) for one household.
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
@@ -26,12 +32,16 @@ pub mod blob;
 
 mod codec;
 pub mod digest;
+pub mod expert;
 pub mod fields;
 pub mod household;
 pub mod identity;
 pub mod key;
+pub mod library;
 pub mod manifest;
+pub mod matching;
 pub mod need;
+pub mod rec;
 pub mod sync;
 pub mod taxonomy;
 pub mod triggers;

@@ -7,6 +7,8 @@ use std::io::Write;
 
 pub mod amrepo;
 pub mod gossip;
+#[path = "match.rs"]
+pub mod matching;
 pub mod store;
 pub mod sync;
 pub mod transfer;

@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-const BENCHES: &[&str] = &["store", "sync", "gossip", "transfer", "amrepo"];
+const BENCHES: &[&str] = &["store", "sync", "gossip", "transfer", "match", "amrepo"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             "sync" => cunyun_tests::bench::sync::run()?,
             "gossip" => cunyun_tests::bench::gossip::run()?,
             "transfer" => cunyun_tests::bench::transfer::run()?,
+            "match" => cunyun_tests::bench::matching::run()?,
             "amrepo" => cunyun_tests::bench::amrepo::run()?,
             other => bail!("unknown benchmark {other:?}; known: {}", BENCHES.join(", ")),
         }

@@ -1,0 +1,123 @@
+//! Hub configuration: one documented serde struct, loaded from TOML, with development defaults.
+//!
+//! ```toml
+//! # cunyun-hub.toml
+//! data_dir = "/var/lib/cunyun-hub"
+//! listen = "127.0.0.1:8090"
+//! scope = "51"                 # the province
+//! per_week = 3                 # new items per household per week
+//! match_interval_ms = 2000     # how often a matching round looks for changes
+//!
+//! [sync]
+//! enabled = true
+//! listen = "0.0.0.0:7447"
+//! mdns = false
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cunyun_node::store::StoreConfig;
+use cunyun_node::sync::SyncConfig;
+use cunyun_protocol::area::AreaScope;
+use serde::Deserialize;
+
+/// Everything the hub needs to start. Every field has a default (see [`HubConfig::default`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Directory holding the store, the content library, files and sync state.
+    pub data_dir: PathBuf,
+    /// Address of the operator HTTP API.
+    pub listen: SocketAddr,
+    /// The province the hub serves (its certificate must carry the same scope and role `hub`).
+    pub scope: AreaScope,
+    /// New items per household per week.
+    pub per_week: usize,
+    /// Milliseconds between matching rounds (a round with nothing changed costs almost nothing).
+    pub match_interval_ms: u64,
+    /// Fixes the matching date (demos and tests); default: today's date in China (UTC+8).
+    pub today: Option<cunyun_protocol::fields::Date>,
+    /// Largest operator request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Document store settings.
+    pub store: StoreConfig,
+    /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
+    pub sync: SyncConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            data_dir: PathBuf::from("./data/hub"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            scope: AreaScope::parse("51").expect("51 (Sichuan) is a valid province prefix"),
+            per_week: cunyun_protocol::matching::DEFAULT_PER_WEEK,
+            match_interval_ms: 2_000,
+            today: None,
+            max_body_bytes: 256 * 1024,
+            store: StoreConfig::default(),
+            sync: SyncConfig::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubConfigError {
+    /// The file could not be read.
+    #[error("无法读取配置文件 {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("配置文件 {path} 有误: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+impl HubConfig {
+    /// Loads a TOML file; missing fields take their defaults.
+    pub fn load(path: &Path) -> Result<HubConfig, HubConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HubConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| HubConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_example_parses_and_unknown_fields_are_refused() {
+        let text = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: HubConfig = toml::from_str(&text).unwrap();
+        assert_eq!(c.scope.prefix(), "51");
+        assert_eq!(c.per_week, 3);
+        assert!(c.sync.enabled);
+        assert!(toml::from_str::<HubConfig>("colour = 1").is_err());
+    }
+}

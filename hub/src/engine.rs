@@ -1,0 +1,637 @@
+//! Matching rounds: from the hub's store and library to `rec` documents in the store.
+//!
+//! This module owns one round of the hub's work ([`Engine::round`]), run periodically by the hub
+//! and on demand:
+//!
+//! 1. If the store has had no write since the last round began, the library has not changed and the
+//!    day is the same, there is nothing to do.
+//! 2. The library's items are loaded into the [`Matcher`] when the library changed.
+//! 3. The store's index is scanned for `hh` documents whose heads digest differs from the last
+//!    one seen (new or changed households: synced up from villages). Each is read as a
+//!    [`HouseholdProfile`]; the first time a household is seen, its stored `rec` document (if any)
+//!    tells the matcher what it was already recommended.
+//! 4. Every dirty household is matched; each household that got new items (or whose `rec` holds
+//!    items no longer in the library) gets its `rec` document updated — loaded, changed with
+//!    [`Rec::write_to`] (only what differs), and committed in one durable batch per 1,000.
+//!
+//! 5. Needs (`need`) new or changed since the last round — or every need when an `expert`
+//!    document changed — get expert suggestions ([`suggest_experts`]) written as their `match`
+//!    document when they changed; an open need with suggestions becomes `matched` (the status
+//!    change syncs back down with the need).
+//!
+//! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
+//! hub-role peer refuses them).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use automerge::Automerge;
+use cunyun_node::store::{DocStore, DocWrite, StoreError};
+use cunyun_protocol::area::AreaScope;
+use cunyun_protocol::digest::HeadsDigest;
+use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
+use cunyun_protocol::fields::Date;
+use cunyun_protocol::household::HouseholdProfile;
+use cunyun_protocol::key::{DocKey, Kind};
+use cunyun_protocol::matching::{select_for_budget, FileDemand, Library, Pick};
+use cunyun_protocol::need::{LocalNeed, NeedStatus};
+use cunyun_protocol::rec::{Rec, RecItem, Week};
+use serde::Serialize;
+
+use crate::library::ContentLibrary;
+use crate::matcher::Matcher;
+
+/// Households matched per batch (and `rec` documents per durable commit).
+const BATCH: usize = 1_000;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoundReport {
+    /// Whether the round found anything to look at.
+    pub ran: bool,
+    /// `hh` documents new or changed since the last round.
+    pub households_changed: usize,
+    /// Households matched.
+    pub households_matched: usize,
+    /// `rec` documents written.
+    pub recs_written: usize,
+    /// New items recommended.
+    pub items_added: usize,
+    /// `hh` documents that could not be read.
+    pub unreadable: usize,
+    /// `match` documents written (expert suggestions for local needs).
+    pub matches_written: usize,
+}
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A `rec` document could not be written.
+    #[error("推荐记录写入失败（{key}）：{message}")]
+    Rec {
+        /// The document.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+struct State {
+    matcher: Matcher,
+    known: HashMap<DocKey, HeadsDigest>,
+    store_writes: u64,
+    library_version: u64,
+    library_ids: HashSet<String>,
+    day: Option<Date>,
+    experts: BTreeMap<String, Expert>,
+}
+
+/// The hub's matching engine over its store (see the module documentation).
+pub struct Engine {
+    store: DocStore,
+    scope: AreaScope,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    /// An engine over `store` for the hub's `scope`, giving at most `per_week` new items per
+    /// household per week.
+    pub fn new(store: DocStore, scope: AreaScope, today: Date, per_week: usize) -> Engine {
+        Engine {
+            store,
+            scope,
+            state: Mutex::new(State {
+                matcher: Matcher::new(today, per_week),
+                known: HashMap::new(),
+                store_writes: u64::MAX,
+                library_version: 0,
+                library_ids: HashSet::new(),
+                day: None,
+                experts: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Households known to the matcher.
+    pub fn households(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.matcher.households())
+            .unwrap_or(0)
+    }
+
+    /// Which recommended files to push to `village` within `budget` bytes: every rendition its
+    /// `rec` documents name, with its size and how many households it was recommended to, chosen
+    /// by [`select_for_budget`] (most households per byte first). Returns the chosen files, then
+    /// the ones left out.
+    pub fn push_plan(
+        &self,
+        village: &cunyun_protocol::area::AreaCode,
+        budget: u64,
+    ) -> Result<(Vec<FileDemand>, Vec<FileDemand>), EngineError> {
+        let mut demand: BTreeMap<(String, String), FileDemand> = BTreeMap::new();
+        for item in self.store.scan(&village.scope()) {
+            let (key, _) = item?;
+            if key.kind() != Kind::Rec {
+                continue;
+            }
+            let Some(doc) = self.store.load(&key)? else {
+                continue;
+            };
+            let Ok(rec) = Rec::read_from(&doc) else {
+                continue;
+            };
+            for (id, it) in rec.items {
+                let d = demand
+                    .entry((id.clone(), it.rendition.clone()))
+                    .or_insert(FileDemand {
+                        content_id: id,
+                        rendition: it.rendition,
+                        bytes: it.bytes,
+                        households: 0,
+                    });
+                d.households += 1;
+            }
+        }
+        let files: Vec<FileDemand> = demand.into_values().collect();
+        let chosen = select_for_budget(&files, budget);
+        let mut taken = vec![false; files.len()];
+        for &i in &chosen {
+            taken[i] = true;
+        }
+        let picked = chosen.iter().map(|&i| files[i].clone()).collect();
+        let left = files
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|(f, _)| f.clone())
+            .collect();
+        Ok((picked, left))
+    }
+
+    /// Coverage figures per area from the matching state.
+    pub fn coverage(&self) -> crate::coverage::Coverage {
+        self.state
+            .lock()
+            .map(|s| s.matcher.coverage())
+            .unwrap_or_default()
+    }
+
+    /// Runs one round as of `today` (blocking: call it off the async runtime).
+    pub fn round(&self, library: &ContentLibrary, today: Date) -> Result<RoundReport, EngineError> {
+        let mut report = RoundReport::default();
+        let mut guard = self.state.lock().map_err(|_| EngineError::Rec {
+            key: String::new(),
+            message: "匹配状态锁已损坏".into(),
+        })?;
+        let st = &mut *guard;
+        let writes = self.store.stats().writes;
+        let lib_version = library.version();
+        if writes == st.store_writes && lib_version == st.library_version && st.day == Some(today) {
+            return Ok(report);
+        }
+        report.ran = true;
+        if st.day != Some(today) {
+            st.matcher.set_today(today);
+            st.day = Some(today);
+        }
+        if lib_version != st.library_version {
+            let records = library.list();
+            let ids: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+            for gone in st.library_ids.difference(&ids) {
+                st.matcher.remove_content(gone);
+            }
+            for r in records {
+                if st.matcher.library().get(&r.id) != Some(&r.meta) {
+                    st.matcher.upsert_content(&r.id, r.meta);
+                }
+            }
+            st.library_ids = ids;
+            st.library_version = lib_version;
+        }
+        // New and changed households.
+        let mut profiles: BTreeMap<DocKey, HouseholdProfile> = BTreeMap::new();
+        let mut all_needs = Vec::new();
+        let mut changed_needs = Vec::new();
+        let mut experts_changed = false;
+        for item in self.store.scan(&self.scope) {
+            let (key, entry) = item?;
+            if key.kind() == Kind::Need {
+                all_needs.push(key.clone());
+            }
+            if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert)
+                || st.known.get(&key) == Some(&entry.digest)
+            {
+                continue;
+            }
+            if key.kind() != Kind::Hh {
+                st.known.insert(key.clone(), entry.digest);
+                if key.kind() == Kind::Need {
+                    changed_needs.push(key);
+                    continue;
+                }
+                experts_changed = true;
+                match self.store.load(&key)?.map(|d| Expert::read_from(&d)) {
+                    Some(Ok(e)) => {
+                        st.experts.insert(key.id().to_string(), e);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(key = %key, error = %e, "expert document unreadable");
+                        st.experts.remove(key.id());
+                    }
+                    None => {
+                        st.experts.remove(key.id());
+                    }
+                }
+                continue;
+            }
+            let first = st.known.insert(key.clone(), entry.digest).is_none();
+            let Some(doc) = self.store.load(&key)? else {
+                continue;
+            };
+            match HouseholdProfile::read_from(&doc) {
+                Ok(p) => {
+                    if first {
+                        self.note_existing_rec(&mut st.matcher, &key)?;
+                    }
+                    st.matcher.upsert_household(&key, &p);
+                    profiles.insert(key, p);
+                    report.households_changed += 1;
+                }
+                Err(e) => {
+                    report.unreadable += 1;
+                    tracing::warn!(key = %key, error = %e, "household profile unreadable; not matched");
+                }
+            }
+        }
+        // Match every dirty household, in batches.
+        let dirty = st.matcher.take_dirty();
+        for keys in dirty.chunks(BATCH) {
+            let mut batch = Vec::with_capacity(keys.len());
+            for k in keys {
+                let p = match profiles.remove(k) {
+                    Some(p) => p,
+                    None => match self.store.load(k)? {
+                        Some(doc) => match HouseholdProfile::read_from(&doc) {
+                            Ok(p) => p,
+                            Err(_) => continue,
+                        },
+                        None => {
+                            st.matcher.remove_household(k);
+                            continue;
+                        }
+                    },
+                };
+                batch.push((k.clone(), p));
+            }
+            let results = st.matcher.match_households(&batch);
+            report.households_matched += batch.len();
+            report.items_added += results.iter().map(Vec::len).sum::<usize>();
+            let jobs: Vec<RecJob<'_>> = batch
+                .iter()
+                .zip(&results)
+                .map(|((key, profile), picks)| RecJob {
+                    key: key.with_kind(Kind::Rec),
+                    village: profile.village,
+                    picks,
+                })
+                .collect();
+            let store = &self.store;
+            let writes = rec_writes(&jobs, st.matcher.library(), today, |k| store.load(k))?;
+            report.recs_written += writes.len();
+            if !writes.is_empty() {
+                self.store.commit(writes)?;
+            }
+        }
+        let needs = if experts_changed {
+            all_needs
+        } else {
+            changed_needs
+        };
+        report.matches_written = self.match_needs(&st.experts, &needs, today)?;
+        // The count from before the scan: anything written since (synced in during this round, or
+        // our own writes) makes the next round look again.
+        st.store_writes = writes;
+        if report.households_changed > 0 || report.recs_written > 0 {
+            tracing::info!(
+                target: "cunyun::_events::match_round",
+                changed = report.households_changed,
+                matched = report.households_matched,
+                recs = report.recs_written,
+                items = report.items_added
+            );
+        }
+        Ok(report)
+    }
+
+    /// Suggests experts for each need in `needs` and writes its `match` document when the
+    /// suggestions changed; an open need with suggestions becomes `matched`. Returns the number of
+    /// `match` documents written.
+    fn match_needs(
+        &self,
+        experts: &BTreeMap<String, Expert>,
+        needs: &[DocKey],
+        today: Date,
+    ) -> Result<usize, EngineError> {
+        let mut writes = Vec::new();
+        let mut written = 0;
+        for key in needs {
+            let Some(mut need_doc) = self.store.load(key)? else {
+                continue;
+            };
+            let need = match LocalNeed::read_from(&need_doc) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "need unreadable; not matched");
+                    continue;
+                }
+            };
+            if matches!(need.status, NeedStatus::Resolved | NeedStatus::Closed) {
+                continue;
+            }
+            let suggestions: BTreeMap<String, Suggestion> =
+                suggest_experts(&need, experts.iter().map(|(id, e)| (id.as_str(), e)))
+                    .into_iter()
+                    .collect();
+            let match_key = key.with_kind(Kind::Match);
+            let existing = self.store.load(&match_key)?;
+            let same = existing
+                .as_ref()
+                .and_then(|d| NeedMatch::read_from(d).ok())
+                .is_some_and(|m| m.suggestions == suggestions);
+            if !same {
+                let m = NeedMatch {
+                    area: need.area,
+                    updated: today,
+                    suggestions: suggestions.clone(),
+                };
+                let mut doc = existing.unwrap_or_default();
+                match commit_view(&mut doc, &match_key, |tx| m.write_to(tx)) {
+                    Ok(Some(w)) => {
+                        writes.push(w);
+                        written += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %match_key, error = %e, "match document not written");
+                        continue;
+                    }
+                }
+            }
+            if need.status == NeedStatus::Open && !suggestions.is_empty() {
+                let mut next = need.clone();
+                next.status = NeedStatus::Matched;
+                // Never before the need was raised (the hub's date may lag a node's).
+                next.updated = Some(need.created.map_or(today, |c| c.max(today)));
+                if need.check_transition(&next).is_ok() {
+                    match commit_view(&mut need_doc, key, |tx| next.write_to(tx)) {
+                        Ok(Some(w)) => writes.push(w),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "need status not updated");
+                        }
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.store.commit(writes)?;
+        }
+        Ok(written)
+    }
+
+    fn note_existing_rec(&self, matcher: &mut Matcher, key: &DocKey) -> Result<(), EngineError> {
+        let rec_key = key.with_kind(Kind::Rec);
+        if let Some(doc) = self.store.load(&rec_key)? {
+            if let Ok(rec) = Rec::read_from(&doc) {
+                let latest = rec.items.values().map(|i| i.week).max();
+                if let Some(week) = latest {
+                    let ids: Vec<&str> = rec.items.keys().map(String::as_str).collect();
+                    matcher.note_recommended(key, &ids, week, rec.new_in_week(week));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One household's new picks, to be written into its `rec` document.
+pub struct RecJob<'a> {
+    /// The `rec` document's key.
+    pub key: DocKey,
+    /// The household's village.
+    pub village: cunyun_protocol::area::AreaCode,
+    /// The new items.
+    pub picks: &'a [Pick],
+}
+
+/// Builds the `rec` document changes for `jobs` on every core: each document is loaded with
+/// `load` (or started empty), gets the new picks, loses items no longer live in `library`, and is
+/// written with [`Rec::write_to`] (only what differs). Jobs with nothing to change give no write.
+pub fn rec_writes<F>(
+    jobs: &[RecJob<'_>],
+    library: &Library,
+    today: Date,
+    load: F,
+) -> Result<Vec<DocWrite>, EngineError>
+where
+    F: Fn(&DocKey) -> Result<Option<Automerge>, StoreError> + Sync,
+{
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, jobs.len().max(1));
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let load = &load;
+    let parts: Vec<Result<Vec<DocWrite>, EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for job in part {
+                        if let Some(w) = rec_write(job, library, today, load(&job.key)?)? {
+                            out.push(w);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::Rec {
+                        key: String::new(),
+                        message: "推荐记录写入线程异常退出".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut writes = Vec::new();
+    for p in parts {
+        writes.extend(p?);
+    }
+    Ok(writes)
+}
+
+fn rec_write(
+    job: &RecJob<'_>,
+    library: &Library,
+    today: Date,
+    existing: Option<Automerge>,
+) -> Result<Option<DocWrite>, EngineError> {
+    let mut rec = match existing.as_ref().map(Rec::read_from) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            tracing::warn!(key = %job.key, error = %e, "rec document unreadable; rewritten");
+            Rec::new(job.village, today)
+        }
+        None => Rec::new(job.village, today),
+    };
+    let before = rec.items.len();
+    rec.items
+        .retain(|id, _| library.get(id).is_some_and(|m| m.is_live(today)));
+    let pruned = rec.items.len() != before;
+    if job.picks.is_empty() && !pruned {
+        return Ok(None);
+    }
+    rec.updated = today;
+    let week = Week::of(today);
+    rec.add(job.picks.iter().map(|p| {
+        let title = library.get(&p.content_id).map_or("", |m| m.title.as_str());
+        (p.content_id.clone(), RecItem::from_pick(p, title, week))
+    }));
+    let mut doc = existing.unwrap_or_default();
+    let heads = doc.get_heads();
+    let mut tx = doc.transaction();
+    rec.write_to(&mut tx).map_err(|e| EngineError::Rec {
+        key: job.key.to_string(),
+        message: e.to_string(),
+    })?;
+    tx.commit();
+    let chunk = if heads.is_empty() {
+        doc.save()
+    } else {
+        doc.save_after(&heads)
+    };
+    Ok(Some(DocWrite {
+        key: job.key.clone(),
+        chunk,
+        heads: doc.get_heads(),
+        updated_at_ms: now_ms(),
+    }))
+}
+
+/// Applies `write` to `doc` in one transaction and returns the store write for the change, or
+/// `None` when nothing changed.
+fn commit_view(
+    doc: &mut Automerge,
+    key: &DocKey,
+    write: impl FnOnce(
+        &mut automerge::transaction::Transaction<'_>,
+    ) -> Result<(), cunyun_protocol::fields::ViewError>,
+) -> Result<Option<DocWrite>, EngineError> {
+    let heads = doc.get_heads();
+    let mut tx = doc.transaction();
+    write(&mut tx).map_err(|e| EngineError::Rec {
+        key: key.to_string(),
+        message: e.to_string(),
+    })?;
+    tx.commit();
+    if doc.get_heads() == heads {
+        return Ok(None);
+    }
+    let chunk = if heads.is_empty() {
+        doc.save()
+    } else {
+        doc.save_after(&heads)
+    };
+    Ok(Some(DocWrite {
+        key: key.clone(),
+        chunk,
+        heads: doc.get_heads(),
+        updated_at_ms: now_ms(),
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use cunyun_node::store::StoreConfig;
+    use cunyun_protocol::area::AreaCode;
+    use cunyun_protocol::taxonomy::Tag;
+
+    #[test]
+    fn push_plan_serves_most_households_per_byte_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap();
+        let village = AreaCode::parse("511424104201").unwrap();
+        let today = Date::parse("2026-04-15").unwrap();
+        let item = |rendition: &str, bytes: u64| RecItem {
+            title: "t".into(),
+            rendition: rendition.into(),
+            bytes,
+            score: 1000,
+            week: Week::of(today),
+            tags: [Tag::LivAsf].into_iter().collect(),
+            reason: String::new(),
+        };
+        let mut writes = Vec::new();
+        for h in 0..4 {
+            let mut rec = Rec::new(village, today);
+            rec.items.insert("audio".into(), item("main", 2_000_000));
+            if h < 3 {
+                rec.items.insert("video".into(), item("480p", 30_000_000));
+            }
+            if h == 0 {
+                rec.items.insert("leaflet".into(), item("main", 900_000));
+            }
+            let key = DocKey::new(village, Kind::Rec, format!("h{h}")).unwrap();
+            let mut doc = Automerge::new();
+            writes.push(
+                commit_view(&mut doc, &key, |tx| rec.write_to(tx))
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // Another village's recommendations do not count.
+        let other = AreaCode::parse("511424104202").unwrap();
+        let mut rec = Rec::new(other, today);
+        rec.items.insert("video".into(), item("480p", 30_000_000));
+        let key = DocKey::new(other, Kind::Rec, "h9").unwrap();
+        writes.push(
+            commit_view(&mut Automerge::new(), &key, |tx| rec.write_to(tx))
+                .unwrap()
+                .unwrap(),
+        );
+        store.commit(writes).unwrap();
+        let engine = Engine::new(store, AreaScope::parse("51").unwrap(), today, 3);
+        let (picked, left) = engine.push_plan(&village, 10_000_000).unwrap();
+        let ids: Vec<(&str, u32)> = picked
+            .iter()
+            .map(|f| (f.content_id.as_str(), f.households))
+            .collect();
+        assert_eq!(ids, vec![("audio", 4), ("leaflet", 1)]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].content_id.as_str(), left[0].households),
+            ("video", 3)
+        );
+        let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
+        assert_eq!(picked.len(), 3);
+        assert!(left.is_empty());
+    }
+}

@@ -1,0 +1,377 @@
+//! The hub's content library: operators' content items (metadata + files), kept durably.
+//!
+//! This module owns the library records: one JSON file per item under `<data>/library/`, each
+//! `{"id", "meta", "files", "added_ms"}` where `meta` is the item's [`ContentMeta`] JSON (the blob
+//! the signed `content` manifest will carry) and `files` maps each rendition id to its stored file
+//! (BLAKE3 and size). Files go through a [`FileStore`]. A record is written to a temporary file,
+//! flushed, then renamed, and only then acknowledged.
+//!
+//! An item's id is `c` + the first 16 hex digits of its main file's BLAKE3, so adding the same
+//! file again updates that item's metadata instead of duplicating it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cunyun_protocol::fields::FieldErrors;
+use cunyun_protocol::library::{ContentMeta, MAIN_RENDITION};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::files::{FileStore, FileStoreError, StoredFile};
+
+/// One content item of the library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContentRecord {
+    /// The content id.
+    pub id: String,
+    /// Its metadata.
+    pub meta: ContentMeta,
+    /// The stored file of each rendition (`main` and the others).
+    pub files: BTreeMap<String, StoredFile>,
+    /// When it was added or last changed, ms since the Unix epoch.
+    pub added_ms: u64,
+}
+
+/// Why a library operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LibraryError {
+    /// The metadata is invalid.
+    #[error("资源信息有误：{0}")]
+    Invalid(FieldErrors),
+    /// A rendition has no file, or a file was given for no rendition.
+    #[error("{0}")]
+    Files(String),
+    /// A file could not be stored.
+    #[error(transparent)]
+    FileStore(#[from] FileStoreError),
+    /// The library directory could not be read or written.
+    #[error("资源库读写失败（{path}）：{source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A stored record is unreadable.
+    #[error("资源记录 {path} 已损坏：{message}")]
+    Corrupt {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such item.
+    #[error("没有编号为“{0}”的资源")]
+    NotFound(String),
+}
+
+/// The content library (see the module documentation).
+pub struct ContentLibrary {
+    dir: PathBuf,
+    files: Arc<dyn FileStore>,
+    records: Mutex<BTreeMap<String, ContentRecord>>,
+    /// Bumped on every change, so the matcher can tell when to reload.
+    version: std::sync::atomic::AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 17
+        && id.starts_with('c')
+        && id[1..]
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+impl ContentLibrary {
+    /// Opens the library in `dir` (created if missing), reading every record.
+    pub fn open(dir: &Path, files: Arc<dyn FileStore>) -> Result<ContentLibrary, LibraryError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LibraryError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut records = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let rec = parse_record(&text).map_err(|message| LibraryError::Corrupt {
+                path: path.clone(),
+                message,
+            })?;
+            records.insert(rec.id.clone(), rec);
+        }
+        Ok(ContentLibrary {
+            dir: dir.to_path_buf(),
+            files,
+            records: Mutex::new(records),
+            version: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// A number that changes whenever the library does.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every item, by id.
+    pub fn list(&self) -> Vec<ContentRecord> {
+        self.records
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One item.
+    pub fn get(&self, id: &str) -> Option<ContentRecord> {
+        self.records.lock().ok()?.get(id).cloned()
+    }
+
+    /// Adds an item (or updates the item with the same main file): `meta` is the metadata JSON
+    /// (its `bytes` and each rendition's `bytes` may be left out: they are taken from the files),
+    /// `main` the main file and `others` the file of each further rendition by id. Nothing is
+    /// stored unless everything is valid; durable when it returns.
+    pub fn add(
+        &self,
+        meta: &Value,
+        main: &Path,
+        others: &BTreeMap<String, PathBuf>,
+    ) -> Result<ContentRecord, LibraryError> {
+        let mut meta = meta.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LibraryError::Io { path, source }
+        };
+        // Sizes come from the files; check every file before storing any.
+        let size = |p: &Path| -> Result<u64, LibraryError> {
+            let m = std::fs::metadata(p).map_err(io(p))?;
+            if !m.is_file() {
+                return Err(FileStoreError::NotAFile(p.to_path_buf()).into());
+            }
+            Ok(m.len())
+        };
+        let main_size = size(main)?;
+        let mut sizes = BTreeMap::new();
+        for (id, p) in others {
+            sizes.insert(id.clone(), size(p)?);
+        }
+        if let Value::Object(m) = &mut meta {
+            m.entry("bytes").or_insert(Value::from(main_size));
+            if let Some(Value::Array(rs)) = m.get_mut("renditions") {
+                for r in rs.iter_mut() {
+                    if let Value::Object(r) = r {
+                        let id = r.get("id").and_then(Value::as_str).map(str::to_string);
+                        if let Some(s) = id.and_then(|id| sizes.get(&id)) {
+                            r.entry("bytes").or_insert(Value::from(*s));
+                        }
+                    }
+                }
+            }
+        }
+        let meta = ContentMeta::from_json(&meta).map_err(LibraryError::Invalid)?;
+        let wanted: Vec<String> = meta.renditions.iter().map(|r| r.id.clone()).collect();
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|id| !others.contains_key(*id))
+            .collect();
+        let extra: Vec<&String> = others.keys().filter(|id| !wanted.contains(id)).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            let mut msg = Vec::new();
+            if !missing.is_empty() {
+                msg.push(format!("版本{:?}缺少文件", missing));
+            }
+            if !extra.is_empty() {
+                msg.push(format!("文件对应的版本{:?}不在资源信息中", extra));
+            }
+            return Err(LibraryError::Files(msg.join("；")));
+        }
+        for r in meta.all_renditions() {
+            let actual = if r.id == MAIN_RENDITION {
+                main_size
+            } else {
+                sizes.get(&r.id).copied().unwrap_or(0)
+            };
+            if actual != r.bytes {
+                return Err(LibraryError::Files(format!(
+                    "版本“{}”的文件大小为{}字节，资源信息中写的是{}字节",
+                    r.id, actual, r.bytes
+                )));
+            }
+        }
+        let mut files = BTreeMap::new();
+        let main_file = self.files.put(main)?;
+        for (id, p) in others {
+            files.insert(id.clone(), self.files.put(p)?);
+        }
+        let id = format!("c{}", &main_file.blake3[..16]);
+        files.insert(MAIN_RENDITION.to_string(), main_file);
+        let record = ContentRecord {
+            id: id.clone(),
+            meta,
+            files,
+            added_ms: now_ms(),
+        };
+        self.persist(&record)?;
+        if let Ok(mut r) = self.records.lock() {
+            r.insert(id.clone(), record.clone());
+        }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(target: "cunyun::_events::content_added", id = %id, title = %record.meta.title);
+        Ok(record)
+    }
+
+    /// Removes an item (its files stay in the file store).
+    pub fn remove(&self, id: &str) -> Result<(), LibraryError> {
+        if !valid_id(id) || self.get(id).is_none() {
+            return Err(LibraryError::NotFound(id.to_string()));
+        }
+        let path = self.dir.join(format!("{id}.json"));
+        std::fs::remove_file(&path).map_err(|source| LibraryError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        if let Ok(mut r) = self.records.lock() {
+            r.remove(id);
+        }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(target: "cunyun::_events::content_removed", id = %id);
+        Ok(())
+    }
+
+    fn persist(&self, record: &ContentRecord) -> Result<(), LibraryError> {
+        let path = self.dir.join(format!("{}.json", record.id));
+        let tmp = self.dir.join(format!(".{}.json.tmp", record.id));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LibraryError::Io { path, source }
+        };
+        let text = serde_json::to_string_pretty(record).map_err(|e| LibraryError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+fn parse_record(text: &str) -> Result<ContentRecord, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| valid_id(id))
+        .ok_or("缺少有效的资源编号")?
+        .to_string();
+    let meta =
+        ContentMeta::from_json(v.get("meta").unwrap_or(&Value::Null)).map_err(|e| e.to_string())?;
+    let files: BTreeMap<String, StoredFile> =
+        serde_json::from_value(v.get("files").cloned().unwrap_or(Value::Null))
+            .map_err(|e| format!("files: {e}"))?;
+    let added_ms = v.get("added_ms").and_then(Value::as_u64).unwrap_or(0);
+    Ok(ContentRecord {
+        id,
+        meta,
+        files,
+        added_ms,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::files::SimpleFileStore;
+    use serde_json::json;
+
+    fn lib(dir: &Path) -> ContentLibrary {
+        let files = Arc::new(SimpleFileStore::open(&dir.join("files")).unwrap());
+        ContentLibrary::open(&dir.join("library"), files).unwrap()
+    }
+
+    #[test]
+    fn add_persist_reopen_update_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("asf.md");
+        std::fs::write(&main, "# 防非洲猪瘟\n不从疫区调猪。\n").unwrap();
+        let audio = dir.path().join("asf.opus");
+        std::fs::write(&audio, vec![7u8; 5000]).unwrap();
+        let l = lib(dir.path());
+        let meta = json!({"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
+            "review_date": "2026-03-01",
+            "renditions": [{"id": "audio", "format": "audio", "language": "sichuanese"}]});
+        let others = BTreeMap::from([("audio".to_string(), audio.clone())]);
+        let rec = l.add(&meta, &main, &others).unwrap();
+        assert_eq!(rec.meta.bytes, std::fs::metadata(&main).unwrap().len());
+        assert_eq!(rec.meta.renditions[0].bytes, 5000);
+        assert_eq!(rec.files.len(), 2);
+        let v = l.version();
+        drop(l);
+        let l = lib(dir.path());
+        assert_eq!(l.get(&rec.id).unwrap(), rec);
+        // The same file again updates the item.
+        let mut meta2 = meta.clone();
+        meta2["title"] = json!("防非洲猪瘟（修订）");
+        let rec2 = l.add(&meta2, &main, &others).unwrap();
+        assert_eq!(rec2.id, rec.id);
+        assert_eq!(l.list().len(), 1);
+        assert!(l.version() >= v);
+        l.remove(&rec.id).unwrap();
+        assert!(l.list().is_empty());
+        assert!(matches!(l.remove(&rec.id), Err(LibraryError::NotFound(_))));
+        assert!(lib(dir.path()).list().is_empty());
+    }
+
+    #[test]
+    fn bad_input_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("a.pdf");
+        std::fs::write(&main, "pdf").unwrap();
+        let l = lib(dir.path());
+        let bad = json!({"title": "", "tags": [], "format": "pdf", "review_date": "2026-03-01"});
+        match l.add(&bad, &main, &BTreeMap::new()) {
+            Err(LibraryError::Invalid(e)) => assert!(e.len() >= 2),
+            other => panic!("{other:?}"),
+        }
+        // A rendition without its file.
+        let meta = json!({"title": "x", "tags": ["saf.drown"], "format": "pdf",
+            "review_date": "2026-03-01", "renditions": [{"id": "a", "format": "audio", "bytes": 3}]});
+        assert!(matches!(
+            l.add(&meta, &main, &BTreeMap::new()),
+            Err(LibraryError::Files(_))
+        ));
+        // A stated size that is not the file's.
+        let meta = json!({"title": "x", "tags": ["saf.drown"], "format": "pdf", "bytes": 99,
+            "review_date": "2026-03-01"});
+        assert!(matches!(
+            l.add(&meta, &main, &BTreeMap::new()),
+            Err(LibraryError::Files(_))
+        ));
+        assert!(l.list().is_empty());
+        assert!(std::fs::read_dir(dir.path().join("library"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+}

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::discovery::{MdnsDiscovery, PeerEvent};
 use crate::records::now_ms;
+use crate::revocation::RevocationSet;
 use crate::store::DocStore;
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
 use crate::tls::TlsContext;
@@ -267,7 +268,8 @@ impl SyncService {
             .tls_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("tls"));
-        let tls = TlsContext::load(&tls_dir)?;
+        let revoked = Arc::new(RevocationSet::new());
+        let tls = TlsContext::load(&tls_dir, revoked.clone())?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -12,6 +12,8 @@
 //! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
 //! - [`sync`]: sync sessions over mutual TLS, discovery-driven gossip, status.
 //! - [`tls`]: node certificates (identity in a SAN URI), CAs and mutual TLS 1.3.
+//! - [`enroll`]: one-time enrollment tokens, the enrollment endpoint, CA directories and
+//!   offline issuing of village/mule certificates by a county CA.
 //! - [`trust`]: the chain verifier (province root, scope narrowing, trusted time, revocation).
 //! - [`revocation`]: revoked nodes and certificates this node refuses.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod config;
 pub mod discovery;
+pub mod enroll;
 pub mod metrics;
 pub mod records;
 pub mod revocation;

@@ -231,8 +231,23 @@ impl CertAuthority {
         identity: &NodeIdentity,
         validity: Validity,
     ) -> Result<CertKeyPem, TlsError> {
-        refuse_issue(&self.identity, identity, false)?;
         let key = KeyPair::generate()?;
+        let cert_pem = self.issue_for_key(identity, &key, validity)?;
+        Ok(CertKeyPem {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a node certificate for `identity` over someone else's `public_key` (enrollment
+    /// over the network); returns the chain PEM (certificate, then this CA's if a county CA).
+    pub fn issue_for_key(
+        &self,
+        identity: &NodeIdentity,
+        public_key: &impl rcgen::PublicKeyData,
+        validity: Validity,
+    ) -> Result<String, TlsError> {
+        refuse_issue(&self.identity, identity, false)?;
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
         params
             .subject_alt_names
@@ -250,15 +265,12 @@ impl CertAuthority {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         validity.apply(&mut params)?;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params.signed_by(public_key, &self.issuer)?;
         let mut cert_pem = cert.pem();
         if self.is_intermediate() {
             cert_pem.push_str(&self.own_cert_pem()?);
         }
-        Ok(CertKeyPem {
-            cert_pem,
-            key_pem: key.serialize_pem(),
-        })
+        Ok(cert_pem)
     }
 
     /// Issues a county CA certificate for `identity` (role county, scope inside this root's)

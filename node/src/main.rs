@@ -133,6 +133,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// 吊销节点（如丢失的村节点）：签发吊销列表并写入本节点文档库，随同步传到所有节点。须先停止本节点。
+    Revoke {
+        /// 签发机构目录（县级节点为其数据目录下的 ca/）。
+        #[arg(long, default_value = "./data/node/ca")]
+        ca_dir: PathBuf,
+        /// 本节点的数据目录（吊销列表写入其文档库）。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 要吊销的节点编号（32位十六进制，可多次给出）。
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
     /// 查看运行中节点的同步状态：对端、最近同步时间、交换的文档与流量、错误。
     Status {
         /// 节点的 HTTP 地址。
@@ -227,6 +239,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_dir,
         } => init(data_dir, &scope, &role, ca_dir),
         Command::CaInit { ca_dir, scope } => ca_init(ca_dir, &scope),
+        Command::Revoke {
+            ca_dir,
+            data_dir,
+            nodes,
+        } => revoke(ca_dir, data_dir, &nodes),
         Command::EnrollToken {
             ca_dir,
             scope,
@@ -455,6 +472,34 @@ async fn enroll(
             ca.display()
         );
     }
+    Ok(())
+}
+
+fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Result<()> {
+    let ids = nodes
+        .iter()
+        .map(|n| {
+            n.parse::<cunyun_protocol::identity::NodeId>()
+                .with_context(|| format!("节点编号“{n}”无效"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let mut config = NodeConfig::default();
+    config.data_dir = data_dir;
+    let store =
+        server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
+    let list = cunyun_node::revocation::publish(
+        &store,
+        &ca,
+        &ids,
+        &[],
+        cunyun_node::trust::system_time_s(),
+    )?;
+    println!(
+        "吊销列表已更新（第 {} 版，共吊销 {} 个节点）；节点启动后随同步传到所有节点。",
+        list.seq,
+        list.nodes.len()
+    );
     Ok(())
 }
 

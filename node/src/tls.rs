@@ -398,15 +398,20 @@ impl TlsContext {
         // The node's own certificate is evidence of the time (see the clock rule).
         clock.observe(own.not_before.max(0) as u64);
         let verifier = Arc::new(ChainVerifier::new(&roots[0], clock, revoked, provider())?);
-        let server = ServerConfig::builder_with_provider(provider())
+        let mut server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(chain.clone(), key.clone_key())?;
-        let client = ClientConfig::builder_with_provider(provider())
+        let mut client = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_auth_cert(chain, key)?;
+        // No session resumption: a resumed handshake skips certificate verification, so a peer
+        // revoked (or expired) since the first handshake would still get in.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(TlsContext {
             identity: own.identity,
             verifier,

@@ -164,6 +164,7 @@ pub struct VerifiedChain {
 
 /// Verifies peers' chains against one province root (see the module docs).
 pub struct ChainVerifier {
+    root_der: CertificateDer<'static>,
     anchor: TrustAnchor<'static>,
     root: CertInfo,
     clock: Arc<TrustClock>,
@@ -192,6 +193,7 @@ impl ChainVerifier {
             .map_err(|e| TrustError::Cert(format!("根证书无效: {e}")))?
             .to_owned();
         Ok(ChainVerifier {
+            root_der: root.clone().into_owned(),
             anchor,
             root: info,
             clock,
@@ -203,6 +205,16 @@ impl ChainVerifier {
     /// The root's identity.
     pub fn root_identity(&self) -> NodeIdentity {
         self.root.identity
+    }
+
+    /// The root certificate (DER).
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.root_der
+    }
+
+    /// The revocations this verifier enforces.
+    pub fn revocations(&self) -> &Arc<RevocationSet> {
+        &self.revoked
     }
 
     /// The trusted-time clock this verifier uses.

@@ -270,6 +270,8 @@ impl SyncService {
             .unwrap_or_else(|| data_dir.join("tls"));
         let revoked = Arc::new(RevocationSet::new());
         let tls = TlsContext::load(&tls_dir, revoked.clone())?;
+        // Lists already stored take effect before the first handshake.
+        revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -642,6 +644,14 @@ async fn scheduler_loop(service: SyncService) {
         if commits != last_commits {
             last_commits = commits;
             service.all_due_in(service.inner.config.debounce_ms);
+            // A revocation list may have arrived (or been published here).
+            let (store, tls) = (service.inner.store.clone(), service.inner.tls.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let v = tls.verifier();
+                v.revocations()
+                    .refresh(&store, &tls.identity.scope, v.root_der())
+            })
+            .await;
         }
         let now = now_ms();
         let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {

@@ -225,3 +225,54 @@ fn forged_tampered_and_out_of_scope_lists_change_nothing() {
         "adding the same list again changes nothing"
     );
 }
+
+/// A session already running with a node when its revocation arrives is ended at once, not at
+/// the session's idle or total limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_session_ends_when_the_peer_is_revoked() {
+    use tokio::io::AsyncReadExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_root, county_ca) = pki(&tmp.path().join("pki"), 40, "510116");
+    let c_id = ident(1, Role::County, "510116");
+    let a_id = ident(2, Role::Village, "510116104201");
+    let county = start_node(&tmp.path().join("c"), &c_id, &county_ca, vec![]).await;
+    let c_addr = sync(&county).listen_addr();
+    // Village A connects and then says nothing: the county waits for it (idle limit 60 s).
+    let a = cunyun_node::tls::TlsContext::from_pem(
+        &county_ca.ca.issue(&a_id).expect("issue"),
+        &county_ca.root_pem,
+        Path::new("-"),
+    )
+    .expect("ctx");
+    let (mut stream, seen) = a.connect(c_addr).await.expect("connected");
+    assert_eq!(seen, c_id);
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the county speaks first")
+        .expect("read");
+    assert!(n > 0, "the county's hello");
+    revocation::publish(
+        county.state.records.store(),
+        &county_ca,
+        &[a_id.node_id],
+        &[],
+        system_time_s(),
+    )
+    .expect("published");
+    // The county drops the connection: EOF or an error, well before any session limit.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the session with the revoked village kept running"
+    );
+    county.stop().await.expect("stop");
+}

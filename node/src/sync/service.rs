@@ -192,6 +192,8 @@ struct Inner {
     totals: Mutex<SyncTotals>,
     slots: Arc<Semaphore>,
     reports: tokio::sync::broadcast::Sender<SessionReport>,
+    /// Bumped whenever a revocation list adds revocations (running sessions re-check).
+    revocation_updates: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running sync service. Dropping it does not stop the tasks; call [`SyncService::stop`].
@@ -299,6 +301,7 @@ impl SyncService {
             active: Mutex::new(HashSet::new()),
             totals: Mutex::new(SyncTotals::default()),
             reports,
+            revocation_updates: tokio::sync::watch::Sender::new(0),
         });
         let service = SyncService {
             inner: inner.clone(),
@@ -546,6 +549,54 @@ fn limits(config: &SyncConfig) -> SessionLimits {
     }
 }
 
+/// Runs a session, ending it as soon as a revocation of the peer is accepted (the connection
+/// is dropped; applies already handed to the store complete, each atomically).
+async fn guarded_session<S>(service: &SyncService, stream: S, peer: NodeIdentity) -> SessionReport
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let inner = &service.inner;
+    let mut revocations = inner.revocation_updates.subscribe();
+    let session = run_session(
+        stream,
+        &inner.store,
+        inner.tls.identity,
+        peer,
+        service.memory_for(&peer.node_id),
+        limits(&inner.config),
+    );
+    tokio::pin!(session);
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            report = &mut session => return report,
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    return session.await;
+                }
+                let why = inner.tls.verifier().revocations().revoked(&peer, &[]);
+                if let Some(why) = why {
+                    tracing::warn!(
+                        target: "cunyun::_events::session_ended_revoked",
+                        peer = %peer.node_id,
+                        why
+                    );
+                    return SessionReport {
+                        peer,
+                        outcome: Err(format!("对端证书已被吊销，会话已中止: {why}")),
+                        stats: Default::default(),
+                        docs_applied: 0,
+                        refused: 0,
+                        bytes_out: 0,
+                        bytes_in: 0,
+                        duration: started.elapsed(),
+                    };
+                }
+            }
+        }
+    }
+}
+
 async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, String> {
     let inner = &service.inner;
     let (stream, peer) = tokio::time::timeout(Duration::from_secs(15), inner.tls.connect(addr))
@@ -555,15 +606,7 @@ async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, 
     if peer.node_id == inner.tls.identity.node_id {
         return Err("连接到了本节点自己".into());
     }
-    let report = run_session(
-        stream,
-        &inner.store,
-        inner.tls.identity,
-        peer,
-        service.memory_for(&peer.node_id),
-        limits(&inner.config),
-    )
-    .await;
+    let report = guarded_session(service, stream, peer).await;
     Ok(report)
 }
 
@@ -601,15 +644,7 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             };
             let key = PeerKey::Id(peer.node_id);
             service.set_active(&key, true);
-            let report = run_session(
-                stream,
-                &inner.store,
-                inner.tls.identity,
-                peer,
-                service.memory_for(&peer.node_id),
-                limits(&inner.config),
-            )
-            .await;
+            let report = guarded_session(&service, stream, peer).await;
             service.set_active(&key, false);
             service.record(&key, &report, None);
             drop(permit);
@@ -646,12 +681,16 @@ async fn scheduler_loop(service: SyncService) {
             service.all_due_in(service.inner.config.debounce_ms);
             // A revocation list may have arrived (or been published here).
             let (store, tls) = (service.inner.store.clone(), service.inner.tls.clone());
-            let _ = tokio::task::spawn_blocking(move || {
+            let added = tokio::task::spawn_blocking(move || {
                 let v = tls.verifier();
                 v.revocations()
                     .refresh(&store, &tls.identity.scope, v.root_der())
             })
-            .await;
+            .await
+            .unwrap_or(0);
+            if added > 0 {
+                service.inner.revocation_updates.send_modify(|g| *g += 1);
+            }
         }
         let now = now_ms();
         let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {

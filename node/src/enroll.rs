@@ -269,14 +269,19 @@ impl CaDir {
     /// Issues a node certificate for a new node of `role` at `scope` (new random node id)
     /// and writes `node.crt`, `node.key` and `ca.crt` into `tls_dir`: offline enrollment of a
     /// village node or mule laptop by its county.
+    ///
+    /// With `node_id` given, the certificate is for that existing node: **renewal** before (or
+    /// after) its certificate expires keeps the node's id, so peers' watermarks and revocations
+    /// by id still apply.
     pub fn issue_node_files(
         &self,
         scope: AreaScope,
         role: Role,
+        node_id: Option<NodeId>,
         tls_dir: &Path,
     ) -> Result<NodeIdentity, EnrollError> {
         let identity = NodeIdentity {
-            node_id: NodeId(rand::random()),
+            node_id: node_id.unwrap_or_else(|| NodeId(rand::random())),
             role,
             scope,
         };

@@ -132,6 +132,9 @@ enum Command {
         /// 输出目录（拷贝为村节点数据目录下的 tls/）。
         #[arg(long)]
         out: PathBuf,
+        /// 续期：为已有节点（32位十六进制节点编号）签发新证书，节点编号不变。
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// 吊销节点（如丢失的村节点）：签发吊销列表并写入本节点文档库，随同步传到所有节点。须先停止本节点。
     Revoke {
@@ -262,7 +265,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scope,
             role,
             out,
-        } => enroll_village(ca_dir, &scope, &role, out),
+            node_id,
+        } => enroll_village(ca_dir, &scope, &role, out, node_id.as_deref()),
     }
 }
 
@@ -503,7 +507,13 @@ fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Resul
     Ok(())
 }
 
-fn enroll_village(ca_dir: PathBuf, scope: &str, role: &str, out: PathBuf) -> anyhow::Result<()> {
+fn enroll_village(
+    ca_dir: PathBuf,
+    scope: &str,
+    role: &str,
+    out: PathBuf,
+    node_id: Option<&str>,
+) -> anyhow::Result<()> {
     let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
     let role = parse_role(role)?;
     anyhow::ensure!(
@@ -512,7 +522,13 @@ fn enroll_village(ca_dir: PathBuf, scope: &str, role: &str, out: PathBuf) -> any
         out.display()
     );
     let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
-    let id = ca.issue_node_files(scope, role, &out)?;
+    let node_id = node_id
+        .map(|n| {
+            n.parse::<cunyun_protocol::identity::NodeId>()
+                .with_context(|| format!("节点编号“{n}”无效"))
+        })
+        .transpose()?;
+    let id = ca.issue_node_files(scope, role, node_id, &out)?;
     println!("已签发节点证书：{}", id.to_uri());
     println!(
         "请将 {} 整个目录拷贝到该设备数据目录下的 tls/。",

@@ -351,6 +351,7 @@ fn peer_identity(conn: &rustls::CommonState) -> Result<NodeIdentity, TlsError> {
 pub struct TlsContext {
     /// Who this node is (read from its own certificate).
     pub identity: NodeIdentity,
+    own: Arc<cunyun_protocol::cert::CertInfo>,
     verifier: Arc<ChainVerifier>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
@@ -414,6 +415,7 @@ impl TlsContext {
         client.resumption = rustls::client::Resumption::disabled();
         Ok(TlsContext {
             identity: own.identity,
+            own: Arc::new(own),
             verifier,
             server: Arc::new(server),
             client: Arc::new(client),
@@ -436,6 +438,11 @@ impl TlsContext {
         };
         let clock = Arc::new(TrustClock::load(dir.join("clock")));
         TlsContext::build(&node, &read("ca.crt")?, dir, clock, revoked)
+    }
+
+    /// What this node's own certificate says (validity, serial).
+    pub fn own_cert(&self) -> &cunyun_protocol::cert::CertInfo {
+        &self.own
     }
 
     /// The verifier every handshake uses (for tools and tests that check a chain directly).

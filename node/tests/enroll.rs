@@ -158,16 +158,41 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
     // Offline: the county issues a village certificate into files for the Pi.
     let v_dir = tmp.path().join("village-a");
     let va = county_ca
-        .issue_node_files(scope("510116104201"), Role::Village, &v_dir.join("tls"))
+        .issue_node_files(
+            scope("510116104201"),
+            Role::Village,
+            None,
+            &v_dir.join("tls"),
+        )
         .expect("issued offline");
     let village_a = load(&v_dir);
     assert_eq!(village_a.identity, va);
     ping(county.clone(), village_a.clone())
         .await
         .expect("village and county");
+    // Renewal: a new certificate for the same node id, which works like the first.
+    let renewed = county_ca
+        .issue_node_files(
+            scope("510116104201"),
+            Role::Village,
+            Some(va.node_id),
+            &tmp.path().join("renewed").join("tls"),
+        )
+        .expect("renewed");
+    assert_eq!(renewed, va);
+    let village_a2 = load(&tmp.path().join("renewed"));
+    assert_eq!(village_a2.identity, va);
+    ping(county.clone(), village_a2)
+        .await
+        .expect("renewed village");
     // A county CA refuses a village of another county.
     assert!(county_ca
-        .issue_node_files(scope("510117104201"), Role::Village, &tmp.path().join("x"))
+        .issue_node_files(
+            scope("510117104201"),
+            Role::Village,
+            None,
+            &tmp.path().join("x")
+        )
         .is_err());
 
     // Over the LAN: the county serves enrollment with a token of its own.

@@ -28,6 +28,9 @@ use crate::store::DocStore;
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
 use crate::tls::TlsContext;
 
+/// A node whose certificate expires within this many days logs a warning at start.
+pub const RENEW_WARNING_DAYS: i64 = 30;
+
 /// The sync protocol version announced on mDNS.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -272,6 +275,15 @@ impl SyncService {
             .unwrap_or_else(|| data_dir.join("tls"));
         let revoked = Arc::new(RevocationSet::new());
         let tls = TlsContext::load(&tls_dir, revoked.clone())?;
+        let left_s = tls.own_cert().not_after - crate::trust::system_time_s() as i64;
+        if left_s < RENEW_WARNING_DAYS * 86_400 {
+            tracing::warn!(
+                target: "cunyun::_events::certificate_expiring",
+                node = %tls.identity.node_id,
+                days_left = left_s / 86_400,
+                "node certificate expires soon; renew it (cunyun-node enroll-village --node-id)"
+            );
+        }
         // Lists already stored take effect before the first handshake.
         revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
         let listener =

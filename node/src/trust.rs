@@ -14,9 +14,11 @@
 //! A village Pi's clock may read 1970, or the moment it lost power, after a power cut. The node
 //! therefore never trusts its clock to be *earlier* than the newest time it has evidence for:
 //! **trusted time = max(system clock, high-water mark)**, where the high-water mark is the
-//! newest of: the system clock at any earlier check, and the `notBefore` of every certificate
-//! that passed verification (its own included, at start). The mark is kept in
-//! `<tls dir>/clock` and only moves forward. Consequences:
+//! newest of: the `notBefore` of every certificate that passed verification (its own included,
+//! at start), and the system clock at any earlier check — the latter believed only up to
+//! [`MAX_SYSTEM_AHEAD_S`] past that certificate evidence, so a clock reading years ahead is
+//! never remembered. The mark is kept in `<tls dir>/clock` and only moves forward.
+//! Consequences:
 //! - a certificate whose `notAfter` is before trusted time is refused (expired), even if the
 //!   system clock has been set back;
 //! - a certificate whose `notBefore` is after trusted time is **accepted** (its issuer's clock
@@ -86,12 +88,25 @@ impl From<TrustError> for rustls::Error {
 /// The node's trusted time: never earlier than the newest time it has evidence for.
 #[derive(Debug)]
 pub struct TrustClock {
-    mark: Mutex<u64>,
+    state: Mutex<Marks>,
     path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    /// The high-water mark.
+    mark: u64,
+    /// The newest `notBefore` of a verified certificate (the mark's certificate evidence).
+    evidence: u64,
 }
 
 /// The mark is written to disk when it moves by at least this much.
 const PERSIST_STEP_S: u64 = 60;
+
+/// The system clock is remembered in the mark only up to this far past the newest certificate
+/// start seen: a clock reading years ahead (garbage after a power cut) is used for the check at
+/// hand but never remembered, so fixing the clock fixes the node.
+pub const MAX_SYSTEM_AHEAD_S: u64 = 365 * 86_400;
 
 fn system_now() -> u64 {
     SystemTime::now()
@@ -101,29 +116,33 @@ fn system_now() -> u64 {
 }
 
 impl TrustClock {
-    /// A clock with no persisted mark (tests, tools).
+    /// A clock with no persisted mark (tests, tools); `mark` counts as certificate evidence.
     pub fn in_memory(mark: u64) -> TrustClock {
         TrustClock {
-            mark: Mutex::new(mark),
+            state: Mutex::new(Marks {
+                mark,
+                evidence: mark,
+            }),
             path: None,
         }
     }
 
-    /// Loads the mark from `path` (missing or unreadable: 0) and keeps it there.
+    /// Loads the marks from `path` (`<mark> <evidence>`; missing or unreadable: 0) and keeps
+    /// them there.
     pub fn load(path: PathBuf) -> TrustClock {
-        let mark = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut nums = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+        let mark = nums.next().flatten().unwrap_or(0);
+        let evidence = nums.next().flatten().unwrap_or(mark).min(mark);
         TrustClock {
-            mark: Mutex::new(mark),
+            state: Mutex::new(Marks { mark, evidence }),
             path: Some(path),
         }
     }
 
     /// The high-water mark, Unix seconds.
     pub fn mark(&self) -> u64 {
-        self.mark.lock().map(|m| *m).unwrap_or(0)
+        self.state.lock().map(|m| m.mark).unwrap_or(0)
     }
 
     /// Trusted time for a system clock reading `system` (Unix seconds).
@@ -131,19 +150,34 @@ impl TrustClock {
         system.max(self.mark())
     }
 
-    /// Records evidence that the time is at least `t` (Unix seconds).
+    /// Records certificate evidence that the time is at least `t` (a verified `notBefore`).
     pub fn observe(&self, t: u64) {
-        let Ok(mut mark) = self.mark.lock() else {
+        self.advance(t, true);
+    }
+
+    /// Records a system clock reading `t`, believed only up to [`MAX_SYSTEM_AHEAD_S`] past the
+    /// certificate evidence.
+    pub fn observe_system(&self, t: u64) {
+        self.advance(t, false);
+    }
+
+    fn advance(&self, t: u64, is_evidence: bool) {
+        let Ok(mut m) = self.state.lock() else {
             return;
         };
-        if t <= *mark {
-            return;
+        let before = *m;
+        if is_evidence {
+            m.evidence = m.evidence.max(t);
+            m.mark = m.mark.max(t);
+        } else if t <= m.evidence.saturating_add(MAX_SYSTEM_AHEAD_S) {
+            m.mark = m.mark.max(t);
         }
-        let persist = t >= mark.saturating_add(PERSIST_STEP_S);
-        *mark = t;
+        let persist = m.mark >= before.mark.saturating_add(PERSIST_STEP_S)
+            || (m.evidence > before.evidence && m.mark > before.mark);
         if let (true, Some(path)) = (persist, &self.path) {
             let tmp = path.with_extension("tmp");
-            let r = std::fs::write(&tmp, t.to_string()).and_then(|_| std::fs::rename(&tmp, path));
+            let r = std::fs::write(&tmp, format!("{} {}", m.mark, m.evidence))
+                .and_then(|_| std::fs::rename(&tmp, path));
             if let Err(e) = r {
                 tracing::warn!(path = %path.display(), error = %e, "could not persist the trusted-time mark");
             }
@@ -305,7 +339,8 @@ impl ChainVerifier {
                 return Err(TrustError::Revoked(why));
             }
         }
-        self.clock.observe(system_now.max(newest_start));
+        self.clock.observe(newest_start);
+        self.clock.observe_system(system_now);
         Ok(VerifiedChain {
             identity: leaf.identity,
             leaf,

@@ -297,7 +297,15 @@ fn trusted_time_mark_survives_a_restart() {
     clock.observe(1_800_000_000);
     clock.observe(1_700_000_000);
     assert_eq!(clock.mark(), 1_800_000_000);
-    assert_eq!(TrustClock::load(path).mark(), 1_800_000_000);
+    assert_eq!(TrustClock::load(path.clone()).mark(), 1_800_000_000);
+    // A system clock a year and more past the certificate evidence is not remembered; one
+    // within a year is.
+    let clock = TrustClock::load(path.clone());
+    clock.observe_system(1_800_000_000 + 2 * 365 * 86_400);
+    assert_eq!(clock.mark(), 1_800_000_000);
+    clock.observe_system(1_800_000_000 + 30 * 86_400);
+    assert_eq!(clock.mark(), 1_800_000_000 + 30 * 86_400);
+    assert_eq!(TrustClock::load(path).mark(), 1_800_000_000 + 30 * 86_400);
 }
 
 async fn start_node(

@@ -214,9 +214,9 @@ mod tests {
             check_chain(&root, &[county], &id(5, Role::Village, "510117104201")),
             Err(ChainError::ScopeWidens { .. })
         ));
-        // A county CA outside the province.
+        // A county CA outside its root's area (the root here covers city 5103 only).
         assert!(matches!(
-            check_chain(&id(0, Role::Hub, "5101"), &[county], &village),
+            check_chain(&id(0, Role::Hub, "5103"), &[county], &village),
             Err(ChainError::ScopeWidens { .. })
         ));
         // A county CA may not make a hub.

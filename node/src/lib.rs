@@ -13,7 +13,11 @@
 //! - [`sample`]: deterministic generation of realistic sample villages.
 //! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
 //! - [`sync`]: sync sessions over mutual TLS, discovery-driven gossip, status.
-//! - [`tls`]: node certificates (identity in a SAN URI) and mutual TLS 1.3.
+//! - [`tls`]: node certificates (identity in a SAN URI), CAs and mutual TLS 1.3.
+//! - [`enroll`]: one-time enrollment tokens, the enrollment endpoint, CA directories and
+//!   offline issuing of village/mule certificates by a county CA.
+//! - [`trust`]: the chain verifier (province root, scope narrowing, trusted time, revocation).
+//! - [`revocation`]: revoked nodes and certificates this node refuses.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
@@ -24,11 +28,14 @@ pub mod api;
 pub mod blobs;
 pub mod config;
 pub mod discovery;
+pub mod enroll;
 pub mod metrics;
 pub mod records;
+pub mod revocation;
 pub mod sample;
 pub mod server;
 pub mod store;
 pub mod sync;
 pub mod timefmt;
 pub mod tls;
+pub mod trust;

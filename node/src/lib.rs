@@ -6,6 +6,7 @@
 //!   compaction, corruption quarantine).
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
+//! - [`accounts`]: cadre accounts (Argon2id hashes) and durable login sessions.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
@@ -18,6 +19,7 @@
 //! durable; a request that fails validation changes nothing.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod discovery;

@@ -78,6 +78,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/me", get(me))
+        .merge(crate::webapp::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/status", get(status_page))
@@ -86,9 +87,11 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .merge(guarded)
+        .merge(crate::webapp::public_routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 

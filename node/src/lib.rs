@@ -8,11 +8,13 @@
 //!   listing).
 //! - [`accounts`]: cadre accounts (Argon2id hashes) and durable login sessions.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
+//! - [`edits`]: household edits made offline, applied on a fork at their base heads and merged.
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
 //! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
 //! - [`sync`]: sync sessions over mutual TLS, discovery-driven gossip, status.
 //! - [`tls`]: node certificates (identity in a SAN URI) and mutual TLS 1.3.
+//! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
@@ -23,6 +25,7 @@ pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod discovery;
+pub mod edits;
 pub mod metrics;
 pub mod records;
 pub mod sample;
@@ -31,3 +34,4 @@ pub mod store;
 pub mod sync;
 pub mod timefmt;
 pub mod tls;
+pub mod webapp;

@@ -217,8 +217,10 @@ function render() {
   return rendering;
 }
 
+let lastHash = null;
 async function renderOnce() {
   const hash = location.hash || '#/';
+  if (hash !== lastHash) { window.scrollTo(0, 0); lastHash = hash; }
   const me = await db.kvGet('me');
   $('#tabs').hidden = !me;
   if (!me && !hash.startsWith('#/login') ) { location.hash = '#/login'; return; }
@@ -345,8 +347,14 @@ route(/^#\/households(?:\?(.*))?$/, async (qs) => {
   apply();
 });
 
+/// Derived tags with their reasons, grouped by reason so the long "every household" list takes
+/// one line on a small screen.
 function tagsHtml(tags) {
-  return tags.length ? `<ul class="tags">${tags.map(t => `<li><span class="tag">${esc(t.name)}</span>${esc(t.reason)}</li>`).join('')}</ul>` : '<p class="muted">暂无。</p>';
+  if (!tags.length) return '<p class="muted">暂无。</p>';
+  const byReason = new Map();
+  for (const t of tags) byReason.set(t.reason, [...(byReason.get(t.reason) || []), t.name]);
+  const rows = [...byReason.entries()].sort((a, b) => a[1].length - b[1].length);
+  return `<ul class="tags">${rows.map(([reason, names]) => `<li><b>${esc(reason)}：</b>${names.map(n => `<span class="tag">${esc(n)}</span>`).join('')}</li>`).join('')}</ul>`;
 }
 
 function contentHtml(item) {

@@ -320,7 +320,11 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         "the CRDT's value is reported"
     );
     // The app says so.
+    b.goto(&format!("{url}/#/households")).await?;
+    b.wait("document.querySelectorAll('#hlist li').length === 4", 20)
+        .await?;
     b.goto(&format!("{url}/#/h/{h3}")).await?;
+    b.wait("document.body.innerText.includes('需求标签及原因') && !document.body.innerText.includes('上传前')", 20).await?;
     b.wait("document.body.innerText.includes('已自动合并')", 20)
         .await?;
     b.screenshot(&img("conflict.png")).await?;

@@ -8,6 +8,7 @@ use std::io::Write;
 pub mod gossip;
 pub mod store;
 pub mod sync;
+pub mod webapp;
 
 /// Prints one metric as a JSON line on stdout.
 pub fn emit(bench: &str, metric: &str, value: f64, unit: &str) {

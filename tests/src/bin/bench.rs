@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-const BENCHES: &[&str] = &["store", "sync", "gossip"];
+const BENCHES: &[&str] = &["store", "sync", "gossip", "webapp"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             "store" => cunyun_tests::bench::store::run()?,
             "sync" => cunyun_tests::bench::sync::run()?,
             "gossip" => cunyun_tests::bench::gossip::run()?,
+            "webapp" => cunyun_tests::bench::webapp::run()?,
             other => bail!("unknown benchmark {other:?}; known: {}", BENCHES.join(", ")),
         }
     }

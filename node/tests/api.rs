@@ -409,3 +409,108 @@ async fn the_api_needs_a_login_and_logout_ends_it() {
     assert_eq!(status, 401, "logged out");
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn app_shell_villager_page_and_app_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let url = node.url();
+    let anon = reqwest::Client::new();
+
+    // The shell: open, compressed on request, revalidated by ETag.
+    for path in cunyun_node::webapp::shell_paths() {
+        let resp = anon
+            .get(format!("{url}{path}"))
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .expect("shell");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let enc = resp
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        assert!(
+            matches!(enc.as_deref(), Some("br") | Some("gzip")),
+            "{path}: {enc:?}"
+        );
+        let etag = resp.headers().get("etag").expect("etag").clone();
+        let again = anon
+            .get(format!("{url}{path}"))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("revalidate");
+        assert_eq!(again.status().as_u16(), 304, "{path}");
+    }
+    let (status, _) = send(anon.get(format!("{url}/app/nope.js"))).await;
+    assert_eq!(status, 404);
+
+    // App routes need a login.
+    for path in ["/api/v1/schema", "/api/v1/coverage"] {
+        let (status, _) = send(anon.get(format!("{url}{path}"))).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let http = client(&url).await;
+    let (status, created) = send(
+        http.post(format!("{url}/api/v1/households"))
+            .json(&valid_household()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+
+    // Derived tags for a profile being typed; invalid profiles get the field errors.
+    let (status, d) = send(http.post(format!("{url}/api/v1/derive-tags")).json(
+        &json!({"profile": {"group": 1, "residents": 2, "livestock": {"pig": {"herd_band": 1}}}}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{d}");
+    assert!(d["derived_tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .any(|t| t["tag"] == "liv.asf" && t["reason"].as_str().is_some_and(has_chinese)));
+    let (status, d) = send(
+        http.post(format!("{url}/api/v1/derive-tags"))
+            .json(&json!({"profile": {"group": 0}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{d}");
+
+    let (_, cov) = send(http.get(format!("{url}/api/v1/coverage"))).await;
+    assert_eq!(cov["households"], 1);
+    assert_eq!(
+        cov["unsynced_upstream"], 2,
+        "profile and private, never synced upstream"
+    );
+    let (_, recs) = send(http.get(format!("{url}/api/v1/households/{id}/recommendations"))).await;
+    assert_eq!(recs["items"], json!([]));
+    let qr = http
+        .get(format!("{url}/api/v1/households/{id}/qr.svg"))
+        .send()
+        .await
+        .expect("qr");
+    assert_eq!(qr.status().as_u16(), 200);
+    assert!(qr.text().await.expect("svg").contains("<svg"));
+
+    // The villager page: no login, no personal data.
+    let page = anon
+        .get(format!("{url}/v/{id}"))
+        .send()
+        .await
+        .expect("villager");
+    assert_eq!(page.status().as_u16(), 200);
+    let page = page.text().await.expect("html");
+    assert!(page.contains("为您家推荐"));
+    for private in ["王秀英", "13800000000", "3-017"] {
+        assert!(!page.contains(private), "{private} leaked");
+    }
+    let missing = anon
+        .get(format!("{url}/v/hdoesnotexist"))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status().as_u16(), 404);
+    node.stop().await.expect("stop");
+}

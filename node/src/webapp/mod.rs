@@ -29,7 +29,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use cunyun_protocol::household::HouseholdProfile;
-use cunyun_protocol::key::{DocKey, Kind, Role};
+use cunyun_protocol::key::{Kind, Role};
 use cunyun_protocol::triggers::derive_tags;
 use serde_json::{json, Value};
 
@@ -259,17 +259,10 @@ fn household_recommendations(
     state: &AppState,
     id: &str,
 ) -> Result<Option<Vec<Value>>, RecordError> {
-    let Some(village) = state
-        .records
-        .list_households(&crate::records::HouseholdFilter::default())?
-        .into_iter()
-        .find(|h| h.id == id)
-        .map(|h| h.village)
-    else {
+    let Some(hh) = state.records.find_household(id)? else {
         return Ok(None);
     };
-    let key = DocKey::new(village, Kind::Rec, id.to_string())
-        .map_err(|e| RecordError::BadRequest(e.to_string()))?;
+    let key = hh.with_kind(Kind::Rec);
     let items = match state.records.store().load(&key)? {
         Some(doc) => match doc.get(ROOT, "items") {
             Ok(Some((automerge::Value::Object(ObjType::List), list))) => {

@@ -62,6 +62,7 @@ async function updateNet() {
 function toast(msg) {
   const t = $('#toast');
   t.textContent = msg; t.hidden = false;
+  toast.at = Date.now();
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { t.hidden = true; }, 3500);
 }
@@ -209,21 +210,33 @@ const route = (re, fn) => routes.push([re, fn]);
 
 // Renders never overlap: a hash change during a render renders again once it is done, so a
 // slow view cannot overwrite a newer one.
-let rendering = null, again = false;
-function render() {
+let rendering = null, again = false, forced = false, rendered = null;
+function render(force = false) {
+  forced = forced || force;
   if (rendering) { again = true; return rendering; }
-  rendering = (async () => { do { again = false; await renderOnce(); } while (again); })()
-    .finally(() => { rendering = null; });
+  rendering = (async () => {
+    do {
+      again = false;
+      const h = location.hash || '#/';
+      // A hash change to the page already shown (e.g. after a redirect) does not rebuild it.
+      if (forced || h !== rendered) { forced = false; rendered = await renderOnce(); }
+    } while (again);
+  })().finally(() => { rendering = null; });
   return rendering;
 }
 
 let lastHash = null;
 async function renderOnce() {
   const hash = location.hash || '#/';
-  if (hash !== lastHash) { window.scrollTo(0, 0); lastHash = hash; }
+  if (hash !== lastHash) {
+    window.scrollTo(0, 0);
+    lastHash = hash;
+    // A toast belongs to the page it was shown on (or the one a save just moved to).
+    if (Date.now() - (toast.at || 0) > 800) $('#toast').hidden = true;
+  }
   const me = await db.kvGet('me');
   $('#tabs').hidden = !me;
-  if (!me && !hash.startsWith('#/login') ) { location.hash = '#/login'; return; }
+  if (!me && !hash.startsWith('#/login')) { location.hash = '#/login'; return null; }
   const tab = hash.split('/')[1]?.split('?')[0] || 'home';
   document.querySelectorAll('#tabs a').forEach(a => a.classList.toggle('on', (a.dataset.tab === (tab === '' ? 'home' : tab)) || (tab === 'h' && a.dataset.tab === 'households')));
   for (const [re, fn] of routes) {
@@ -231,10 +244,11 @@ async function renderOnce() {
     if (m) {
       try { await fn(...m.slice(1)); } catch (e) { view().innerHTML = `<div class="card">出错了：${esc(e.message)}</div>`; }
       updateNet();
-      return;
+      return hash;
     }
   }
   view().innerHTML = '<div class="card">没有这个页面。<a href="#/">返回首页</a></div>';
+  return hash;
 }
 
 route(/^#\/login$/, async () => {
@@ -243,7 +257,7 @@ route(/^#\/login$/, async () => {
     <label class="f"><span>密码</span><input name="password" type="password" autocomplete="current-password" required></label>
     <p class="err" id="login-err" hidden></p>
     <button class="wide" type="submit">登录</button></form>
-    <p class="muted pad">账户由村节点管理员用 <code>cunyun-node user add</code> 创建。</p>`;
+    <p class="muted pad">没有账户或忘记密码，请联系村节点管理员。</p>`;
   $('#login').onsubmit = async (ev) => {
     ev.preventDefault();
     const f = ev.target;
@@ -535,11 +549,11 @@ route(/^#\/sync$/, async () => {
     <div class="card"><h2>已自动解决的冲突</h2>${log.length ? `<ul>${log.map(c => `<li>${new Date(c.at).toLocaleString('zh-CN')}：${esc(c.msg)}</li>`).join('')}</ul>` : '<p class="muted">没有。</p>'}</div>
     <div class="card"><h2>村节点与其他节点</h2>${!s ? '<p class="muted">离线：无法读取节点的同步状态。</p>' : !s.enabled ? `<p class="muted">${esc(s.message)}</p>` :
       peers.length ? `<table>${peers.map(p => `<tr><td>${esc(p.node_id.slice(0, 8))} ${esc(p.role || '')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
-  $('#now').onclick = async () => { await flush(); again = true; render(); };
-  view().querySelectorAll('[data-drop]').forEach(b => { b.onclick = async () => { await db.del('outbox', b.dataset.drop); render(); }; });
+  $('#now').onclick = async () => { await flush(); render(true); };
+  view().querySelectorAll('[data-drop]').forEach(b => { b.onclick = async () => { await db.del('outbox', b.dataset.drop); render(true); }; });
 });
 
-window.addEventListener('hashchange', render);
+window.addEventListener('hashchange', () => render());
 window.addEventListener('online', () => flush());
 window.addEventListener('offline', () => setOnline(false));
 setInterval(() => { flush(); }, 20000);

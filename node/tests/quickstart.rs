@@ -35,10 +35,14 @@ fn start_demo(dir: &std::path::Path) -> (KillOnDrop, String) {
     let child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Keep draining stdout after the URL: a closed pipe would kill the demo at its next line.
+        let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(pos) = line.find("http://") {
-                let _ = tx.send(line[pos..].trim().to_string());
-                return;
+                if !sent {
+                    let _ = tx.send(line[pos..].trim().to_string());
+                    sent = true;
+                }
             }
         }
     });

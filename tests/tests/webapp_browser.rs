@@ -14,7 +14,7 @@ use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
 use cunyun_protocol::area::AreaScope;
 use cunyun_tests::browser::{self, Driver, Session};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const VILLAGE: &str = "510116104201";
 
@@ -223,9 +223,17 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     )
     .await?;
     assert!(page_text(&a).await?.contains("离线"));
+    // A household registered offline too.
+    a.goto(&format!("{url}/#/new")).await?;
+    a.wait("document.querySelector('#hform')", 20).await?;
+    set(&a, "#hform [name='profile.group']", "4").await?;
+    set(&a, "#hform [name='profile.residents']", "1").await?;
+    set(&a, "#hform [name='private.head_name']", "刘奶奶").await?;
+    a.click("#hform button[type=submit]").await?;
+    a.wait("location.hash.startsWith('#/h/local-')", 20).await?;
     a.goto(&url).await?;
     a.wait(
-        "document.querySelector('#net')?.textContent.includes('待上传2')",
+        "document.querySelector('#net')?.textContent.includes('待上传3')",
         20,
     )
     .await?;
@@ -252,7 +260,12 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     let sent = a
         .js_async("window.cunyun.flush().then(arguments[0])", json!([]))
         .await?;
-    assert_eq!(sent.as_array().map(Vec::len), Some(2), "{sent}");
+    assert_eq!(sent.as_array().map(Vec::len), Some(3), "{sent}");
+    let all = node.state.records.list_households(&Default::default())?;
+    assert!(
+        all.iter().any(|h| h.head_name == "刘奶奶" && h.group == 4),
+        "offline registration arrived"
+    );
     assert_eq!(
         node.state.records.get_household(&h1)?.private.notes,
         "离线时记录：需要柑橘技术"
@@ -321,7 +334,7 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     );
     // The app says so.
     b.goto(&format!("{url}/#/households")).await?;
-    b.wait("document.querySelectorAll('#hlist li').length === 4", 20)
+    b.wait("document.querySelectorAll('#hlist li').length === 5", 20)
         .await?;
     b.goto(&format!("{url}/#/h/{h3}")).await?;
     b.wait("document.body.innerText.includes('需求标签及原因') && !document.body.innerText.includes('上传前')", 20).await?;
@@ -355,7 +368,6 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     .await?;
     a.screenshot(&img("needs.png")).await?;
 
-    let _: Value = Value::Null;
     a.close().await?;
     b.close().await?;
     drop(driver);

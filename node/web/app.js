@@ -74,7 +74,7 @@ const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${
 async function cached(key, path) {
   try {
     const r = await api(path);
-    if (r.status === 200) { await db.kvPut(key, r.body); return r.body; }
+    if (r.status === 200) { await db.kvPut(key, r.body); await db.kvPut(`${key}@`, Date.now()); return r.body; }
   } catch (e) { if (!(e instanceof Offline)) throw e; }
   return db.kvGet(key);
 }
@@ -174,7 +174,7 @@ async function doFlush() {
         const names = conflicts.map(c => fieldLabel(c.field)).join('、');
         const msg = `户 ${rec.private.head_name || rec.id} 的“${names}”在另一处也被修改，已自动合并，保留了${conflicts.map(c => JSON.stringify(c.kept)).join('、')}。请核对。`;
         const log = (await db.kvGet('conflicts')) || [];
-        log.unshift({ at: Date.now(), id: rec.id, msg });
+        log.unshift({ at: Date.now(), id: rec.id, msg, fields: conflicts });
         await db.kvPut('conflicts', log.slice(0, 50));
         await db.kvPut('notice', msg);
       }
@@ -281,7 +281,9 @@ route(/^#\/$/, async () => {
   const pending = (await db.all('outbox')).length;
   if (!c) { view().innerHTML = '<div class="card">离线，且本机还没有概况数据。</div>'; return; }
   const cover = c.households ? Math.round(100 * c.with_recommendations / c.households) : 0;
+  const at = await db.kvGet('coverage@');
   view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
+    ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
     <div class="stats">
       <div class="stat"><b>${c.households}</b><span>已登记农户</span></div>
       <div class="stat"><b>${cover}%</b><span>已有推荐内容（${c.with_recommendations}户）</span></div>
@@ -334,6 +336,7 @@ window.cunyun = {
   renderListMs: () => renderList(lastItems),
   flush: () => flush().then(r => r.map(x => ({ ok: x.ok, conflicts: x.conflicts || [] }))),
   pending: async () => (await db.all('outbox')).length,
+  conflicts: async () => (await db.kvGet('conflicts')) || [],
 };
 
 route(/^#\/households(?:\?(.*))?$/, async (qs) => {

@@ -68,13 +68,13 @@ function fieldHtml(part, f, value, taxonomy) {
     default:
       inner = `<label class="fl" for="${id}-i">${esc(f.label)}</label><input id="${id}-i" name="${name}" type="text" maxlength="${f.max}" value="${esc(value)}">`;
   }
-  return `<div class="field" id="${id}">${inner}<p class="err" hidden></p></div>`;
+  return `<div class="field t-${f.type}" id="${id}">${inner}<p class="err" hidden></p></div>`;
 }
 
 /// The household form's HTML for `record` ({profile, private}).
 export function householdForm(schema, taxonomy, record) {
-  return schema.household.map(sec => `<fieldset><legend>${esc(sec.title)}</legend>${sec.fields.map(f =>
-    fieldHtml(sec.part, f, record[sec.part]?.[f.key], taxonomy)).join('')}</fieldset>`).join('');
+  return schema.household.map(sec => `<fieldset><legend>${esc(sec.title)}</legend><div class="fields">${sec.fields.map(f =>
+    fieldHtml(sec.part, f, record[sec.part]?.[f.key], taxonomy)).join('')}</div></fieldset>`).join('');
 }
 
 export function needForm(schema, taxonomy, need, transitions) {

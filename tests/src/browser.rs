@@ -248,8 +248,22 @@ impl Session {
         .map(|_| ())
     }
 
-    /// Clears the field matching `css` and types `text` into it.
+    /// Clears the field matching `css` and types `text` into it. If the page replaced the
+    /// element meanwhile (a re-render), finds it again, at most three times.
     pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.fill_once(css, text).await {
+                Err(e) if tries < 3 && e.to_string().contains("stale element") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fill_once(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let id = self.find(css).await?;
         self.call(
             reqwest::Method::POST,

@@ -72,6 +72,19 @@ async fn edit_household(
     Ok(())
 }
 
+/// Sends the page's queue and waits until it is empty (the `online` event may have started it).
+async fn send_queue(s: &Session) -> anyhow::Result<()> {
+    s.js_async("window.cunyun.flush().then(arguments[0])", json!([]))
+        .await?;
+    s.js("window.__n = undefined", json!([])).await?;
+    s.wait(
+        "(window.__p = window.cunyun.pending().then(n => { window.__n = n; }), window.__n === 0)",
+        20,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn page_text(s: &Session) -> anyhow::Result<String> {
     Ok(s.js("return document.body.innerText", json!([]))
         .await?
@@ -255,12 +268,10 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         "not on the node yet"
     );
 
-    // Online again: the queue is sent and the node has both edits.
+    // Online again: the queue is sent (on the `online` event, or by this call) and the node
+    // has the edits.
     a.set_offline(false).await?;
-    let sent = a
-        .js_async("window.cunyun.flush().then(arguments[0])", json!([]))
-        .await?;
-    assert_eq!(sent.as_array().map(Vec::len), Some(3), "{sent}");
+    send_queue(&a).await?;
     let all = node.state.records.list_households(&Default::default())?;
     assert!(
         all.iter().any(|h| h.head_name == "刘奶奶" && h.group == 4),
@@ -309,16 +320,18 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     )
     .await?;
     a.set_offline(false).await?;
-    let ra = a
-        .js_async("window.cunyun.flush().then(arguments[0])", json!([]))
+    send_queue(&a).await?;
+    let ca = a
+        .js_async("window.cunyun.conflicts().then(arguments[0])", json!([]))
         .await?;
-    assert_eq!(ra, json!([{"ok": true, "conflicts": []}]));
+    assert_eq!(ca, json!([]), "the first to arrive has no conflict");
     b.set_offline(false).await?;
-    let rb = b
-        .js_async("window.cunyun.flush().then(arguments[0])", json!([]))
+    send_queue(&b).await?;
+    let cb = b
+        .js_async("window.cunyun.conflicts().then(arguments[0])", json!([]))
         .await?;
-    let conflicts = rb[0]["conflicts"].as_array().context("conflicts")?.clone();
-    assert_eq!(conflicts.len(), 1, "{rb}");
+    let conflicts = cb[0]["fields"].as_array().context("conflicts")?.clone();
+    assert_eq!(conflicts.len(), 1, "{cb}");
     assert_eq!(conflicts[0]["field"], "profile.smartphones");
     let r3 = node.state.records.get_household(&h3)?;
     assert_eq!(

@@ -295,8 +295,13 @@ route(/^#\/$/, async () => {
     <div class="card"><p>本地科技需求 <b>${c.needs}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
     <div class="actions noprint"><a class="btn" href="#/new">登记新农户</a><button class="secondary" id="logout">退出登录</button></div>`;
   $('#logout').onclick = async () => {
+    const queued = (await db.all('outbox')).length;
+    if (queued && !confirm(`还有${queued}条修改未上传。退出后它们仍保存在本机，下次登录后上传。确定退出？`)) return;
     try { await api('/api/v1/logout', { method: 'POST' }); } catch (e) { /* offline: forget locally */ }
-    await db.kvPut('me', null);
+    // Personal data leaves the phone with the cadre; queued edits stay until sent.
+    const keep = new Set((await db.all('outbox')).map(e => e.household_id));
+    for (const r of await db.all('records')) if (!keep.has(r.id)) await db.del('records', r.id);
+    for (const k of ['me', 'list', 'needs', 'coverage', 'conflicts', 'notice']) await db.kvPut(k, null);
     location.hash = '#/login';
   };
 });

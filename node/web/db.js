@@ -38,5 +38,6 @@ export const get = (store, key) => run(store, 'readonly', s => s.get(key));
 export const put = (store, value) => run(store, 'readwrite', s => s.put(value));
 export const del = (store, key) => run(store, 'readwrite', s => s.delete(key));
 export const all = (store) => run(store, 'readonly', s => s.getAll());
+export const clear = (store) => run(store, 'readwrite', s => s.clear());
 export const kvGet = async (k) => (await get('kv', k))?.v;
 export const kvPut = (k, v) => put('kv', { k, v });

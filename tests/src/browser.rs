@@ -231,8 +231,26 @@ impl Session {
             .with_context(|| format!("no element {css}"))
     }
 
-    /// Clicks the element matching `css` (scrolled into view first).
+    /// Clicks the element matching `css` (scrolled into view first). If the layout moved it
+    /// under another element or replaced it meanwhile, scrolls and tries again, at most 3 times.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.click_once(css).await {
+                Err(e)
+                    if tries < 3
+                        && (e.to_string().contains("click intercepted")
+                            || e.to_string().contains("stale element")) =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn click_once(&self, css: &str) -> anyhow::Result<()> {
         self.js(
             "document.querySelector(arguments[0]).scrollIntoView({block: 'center'})",
             json!([css]),

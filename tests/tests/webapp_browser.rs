@@ -381,6 +381,25 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     .await?;
     a.screenshot(&img("needs.png")).await?;
 
+    // Logging out removes the records kept on the phone.
+    a.goto(&format!("{url}/#/")).await?;
+    a.wait("document.querySelector('#logout')", 20).await?;
+    a.click("#logout").await?;
+    a.wait(
+        "location.hash === '#/login' && document.querySelector('#login')",
+        20,
+    )
+    .await?;
+    let kept = a
+        .js_async(
+            "const cb = arguments[0]; const r = indexedDB.open('cunyun'); r.onsuccess = () => { \
+             const q = r.result.transaction('records').objectStore('records').count(); \
+             q.onsuccess = () => cb(q.result); };",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(kept, json!(0), "no household data left on the phone");
+
     a.close().await?;
     b.close().await?;
     drop(driver);

@@ -61,7 +61,7 @@ pub fn schema() -> Value {
             "profile",
             vec![
                 int("group", "村民小组", 1, 99, true),
-                int("residents", "家庭人口（含外出务工）", 0, r, true),
+                int("residents", "家庭人口（含外出）", 0, r, true),
                 int("age_0_5", "0–5岁人数", 0, r, false),
                 int("age_6_14", "6–14岁人数", 0, r, false),
                 int("age_15_17", "15–17岁人数", 0, r, false),

@@ -494,4 +494,73 @@ mod tests {
         assert_eq!(after.heads, before.heads, "nothing written");
         assert_eq!(after.private_heads, before.private_heads);
     }
+
+    /// Field values an edit may set in the property test: (key, JSON value).
+    fn field_strategy() -> impl proptest::strategy::Strategy<Value = Vec<(&'static str, Value)>> {
+        use proptest::prelude::*;
+        let group = (1u8..=99).prop_map(|v| ("group", json!(v)));
+        let phones = (0u8..=5).prop_map(|v| ("smartphones", json!(v)));
+        let tv = any::<bool>().prop_map(|v| ("has_tv", json!(v)));
+        let signal = prop::sample::select(vec!["none", "weak", "fair", "good"])
+            .prop_map(|v| ("signal", json!(v)));
+        (
+            prop::option::of(group),
+            prop::option::of(phones),
+            prop::option::of(tv),
+            prop::option::of(signal),
+        )
+            .prop_map(|(a, b, c, d)| [a, b, c, d].into_iter().flatten().collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Two edits at the same base: a field only one of them set has its value; a field both
+        /// set to different values is reported as a conflict and holds one of the two.
+        #[test]
+        fn two_edits_at_one_base_merge_field_by_field(
+            a in field_strategy(),
+            b in field_strategy(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let r = records(dir.path());
+                let base = household(&r).await;
+                let patch = |f: &[(&str, Value)]| json!({"profile": f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<serde_json::Map<_, _>>()});
+                let pa = patch(&a);
+                let pb = patch(&b);
+                r.apply_household_edit("a", &base.id, &edit("edit-prop-aaaa", &base, pa)).await.expect("a");
+                let out = r.apply_household_edit("b", &base.id, &edit("edit-prop-bbbb", &base, pb)).await.expect("b");
+                let now = serde_json::to_value(&r.get_household(&base.id).expect("read").profile).expect("json");
+                let reported: Vec<&str> = out.conflicts.iter().map(|c| c.field.as_str()).collect();
+                for (k, va) in &a {
+                    match b.iter().find(|(kb, _)| kb == k) {
+                        None => assert_eq!(&now[*k], va, "{k}: only a set it"),
+                        Some((_, vb)) if vb == va => {
+                            assert_eq!(&now[*k], va);
+                            assert!(!reported.contains(&format!("profile.{k}").as_str()));
+                        }
+                        Some((_, vb)) => {
+                            assert!(&now[*k] == va || &now[*k] == vb, "{k}: one of the two");
+                            // A conflict is reported unless one side set the base value (then
+                            // it wrote nothing and the other's value simply wins).
+                            let was = serde_json::to_value(&base.profile).expect("json")[*k].clone();
+                            if &was != va && &was != vb {
+                                assert!(reported.contains(&format!("profile.{k}").as_str()), "{k} {reported:?}");
+                            } else {
+                                let changed = if &was == va { vb } else { va };
+                                assert_eq!(&now[*k], changed, "{k}: the one that changed it");
+                            }
+                        }
+                    }
+                }
+                for (k, vb) in &b {
+                    if !a.iter().any(|(ka, _)| ka == k) {
+                        assert_eq!(&now[*k], vb, "{k}: only b set it");
+                    }
+                }
+            });
+        }
+    }
 }

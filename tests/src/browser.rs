@@ -215,8 +215,23 @@ impl Session {
         }
     }
 
-    /// Finds the element matching `css` and returns its WebDriver id.
+    /// Finds the element matching `css` (waiting up to 5 s for it to appear) and returns its
+    /// WebDriver id.
     pub async fn find(&self, css: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.find_once(css).await {
+                Err(e)
+                    if Instant::now() < deadline && e.to_string().contains("no such element") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn find_once(&self, css: &str) -> anyhow::Result<String> {
         let v = self
             .call(
                 reqwest::Method::POST,

@@ -147,6 +147,14 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         );
     }
     a.screenshot(&img("form-errors.png")).await?;
+    // Stated needs are picked from the tag tree in plain words.
+    a.js(
+        "const d = document.querySelector('#f-profile-stated_needs details'); d.open = true; \
+         d.scrollIntoView({block: 'start'}); window.scrollBy(0, -56);",
+        json!([]),
+    )
+    .await?;
+    a.screenshot(&img("needs-picker.png")).await?;
     // An error only the server knows (留守儿童 needs someone working away): shown from the 422.
     set(&a, "#hform [name='profile.group']", "3").await?;
     set(&a, "#hform [name='profile.residents']", "4").await?;

@@ -138,13 +138,13 @@ export function checkHousehold(schema, v) {
       if (f.type === 'int') {
         if (val === '' || val === null) { if (f.required) push(path, `${f.label}为必填项`); continue; }
         if (!Number.isInteger(val)) push(path, `${f.label}应为整数`);
-        else if (val < f.min || val > f.max) push(path, `${f.label}应在${f.min}到${f.max}之间`);
+        else if (val < f.min || val > f.max) push(path, `${f.label}应在${f.min}到${f.max}之间，现为${val}`);
       }
       if ((f.type === 'text' || f.type === 'textarea') && [...(val || '')].length > f.max) push(path, `${f.label}最多${f.max}个字`);
     }
   }
   const p = v.profile, q = v.private;
-  if (q.phone && !PHONE.test(q.phone)) push('private.phone', '联系电话应为11位手机号或带区号的固定电话');
+  if (q.phone && !PHONE.test(q.phone)) push('private.phone', `联系电话“${q.phone}”格式不正确，应为11位手机号或带区号的固定电话`);
   const ages = ['age_0_5', 'age_6_14', 'age_15_17', 'age_18_59', 'age_60_69', 'age_70_plus'].map(k => Number(p[k]) || 0);
   const r = Number(p.residents);
   const sum = ages.reduce((a, b) => a + b, 0);
@@ -159,8 +159,9 @@ export function checkHousehold(schema, v) {
   for (const [t, n] of Object.entries(p.stated_needs || {})) {
     if (n.priority) { if (seen[n.priority]) push('profile.stated_needs', `优先级${n.priority}只能用一次`); seen[n.priority] = t; }
   }
-  if ((Object.keys(q.health_interests || {}).length || q.aid_monitoring) && !q.separate_consent) {
-    push('private.separate_consent', '记录健康关注或防返贫监测对象前，须取得敏感信息单独同意');
+  if (!q.separate_consent) {
+    if (Object.keys(q.health_interests || {}).length) push('private.health_interests', '未取得单独同意，不能记录健康关注');
+    if (q.aid_monitoring) push('private.aid_monitoring', '未取得单独同意，不能记录防返贫监测对象');
   }
   return errs;
 }

@@ -2,7 +2,8 @@
 //!
 //! Covers create/read/update/list of households and needs, `422` with every field error in
 //! Chinese (and nothing stored), filters, authorship of every change, `/healthz`, `/metrics`, and
-//! that acknowledged writes are there after a restart.
+//! that acknowledged writes are there after a restart. Every client logs in as a cadre first;
+//! the login guard, durable sessions, logout, and the web app's shell and routes are covered too.
 
 use std::time::Duration;
 

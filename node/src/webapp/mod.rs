@@ -386,6 +386,10 @@ async fn qr_svg(
         .into_response())
 }
 
+/// Overview counts. "Not yet synced upstream" counts the `hh`, `hp` and `need` documents updated
+/// after the last successful sync session with a county or hub peer (all of them when there has
+/// been none); it is an upper bound, since a document may have reached the county through
+/// another village node. "With recommendations" counts `rec` documents in scope.
 async fn coverage(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let last_upstream = state.sync.as_ref().and_then(|s| {
         s.status()

@@ -21,15 +21,45 @@ pub fn available() -> bool {
     Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists()
 }
 
-/// A running chromedriver; sessions (each its own Chromium) are opened on it.
+/// A running chromedriver; sessions (each its own Chromium) are opened on it. Dropping it ends
+/// every session still open (so their browsers quit) and kills chromedriver's process group.
 pub struct Driver {
     child: Child,
     url: String,
+    port: u16,
     http: reqwest::Client,
+    open: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Sends `DELETE /session/{id}` with plain blocking I/O (usable from `Drop`), bounded in time.
+fn delete_session(port: u16, id: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = tcp.set_write_timeout(Some(Duration::from_secs(5)));
+    let req = format!(
+        "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if tcp.write_all(req.as_bytes()).is_ok() {
+        let mut sink = Vec::new();
+        let _ = tcp.read_to_end(&mut sink);
+    }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let open = self.open.lock().map(|v| v.clone()).unwrap_or_default();
+        for id in open {
+            delete_session(self.port, &id);
+        }
+        // chromedriver leads its own process group (see `start`); browsers it started and did
+        // not reap are in it too.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -43,15 +73,19 @@ impl Driver {
     /// Starts chromedriver on a free loopback port and waits until it answers.
     pub async fn start() -> anyhow::Result<Driver> {
         let port = free_port()?;
+        use std::os::unix::process::CommandExt as _;
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .context("starting chromedriver")?;
         let driver = Driver {
             child,
+            port,
+            open: Default::default(),
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -87,6 +121,7 @@ impl Driver {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--lang=zh-CN",
+                    "--disable-crash-reporter", "--disable-breakpad",
                     "--window-size=360,640",
                     format!("--user-data-dir={}", profile_dir.display()),
                 ],
@@ -104,10 +139,15 @@ impl Driver {
             .as_str()
             .with_context(|| format!("no session: {v}"))?
             .to_string();
+        if let Ok(mut open) = self.open.lock() {
+            open.push(id.clone());
+        }
         let s = Session {
             base: format!("{}/session/{id}", self.url),
             http: self.http.clone(),
             profile: profile_dir.to_path_buf(),
+            id,
+            open: self.open.clone(),
         };
         s.cdp(
             "Emulation.setDeviceMetricsOverride",
@@ -125,6 +165,8 @@ pub struct Session {
     http: reqwest::Client,
     /// The profile directory.
     pub profile: PathBuf,
+    id: String,
+    open: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -332,6 +374,9 @@ impl Session {
     /// Closes the browser.
     pub async fn close(self) -> anyhow::Result<()> {
         self.http.delete(&self.base).send().await?;
+        if let Ok(mut open) = self.open.lock() {
+            open.retain(|i| *i != self.id);
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! cunyun-node run --config FILE    # a node as configured
 //! cunyun-node check --data-dir DIR # reads every document and reports damaged ones
 //! cunyun-node ca-init | enroll-token | enroll-serve | enroll | enroll-village  # certificates
+//! cunyun-node user add --data-dir DIR --name N --village CODE   # password on stdin
 //! ```
 
 use std::io::Write;
@@ -154,12 +155,82 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
     },
+    /// 管理村干部账户。
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// 检查文档库：逐份读取文档，报告损坏并隔离的文档。
     Check {
         /// 数据目录。
         #[arg(long, default_value = "./data/node")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// 新建村干部账户；密码从标准输入读取一行（至少8个字符）。
+    Add {
+        /// 节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 用户名（2–32个字母、数字、下划线或连字符），也是其修改记录的作者。
+        #[arg(long)]
+        name: String,
+        /// 所在村代码（12位）。
+        #[arg(long, default_value = DEFAULT_VILLAGE)]
+        village: String,
+        /// 从标准输入读取密码且不显示提示（脚本使用）。
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// 列出账户。
+    List {
+        /// 节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Login of the demo cadre account that `cunyun-node demo` creates.
+const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    use cunyun_node::accounts::Accounts;
+    match command {
+        UserCommand::Add {
+            data_dir,
+            name,
+            village,
+            password_stdin,
+        } => {
+            if !password_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("请输入“{name}”的密码（至少8个字符，输入内容会显示）：");
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("无法从标准输入读取密码")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let accounts = Accounts::open(&data_dir)?;
+            let a = accounts.add(&name, &village, password)?;
+            println!("已创建账户：{}（村 {}）", a.name, a.village);
+            Ok(())
+        }
+        UserCommand::List { data_dir } => {
+            let accounts = Accounts::open(&data_dir)?;
+            let list = accounts.list()?;
+            if list.is_empty() {
+                println!("还没有账户。用 cunyun-node user add 创建。");
+            }
+            for a in list {
+                println!("{}\t村 {}", a.name, a.village);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn init_tracing() {
@@ -234,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { data_dir } => check(data_dir),
+        Command::User { command } => user(command),
         Command::Status { addr } => status(addr).await,
         Command::Init {
             data_dir,
@@ -287,6 +359,12 @@ async fn demo(
     config.listen = listen;
     config.scope = village.scope();
     config.node_name = "示例村（村云演示）".to_string();
+    {
+        let accounts = cunyun_node::accounts::Accounts::open(&config.data_dir)?;
+        if !accounts.list()?.iter().any(|a| a.name == DEMO_USER.0) {
+            accounts.add(DEMO_USER.0, &village.to_string(), DEMO_USER.1)?;
+        }
+    }
     let node = server::start(&config, shutdown_signal()).await?;
     let existing = node
         .state
@@ -328,7 +406,10 @@ async fn demo(
         );
     }
     println!("村云示例村节点已启动：{}", node.url());
-    println!("  农户列表：{}/api/v1/households", node.url());
+    println!(
+        "  村干部登录：用户名 {} / 密码 {}（演示账户）",
+        DEMO_USER.0, DEMO_USER.1
+    );
     println!(
         "  健康检查：{}/healthz    监控指标：{}/metrics",
         node.url(),

@@ -399,7 +399,7 @@ async fn hub_refuses_and_logs_private_documents_from_a_misbehaving_peer() {
         writes.push(doc_write(hh.with_kind(Kind::Hp), |tx| private.write_to(tx)));
     }
     store.commit(writes).expect("commit");
-    let tls = TlsContext::load(&rogue_dir.join("tls")).expect("tls");
+    let tls = TlsContext::load(&rogue_dir.join("tls"), Default::default()).expect("tls");
     let (stream, hub_identity) = tls.connect(hub_sync_addr(&hub)).await.expect("connect");
     assert_eq!(hub_identity.role, Role::Hub);
     let pretend = NodeIdentity {

@@ -1,7 +1,15 @@
-//! The node's HTTP JSON API under `/api/v1`, plus `/healthz`, `/metrics` and a status page.
+//! The node's HTTP JSON API under `/api/v1`, plus `/healthz`, `/metrics` and a status page
+//! (`/status`).
+//!
+//! Every `/api/v1` route except login and logout needs a cadre's session cookie (see
+//! [`crate::accounts`]); without one it answers `401`. The logged-in cadre is the Automerge author
+//! of every change made through the request.
 //!
 //! | method | path | what |
 //! |---|---|---|
+//! | POST | `/api/v1/login` | `{"name", "password"}` → session cookie (`HttpOnly; SameSite=Strict`) |
+//! | POST | `/api/v1/logout` | ends the session |
+//! | GET | `/api/v1/me` | the logged-in cadre |
 //! | GET | `/api/v1/households?group=&tag=&updated_since=&q=` | list households |
 //! | POST | `/api/v1/households` | create: `{"profile": {…}, "private": {…}}` |
 //! | GET | `/api/v1/households/{id}` | read one |
@@ -24,12 +32,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::accounts::{AccountError, Cadre, COOKIE};
 use crate::metrics::{HttpLabels, Metrics};
 use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
 use crate::store::StoreError;
@@ -41,8 +51,8 @@ pub struct AppState {
     pub records: Records,
     /// Metrics registry.
     pub metrics: Metrics,
-    /// Account recorded as the author of API changes until cadre accounts exist.
-    pub default_author: String,
+    /// Cadre accounts and sessions; a logged-in cadre is the author of their changes.
+    pub accounts: crate::accounts::Accounts,
     /// Name shown on the status page.
     pub node_name: String,
     /// The sync service, when sync is enabled.
@@ -53,10 +63,7 @@ pub struct AppState {
 
 /// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/", get(status_page))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let guarded = Router::new()
         .route(
             "/api/v1/households",
             get(list_households).post(create_household),
@@ -73,10 +80,22 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/taxonomy", get(taxonomy_tree))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/sync", get(sync_status))
+        .route("/api/v1/me", get(me))
+        .merge(crate::webapp::api_routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
+    Router::new()
+        .route("/status", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/automerge", get(crate::automerge_repo::ws::handler))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .merge(guarded)
+        .merge(crate::webapp::public_routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 
@@ -120,7 +139,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             body: json!({ "error": code, "message": message.into() }),
@@ -172,7 +191,7 @@ impl From<RecordError> for ApiError {
 }
 
 /// Runs a record operation that reads the store on the blocking pool, off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &Arc<AppState>,
     op: impl FnOnce(&Records) -> Result<T, RecordError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -191,7 +210,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Parses a request body as JSON, with a Chinese error for anything else.
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -304,18 +323,16 @@ async fn list_households(
 
 async fn create_household(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body = json_body(&body)?;
-    let result = state
-        .records
-        .create_household(&state.default_author, &body)
-        .await;
+    let result = state.records.create_household(&cadre.name, &body).await;
     let record = count_write(&state, "hh", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
-fn count_write<T>(
+pub(crate) fn count_write<T>(
     state: &AppState,
     kind: &str,
     op: &str,
@@ -351,22 +368,25 @@ async fn get_household(
 
 async fn put_household(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update_household(state, id, body, UpdateMode::Replace).await
+    update_household(state, cadre, id, body, UpdateMode::Replace).await
 }
 
 async fn patch_household(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    update_household(state, id, body, UpdateMode::MergePatch).await
+    update_household(state, cadre, id, body, UpdateMode::MergePatch).await
 }
 
 async fn update_household(
     state: Arc<AppState>,
+    cadre: Cadre,
     id: String,
     body: Bytes,
     mode: UpdateMode,
@@ -374,7 +394,7 @@ async fn update_household(
     let body = json_body(&body)?;
     let result = state
         .records
-        .update_household(&state.default_author, &id, &body, mode)
+        .update_household(&cadre.name, &id, &body, mode)
         .await;
     Ok(Json(count_write(&state, "hh", "update", result)?).into_response())
 }
@@ -404,13 +424,11 @@ async fn list_needs(
 
 async fn create_need(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body = json_body(&body)?;
-    let result = state
-        .records
-        .create_need(&state.default_author, &body)
-        .await;
+    let result = state.records.create_need(&cadre.name, &body).await;
     let record = count_write(&state, "need", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
@@ -424,26 +442,28 @@ async fn get_need(
 
 async fn put_need(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body = json_body(&body)?;
     let result = state
         .records
-        .update_need(&state.default_author, &id, &body, UpdateMode::Replace)
+        .update_need(&cadre.name, &id, &body, UpdateMode::Replace)
         .await;
     Ok(Json(count_write(&state, "need", "update", result)?).into_response())
 }
 
 async fn patch_need(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body = json_body(&body)?;
     let result = state
         .records
-        .update_need(&state.default_author, &id, &body, UpdateMode::MergePatch)
+        .update_need(&cadre.name, &id, &body, UpdateMode::MergePatch)
         .await;
     Ok(Json(count_write(&state, "need", "update", result)?).into_response())
 }
@@ -533,4 +553,130 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
         needs = o.needs,
         docs = stats.documents,
     )))
+}
+
+/// The session token carried by the request's cookie, if any.
+fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Lets a request through only with an open session, handing the handler its [`Cadre`].
+async fn require_login(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match session_token(req.headers()).and_then(|t| state.accounts.session(&t)) {
+        Some(cadre) => {
+            req.extensions_mut().insert(cadre);
+            next.run(req).await
+        }
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "请先登录（登录已过期或尚未登录）",
+        )
+        .into_response(),
+    }
+}
+
+/// Login body.
+#[derive(Debug, Deserialize)]
+struct LoginBody {
+    name: String,
+    password: String,
+}
+
+/// The `Set-Cookie` value for `token` (empty and expired to log out). `Secure` is added when
+/// the request reached the node over TLS through a proxy (`X-Forwarded-Proto: https`).
+fn session_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: LoginBody = serde_json::from_value(json_body(&body)?).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求应为 {\"name\": 用户名, \"password\": 密码}",
+        )
+    })?;
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || st.accounts.login(&body.name, &body.password))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            )
+        })?;
+    match result {
+        Ok((token, cadre)) => {
+            let cookie = session_cookie(&token, crate::accounts::SESSION_MS / 1000, &headers);
+            Ok((
+                [(header::SET_COOKIE, cookie)],
+                Json(json!({ "cadre": cadre })),
+            )
+                .into_response())
+        }
+        Err(e @ AccountError::BadCredentials) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            e.to_string(),
+        )),
+        Err(e @ AccountError::Locked(_)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            e.to_string(),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "login failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            ))
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = session_token(&headers) {
+        state.accounts.logout(&token).map_err(|e| {
+            tracing::error!(error = %e, "logout failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            )
+        })?;
+    }
+    let cookie = session_cookie("", 0, &headers);
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({ "ok": true }))).into_response())
+}
+
+async fn me(Extension(cadre): Extension<Cadre>) -> Response {
+    Json(json!({ "cadre": cadre })).into_response()
 }

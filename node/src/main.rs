@@ -4,6 +4,8 @@
 //! cunyun-node demo                 # a sample village of 300 households on ./data/demo, prints the URL
 //! cunyun-node run --config FILE    # a node as configured
 //! cunyun-node check --data-dir DIR # reads every document and reports damaged ones
+//! cunyun-node ca-init | enroll-token | enroll-serve | enroll | enroll-village  # certificates
+//! cunyun-node user add --data-dir DIR --name N --village CODE   # password on stdin
 //! ```
 
 use std::io::Write;
@@ -69,11 +71,94 @@ enum Command {
         #[arg(long, default_value = "./data/dev-ca")]
         ca_dir: PathBuf,
     },
+    /// 创建省级根证书机构（由省级平台管理员在平台上运行一次；私钥须妥善保管）。
+    CaInit {
+        /// 证书机构目录。
+        #[arg(long, default_value = "./data/province-ca")]
+        ca_dir: PathBuf,
+        /// 省级范围（2位省代码，如 51）。
+        #[arg(long, default_value = "51")]
+        scope: String,
+    },
+    /// 签发一次性注册令牌（省级平台为县级节点签发，或县级节点为村节点签发）。
+    EnrollToken {
+        /// 签发令牌的证书机构目录。
+        #[arg(long, default_value = "./data/province-ca")]
+        ca_dir: PathBuf,
+        /// 令牌允许注册的范围，如县级前缀 510116。
+        #[arg(long)]
+        scope: String,
+        /// 令牌允许注册的角色：county、village、mule 或 hub。
+        #[arg(long, default_value = "county")]
+        role: String,
+        /// 有效时长（小时）。
+        #[arg(long, default_value_t = cunyun_node::enroll::DEFAULT_TOKEN_TTL_HOURS)]
+        ttl_hours: u64,
+    },
+    /// 运行注册服务：持令牌的节点可在此领取证书。
+    EnrollServe {
+        /// 证书机构目录。
+        #[arg(long, default_value = "./data/province-ca")]
+        ca_dir: PathBuf,
+        /// 监听地址。
+        #[arg(long, default_value = "0.0.0.0:7448")]
+        listen: SocketAddr,
+    },
+    /// 用一次性令牌向上级注册本节点（县级节点得到县级证书机构和本节点证书）。
+    Enroll {
+        /// 注册服务地址（IP:端口）。
+        #[arg(long)]
+        server: SocketAddr,
+        /// 上级管理员给出的一次性令牌。
+        #[arg(long)]
+        token: String,
+        /// 省级根证书文件（随令牌一同取得）。
+        #[arg(long)]
+        root_cert: PathBuf,
+        /// 本节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+    },
+    /// 县级节点离线为村节点或数据摆渡笔记本签发证书，写入目录后拷贝到该设备的 tls/ 目录。
+    EnrollVillage {
+        /// 县级证书机构目录（注册后位于县级节点数据目录的 ca/ 下）。
+        #[arg(long, default_value = "./data/node/ca")]
+        ca_dir: PathBuf,
+        /// 村代码（12位）；摆渡笔记本可用县级前缀。
+        #[arg(long)]
+        scope: String,
+        /// 角色：village 或 mule。
+        #[arg(long, default_value = "village")]
+        role: String,
+        /// 输出目录（拷贝为村节点数据目录下的 tls/）。
+        #[arg(long)]
+        out: PathBuf,
+        /// 续期：为已有节点（32位十六进制节点编号）签发新证书，节点编号不变。
+        #[arg(long)]
+        node_id: Option<String>,
+    },
+    /// 吊销节点（如丢失的村节点）：签发吊销列表并写入本节点文档库，随同步传到所有节点。须先停止本节点。
+    Revoke {
+        /// 签发机构目录（县级节点为其数据目录下的 ca/）。
+        #[arg(long, default_value = "./data/node/ca")]
+        ca_dir: PathBuf,
+        /// 本节点的数据目录（吊销列表写入其文档库）。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 要吊销的节点编号（32位十六进制，可多次给出）。
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
     /// 查看运行中节点的同步状态：对端、最近同步时间、交换的文档与流量、错误。
     Status {
         /// 节点的 HTTP 地址。
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
+    },
+    /// 管理村干部账户。
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// 检查文档库：逐份读取文档，报告损坏并隔离的文档。
     Check {
@@ -81,6 +166,71 @@ enum Command {
         #[arg(long, default_value = "./data/node")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// 新建村干部账户；密码从标准输入读取一行（至少8个字符）。
+    Add {
+        /// 节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 用户名（2–32个字母、数字、下划线或连字符），也是其修改记录的作者。
+        #[arg(long)]
+        name: String,
+        /// 所在村代码（12位）。
+        #[arg(long, default_value = DEFAULT_VILLAGE)]
+        village: String,
+        /// 从标准输入读取密码且不显示提示（脚本使用）。
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// 列出账户。
+    List {
+        /// 节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Login of the demo cadre account that `cunyun-node demo` creates.
+const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    use cunyun_node::accounts::Accounts;
+    match command {
+        UserCommand::Add {
+            data_dir,
+            name,
+            village,
+            password_stdin,
+        } => {
+            if !password_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("请输入“{name}”的密码（至少8个字符，输入内容会显示）：");
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("无法从标准输入读取密码")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let accounts = Accounts::open(&data_dir)?;
+            let a = accounts.add(&name, &village, password)?;
+            println!("已创建账户：{}（村 {}）", a.name, a.village);
+            Ok(())
+        }
+        UserCommand::List { data_dir } => {
+            let accounts = Accounts::open(&data_dir)?;
+            let list = accounts.list()?;
+            if list.is_empty() {
+                println!("还没有账户。用 cunyun-node user add 创建。");
+            }
+            for a in list {
+                println!("{}\t村 {}", a.name, a.village);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn init_tracing() {
@@ -155,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { data_dir } => check(data_dir),
+        Command::User { command } => user(command),
         Command::Status { addr } => status(addr).await,
         Command::Init {
             data_dir,
@@ -162,6 +313,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             ca_dir,
         } => init(data_dir, &scope, &role, ca_dir),
+        Command::CaInit { ca_dir, scope } => ca_init(ca_dir, &scope),
+        Command::Revoke {
+            ca_dir,
+            data_dir,
+            nodes,
+        } => revoke(ca_dir, data_dir, &nodes),
+        Command::EnrollToken {
+            ca_dir,
+            scope,
+            role,
+            ttl_hours,
+        } => enroll_token(ca_dir, &scope, &role, ttl_hours),
+        Command::EnrollServe { ca_dir, listen } => enroll_serve(ca_dir, listen).await,
+        Command::Enroll {
+            server,
+            token,
+            root_cert,
+            data_dir,
+        } => enroll(server, &token, root_cert, data_dir).await,
+        Command::EnrollVillage {
+            ca_dir,
+            scope,
+            role,
+            out,
+            node_id,
+        } => enroll_village(ca_dir, &scope, &role, out, node_id.as_deref()),
     }
 }
 
@@ -182,6 +359,12 @@ async fn demo(
     config.listen = listen;
     config.scope = village.scope();
     config.node_name = "示例村（村云演示）".to_string();
+    {
+        let accounts = cunyun_node::accounts::Accounts::open(&config.data_dir)?;
+        if !accounts.list()?.iter().any(|a| a.name == DEMO_USER.0) {
+            accounts.add(DEMO_USER.0, &village.to_string(), DEMO_USER.1)?;
+        }
+    }
     let node = server::start(&config, shutdown_signal()).await?;
     let existing = node
         .state
@@ -223,7 +406,10 @@ async fn demo(
         );
     }
     println!("村云示例村节点已启动：{}", node.url());
-    println!("  农户列表：{}/api/v1/households", node.url());
+    println!(
+        "  村干部登录：用户名 {} / 密码 {}（演示账户）",
+        DEMO_USER.0, DEMO_USER.1
+    );
     println!(
         "  健康检查：{}/healthz    监控指标：{}/metrics",
         node.url(),
@@ -257,6 +443,178 @@ fn init(data_dir: PathBuf, scope: &str, role: &str, ca_dir: PathBuf) -> anyhow::
     }
     println!("节点身份：{}", identity.to_uri());
     println!("证书已写入：{}", tls_dir.display());
+    Ok(())
+}
+
+fn parse_role(role: &str) -> anyhow::Result<cunyun_protocol::key::Role> {
+    cunyun_protocol::key::Role::parse(role)
+        .with_context(|| format!("未知的节点角色“{role}”，可选 village、county、mule、hub"))
+}
+
+fn ca_init(ca_dir: PathBuf, scope: &str) -> anyhow::Result<()> {
+    use cunyun_protocol::identity::{NodeId, NodeIdentity};
+    let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
+    anyhow::ensure!(
+        scope.level() == Level::Province,
+        "根证书机构的范围应为省级（2位），而不是 {scope}"
+    );
+    anyhow::ensure!(
+        !ca_dir.join("ca.key").exists(),
+        "{} 已有证书机构，不会覆盖",
+        ca_dir.display()
+    );
+    let identity = NodeIdentity {
+        node_id: NodeId(rand::random()),
+        role: cunyun_protocol::key::Role::Hub,
+        scope,
+    };
+    let ca = cunyun_node::tls::CertAuthority::create(
+        "cunyun province CA (村云省级证书机构)",
+        &identity,
+    )?;
+    std::fs::create_dir_all(&ca_dir).with_context(|| format!("无法创建 {}", ca_dir.display()))?;
+    cunyun_node::enroll::CaDir::write(&ca_dir, &ca.pem, &ca.pem.cert_pem)?;
+    println!("已创建省级根证书机构：{}", ca_dir.display());
+    println!(
+        "根证书（随注册令牌交给各县）：{}",
+        ca_dir.join("root.crt").display()
+    );
+    println!("私钥 {} 须离线妥善保管。", ca_dir.join("ca.key").display());
+    Ok(())
+}
+
+fn enroll_token(ca_dir: PathBuf, scope: &str, role: &str, ttl_hours: u64) -> anyhow::Result<()> {
+    let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
+    let role = parse_role(role)?;
+    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    // Refuse now what the CA would refuse at enrollment.
+    anyhow::ensure!(
+        ca.ca.identity.scope.contains_scope(&scope),
+        "范围 {scope} 不在本证书机构的范围 {} 之内",
+        ca.ca.identity.scope
+    );
+    anyhow::ensure!(
+        cunyun_protocol::cert::may_issue(ca.ca.identity.role, role),
+        "本证书机构（{}）不能签发 {} 角色",
+        ca.ca.identity.role.as_str(),
+        role.as_str()
+    );
+    anyhow::ensure!(
+        ttl_hours > 0 && ttl_hours <= 24 * 30,
+        "有效时长应在 1 到 720 小时之间"
+    );
+    let tokens = cunyun_node::enroll::TokenStore::open(&ca_dir);
+    let t = tokens.issue(
+        scope,
+        role,
+        ttl_hours * 3600,
+        cunyun_node::trust::system_time_s(),
+    )?;
+    println!("一次性注册令牌（只能使用一次，{ttl_hours} 小时内有效）：");
+    println!("{}", t.token);
+    println!("范围：{}  角色：{}", t.scope, t.role.as_str());
+    println!(
+        "请与根证书 {} 一同交给对方。",
+        ca_dir.join("root.crt").display()
+    );
+    Ok(())
+}
+
+async fn enroll_serve(ca_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let ca = Arc::new(cunyun_node::enroll::CaDir::load(&ca_dir)?);
+    let tokens = Arc::new(cunyun_node::enroll::TokenStore::open(&ca_dir));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("无法监听 {listen}"))?;
+    println!(
+        "注册服务已启动：{}（证书机构 {}，范围 {}）。按 Ctrl-C 停止。",
+        listener.local_addr()?,
+        ca.ca.identity.role.as_str(),
+        ca.ca.identity.scope
+    );
+    tokio::select! {
+        _ = cunyun_node::enroll::serve(listener, ca, tokens) => {}
+        _ = shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn enroll(
+    server: SocketAddr,
+    token: &str,
+    root_cert: PathBuf,
+    data_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let root_pem = std::fs::read_to_string(&root_cert)
+        .with_context(|| format!("无法读取根证书 {}", root_cert.display()))?;
+    let done = cunyun_node::enroll::enroll_node(server, &root_pem, token, &data_dir).await?;
+    println!("注册成功。节点身份：{}", done.identity.to_uri());
+    println!("节点证书已写入：{}", data_dir.join("tls").display());
+    if let Some(ca) = done.ca_dir {
+        println!(
+            "县级证书机构已写入：{}（可离线为本县村节点签发证书：cunyun-node enroll-village）",
+            ca.display()
+        );
+    }
+    Ok(())
+}
+
+fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Result<()> {
+    let ids = nodes
+        .iter()
+        .map(|n| {
+            n.parse::<cunyun_protocol::identity::NodeId>()
+                .with_context(|| format!("节点编号“{n}”无效"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let mut config = NodeConfig::default();
+    config.data_dir = data_dir;
+    let store =
+        server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
+    let list = cunyun_node::revocation::publish(
+        &store,
+        &ca,
+        &ids,
+        &[],
+        cunyun_node::trust::system_time_s(),
+    )?;
+    println!(
+        "吊销列表已更新（第 {} 版，共吊销 {} 个节点）；节点启动后随同步传到所有节点。",
+        list.seq,
+        list.nodes.len()
+    );
+    Ok(())
+}
+
+fn enroll_village(
+    ca_dir: PathBuf,
+    scope: &str,
+    role: &str,
+    out: PathBuf,
+    node_id: Option<&str>,
+) -> anyhow::Result<()> {
+    let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
+    let role = parse_role(role)?;
+    anyhow::ensure!(
+        !out.join("node.crt").exists(),
+        "{} 已有节点证书，不会覆盖",
+        out.display()
+    );
+    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let node_id = node_id
+        .map(|n| {
+            n.parse::<cunyun_protocol::identity::NodeId>()
+                .with_context(|| format!("节点编号“{n}”无效"))
+        })
+        .transpose()?;
+    let id = ca.issue_node_files(scope, role, node_id, &out)?;
+    println!("已签发节点证书：{}", id.to_uri());
+    println!(
+        "请将 {} 整个目录拷贝到该设备数据目录下的 tls/。",
+        out.display()
+    );
     Ok(())
 }
 

@@ -82,6 +82,8 @@ pub struct HouseholdRecord {
     pub derived_tags: Vec<DerivedTag>,
     /// Heads of the profile document (hex), for edits made offline against this state.
     pub heads: Vec<String>,
+    /// Heads of the private document (hex), likewise.
+    pub private_heads: Vec<String>,
     /// Last update, milliseconds since the Unix epoch.
     pub updated_at_ms: u64,
 }
@@ -170,11 +172,11 @@ const LOCK_STRIPES: usize = 64;
 type ListSlot = (DocKey, Option<(HeadsDigest, u64)>, Option<HeadsDigest>);
 
 /// The parts of a household record that come from the documents.
-struct HouseholdParts {
-    hh: DocKey,
-    hp: DocKey,
-    profile: HouseholdProfile,
-    private: HouseholdPrivate,
+pub(crate) struct HouseholdParts {
+    pub(crate) hh: DocKey,
+    pub(crate) hp: DocKey,
+    pub(crate) profile: HouseholdProfile,
+    pub(crate) private: HouseholdPrivate,
 }
 
 /// The record service over one node's store and scope.
@@ -200,11 +202,11 @@ fn today() -> Option<Date> {
     Date::new(u16::try_from(y).ok()?, m as u8, d as u8)
 }
 
-fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
+pub(crate) fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
     heads.iter().map(|h| h.to_string()).collect()
 }
 
-fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> RecordError {
+pub(crate) fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> RecordError {
     RecordError::Invalid(FieldErrors(vec![FieldError {
         field: field.to_string(),
         code,
@@ -234,7 +236,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Prefixes every field path of `errs` with `prefix.`.
-fn prefixed(prefix: &str, errs: FieldErrors) -> Vec<FieldError> {
+pub(crate) fn prefixed(prefix: &str, errs: FieldErrors) -> Vec<FieldError> {
     errs.0
         .into_iter()
         .map(|mut e| {
@@ -276,17 +278,17 @@ impl Records {
         self.lock_for(id).lock().await
     }
 
-    fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut h);
         &self.locks[(h.finish() as usize) % LOCK_STRIPES]
     }
 
-    fn author(account: &str) -> Author<'static> {
+    pub(crate) fn author(account: &str) -> Author<'static> {
         Author::from(account.as_bytes().to_vec())
     }
 
-    fn commit_options(account: &str, what: &str) -> CommitOptions {
+    pub(crate) fn commit_options(account: &str, what: &str) -> CommitOptions {
         CommitOptions::default()
             .with_message(format!("{what} by {account}"))
             .with_time((now_ms() / 1000) as i64)
@@ -316,7 +318,7 @@ impl Records {
     }
 
     /// For a village node, a profile without a village code is in the node's village.
-    fn default_village(&self, profile: &mut Value) {
+    pub(crate) fn default_village(&self, profile: &mut Value) {
         if self.scope.level() == Level::Village {
             if let Value::Object(m) = profile {
                 m.entry("village")
@@ -411,15 +413,17 @@ impl Records {
                 private,
             },
             &hh_doc,
+            &hp_doc.get_heads(),
             now,
         ))
     }
 
-    fn household_record(
+    pub(crate) fn household_record(
         &self,
         id: &str,
         parts: HouseholdParts,
         hh_doc: &Automerge,
+        hp_heads: &[ChangeHash],
         updated_at_ms: u64,
     ) -> HouseholdRecord {
         let HouseholdParts {
@@ -446,6 +450,7 @@ impl Records {
             private,
             derived_tags,
             heads: heads_hex(&hh_doc.get_heads()),
+            private_heads: heads_hex(hp_heads),
             updated_at_ms,
         }
     }
@@ -462,7 +467,7 @@ impl Records {
     }
 
     /// Ids of every household in scope, built once from the index and kept up to date.
-    fn find_household(&self, id: &str) -> Result<Option<DocKey>, RecordError> {
+    pub(crate) fn find_household(&self, id: &str) -> Result<Option<DocKey>, RecordError> {
         let mut ids = self
             .ids
             .lock()
@@ -480,20 +485,26 @@ impl Records {
         Ok(ids.as_ref().and_then(|m| m.get(id).cloned()))
     }
 
-    fn load(&self, key: &DocKey) -> Result<Automerge, RecordError> {
+    pub(crate) fn load(&self, key: &DocKey) -> Result<Automerge, RecordError> {
         self.store
             .load(key)?
             .ok_or_else(|| RecordError::NotFound(key.id().to_string()))
     }
 
-    fn read_profile(key: &DocKey, doc: &Automerge) -> Result<HouseholdProfile, RecordError> {
+    pub(crate) fn read_profile(
+        key: &DocKey,
+        doc: &Automerge,
+    ) -> Result<HouseholdProfile, RecordError> {
         HouseholdProfile::read_from(doc).map_err(|e| RecordError::Unreadable {
             key: key.to_string(),
             reason: e.to_string(),
         })
     }
 
-    fn read_private(key: &DocKey, doc: &Automerge) -> Result<HouseholdPrivate, RecordError> {
+    pub(crate) fn read_private(
+        key: &DocKey,
+        doc: &Automerge,
+    ) -> Result<HouseholdPrivate, RecordError> {
         HouseholdPrivate::read_from(doc).map_err(|e| RecordError::Unreadable {
             key: key.to_string(),
             reason: e.to_string(),
@@ -508,9 +519,9 @@ impl Records {
         let hp = hh.with_kind(Kind::Hp);
         let hh_doc = self.load(&hh)?;
         let profile = Self::read_profile(&hh, &hh_doc)?;
-        let private = match self.store.load(&hp)? {
-            Some(doc) => Self::read_private(&hp, &doc)?,
-            None => HouseholdPrivate::default(),
+        let (private, hp_heads) = match self.store.load(&hp)? {
+            Some(doc) => (Self::read_private(&hp, &doc)?, doc.get_heads()),
+            None => (HouseholdPrivate::default(), Vec::new()),
         };
         let updated = self.store.entry(&hh)?.map_or(0, |e| e.updated_at_ms);
         Ok(self.household_record(
@@ -522,6 +533,7 @@ impl Records {
                 private,
             },
             &hh_doc,
+            &hp_heads,
             updated,
         ))
     }
@@ -609,6 +621,7 @@ impl Records {
                 private,
             },
             &hh_doc,
+            &hp_doc.get_heads(),
             updated,
         ))
     }

@@ -29,6 +29,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("无法打开文档库: {0}")]
     Store(#[from] StoreError),
+    /// The account files could not be opened.
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::AccountError),
     /// Sync could not start.
     #[error(transparent)]
     Sync(#[from] crate::sync::service::SyncStartError),
@@ -150,7 +153,7 @@ pub async fn start_with_principals(
         automerge_repo,
         records: Records::new(store, config.scope),
         metrics: Metrics::new(),
-        default_author: config.default_author.clone(),
+        accounts: crate::accounts::Accounts::open(&config.data_dir)?,
         node_name: config.node_name.clone(),
         sync,
     });

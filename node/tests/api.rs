@@ -2,7 +2,8 @@
 //!
 //! Covers create/read/update/list of households and needs, `422` with every field error in
 //! Chinese (and nothing stored), filters, authorship of every change, `/healthz`, `/metrics`, and
-//! that acknowledged writes are there after a restart.
+//! that acknowledged writes are there after a restart. Every client logs in as a cadre first;
+//! the login guard, durable sessions, logout, and the web app's shell and routes are covered too.
 
 use std::time::Duration;
 
@@ -22,15 +23,52 @@ fn config(dir: &std::path::Path) -> NodeConfig {
     c
 }
 
+const CADRE: &str = "wangli";
+const PASSWORD: &str = "村干部的密码2026";
+
 async fn start(dir: &std::path::Path) -> RunningNode {
+    let accounts = cunyun_node::accounts::Accounts::open(dir).expect("accounts");
+    if accounts.list().expect("list").is_empty() {
+        accounts.add(CADRE, VILLAGE, PASSWORD).expect("add cadre");
+    }
+    drop(accounts);
     server::start(&config(dir), std::future::pending())
         .await
         .expect("node starts")
 }
 
-fn client() -> reqwest::Client {
+/// A client logged in as the test cadre: it sends the session cookie on every request.
+async fn client(url: &str) -> reqwest::Client {
+    let anon = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let resp = anon
+        .post(format!("{url}/api/v1/login"))
+        .json(&json!({"name": CADRE, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status().as_u16(), 200, "login succeeds");
+    let cookie = resp
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("session cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("cookie pair").to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::COOKIE,
+        reqwest::header::HeaderValue::from_str(&pair).expect("header"),
+    );
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .default_headers(headers)
         .build()
         .expect("client")
 }
@@ -68,7 +106,7 @@ async fn household_lifecycle_and_validation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path()).await;
     let url = node.url();
-    let http = client();
+    let http = client(&url).await;
 
     // Create.
     let (status, created) = send(
@@ -228,7 +266,7 @@ async fn household_lifecycle_and_validation() {
     assert!(changes.len() >= 2, "create and update");
     for c in changes {
         let author = c.author().expect("author recorded");
-        assert_eq!(author.as_bytes(), b"local-admin");
+        assert_eq!(author.as_bytes(), CADRE.as_bytes(), "the logged-in cadre");
     }
 
     // Health and metrics.
@@ -251,7 +289,12 @@ async fn household_lifecycle_and_validation() {
     // Acknowledged writes are there after a restart.
     node.stop().await.expect("stop");
     let node = start(dir.path()).await;
-    let (status, read) = send(client().get(format!("{}/api/v1/households/{id}", node.url()))).await;
+    let (status, read) = send(
+        client(&node.url())
+            .await
+            .get(format!("{}/api/v1/households/{id}", node.url())),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(read["private"]["notes"], "新修了水窖");
     let hp = key.with_kind(Kind::Hp);
@@ -270,7 +313,7 @@ async fn local_needs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path()).await;
     let url = node.url();
-    let http = client();
+    let http = client(&url).await;
     let need = json!({
         "requester": "coop",
         "title": "柑橘黄龙病防控技术指导",
@@ -323,5 +366,162 @@ async fn local_needs() {
         .map(|g| g["tags"].as_array().map_or(0, Vec::len))
         .sum();
     assert_eq!(n, 98);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_api_needs_a_login_and_logout_ends_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let url = node.url();
+    let anon = reqwest::Client::new();
+    for path in [
+        "/api/v1/households",
+        "/api/v1/needs",
+        "/api/v1/overview",
+        "/api/v1/me",
+    ] {
+        let (status, body) = send(anon.get(format!("{url}{path}"))).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body["message"].as_str().is_some_and(has_chinese));
+    }
+    let (status, _) = send(
+        anon.post(format!("{url}/api/v1/households"))
+            .json(&valid_household()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        node.state.records.store().stats().documents,
+        0,
+        "nothing stored"
+    );
+    let (status, body) = send(
+        anon.post(format!("{url}/api/v1/login"))
+            .json(&json!({"name": CADRE, "password": "wrong password"})),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().is_some_and(has_chinese));
+
+    let http = client(&url).await;
+    let (status, me) = send(http.get(format!("{url}/api/v1/me"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["cadre"]["name"], CADRE);
+    // Sessions survive a restart of the node.
+    node.stop().await.expect("stop");
+    let node = start(dir.path()).await;
+    let url = node.url();
+    let (status, _) = send(http.get(format!("{url}/api/v1/me"))).await;
+    assert_eq!(status, 200, "session kept across restart");
+    let (status, _) = send(http.post(format!("{url}/api/v1/logout"))).await;
+    assert_eq!(status, 200);
+    let (status, _) = send(http.get(format!("{url}/api/v1/me"))).await;
+    assert_eq!(status, 401, "logged out");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn app_shell_villager_page_and_app_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let url = node.url();
+    let anon = reqwest::Client::new();
+
+    // The shell: open, compressed on request, revalidated by ETag.
+    for path in cunyun_node::webapp::shell_paths() {
+        let resp = anon
+            .get(format!("{url}{path}"))
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .expect("shell");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let enc = resp
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        assert!(
+            matches!(enc.as_deref(), Some("br") | Some("gzip")),
+            "{path}: {enc:?}"
+        );
+        let etag = resp.headers().get("etag").expect("etag").clone();
+        let again = anon
+            .get(format!("{url}{path}"))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("revalidate");
+        assert_eq!(again.status().as_u16(), 304, "{path}");
+    }
+    let (status, _) = send(anon.get(format!("{url}/app/nope.js"))).await;
+    assert_eq!(status, 404);
+
+    // App routes need a login.
+    for path in ["/api/v1/schema", "/api/v1/coverage"] {
+        let (status, _) = send(anon.get(format!("{url}{path}"))).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let http = client(&url).await;
+    let (status, created) = send(
+        http.post(format!("{url}/api/v1/households"))
+            .json(&valid_household()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+
+    // Derived tags for a profile being typed; invalid profiles get the field errors.
+    let (status, d) = send(http.post(format!("{url}/api/v1/derive-tags")).json(
+        &json!({"profile": {"group": 1, "residents": 2, "livestock": {"pig": {"herd_band": 1}}}}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{d}");
+    assert!(d["derived_tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .any(|t| t["tag"] == "liv.asf" && t["reason"].as_str().is_some_and(has_chinese)));
+    let (status, d) = send(
+        http.post(format!("{url}/api/v1/derive-tags"))
+            .json(&json!({"profile": {"group": 0}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{d}");
+
+    let (_, cov) = send(http.get(format!("{url}/api/v1/coverage"))).await;
+    assert_eq!(cov["households"], 1);
+    assert_eq!(
+        cov["unsynced_upstream"], 2,
+        "profile and private, never synced upstream"
+    );
+    let (_, recs) = send(http.get(format!("{url}/api/v1/households/{id}/recommendations"))).await;
+    assert_eq!(recs["items"], json!([]));
+    let qr = http
+        .get(format!("{url}/api/v1/households/{id}/qr.svg"))
+        .send()
+        .await
+        .expect("qr");
+    assert_eq!(qr.status().as_u16(), 200);
+    assert!(qr.text().await.expect("svg").contains("<svg"));
+
+    // The villager page: no login, no personal data.
+    let page = anon
+        .get(format!("{url}/v/{id}"))
+        .send()
+        .await
+        .expect("villager");
+    assert_eq!(page.status().as_u16(), 200);
+    let page = page.text().await.expect("html");
+    assert!(page.contains("为您家推荐"));
+    for private in ["王秀英", "13800000000", "3-017"] {
+        assert!(!page.contains(private), "{private} leaked");
+    }
+    let missing = anon
+        .get(format!("{url}/v/hdoesnotexist"))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status().as_u16(), 404);
     node.stop().await.expect("stop");
 }

@@ -35,10 +35,14 @@ fn start_demo(dir: &std::path::Path) -> (KillOnDrop, String) {
     let child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Keep draining stdout after the URL: a closed pipe would kill the demo at its next line.
+        let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(pos) = line.find("http://") {
-                let _ = tx.send(line[pos..].trim().to_string());
-                return;
+                if !sent {
+                    let _ = tx.send(line[pos..].trim().to_string());
+                    sent = true;
+                }
             }
         }
     });
@@ -48,7 +52,30 @@ fn start_demo(dir: &std::path::Path) -> (KillOnDrop, String) {
     (child, url)
 }
 
-fn get_json(url: &str) -> serde_json::Value {
+/// Logs in as the demo cadre the demo printed and returns the session cookie pair.
+fn demo_login(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/api/v1/login"))
+            .json(&serde_json::json!({"name": "demo", "password": "demo-2026"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status().as_u16(), 200);
+        let cookie = resp
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("cookie");
+        cookie.split(';').next().expect("pair").to_string()
+    })
+}
+
+fn get_json(url: &str, cookie: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,7 +87,7 @@ fn get_json(url: &str) -> serde_json::Value {
             .build()
             .expect("client");
         loop {
-            match http.get(url).send().await {
+            match http.get(url).header("cookie", cookie).send().await {
                 Ok(r) => return r.json().await.expect("json"),
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("retrying {url}: {e}");
@@ -76,17 +103,74 @@ fn get_json(url: &str) -> serde_json::Value {
 fn demo_serves_a_sample_village() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, url) = start_demo(dir.path());
-    let list = get_json(&format!("{url}/api/v1/households"));
+    let cookie = demo_login(&url);
+    let list = get_json(&format!("{url}/api/v1/households"), &cookie);
     assert_eq!(list["total"], 300, "300 sample households");
     let first = &list["items"][0];
     assert!(first["head_name"].as_str().is_some_and(|n| !n.is_empty()));
-    let health = get_json(&format!("{url}/healthz"));
+    let health = get_json(&format!("{url}/healthz"), "");
     assert_eq!(health["status"], "ok");
     drop(child);
 
     // Second start: the same data, not generated again.
     let (child, url) = start_demo(dir.path());
-    let list = get_json(&format!("{url}/api/v1/households"));
+    let list = get_json(&format!("{url}/api/v1/households"), &demo_login(&url));
     assert_eq!(list["total"], 300);
     drop(child);
+}
+
+#[test]
+fn user_add_reads_the_password_from_stdin_and_refuses_bad_input() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cunyun-node"))
+            .args(["user"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let ok = run(
+        &[
+            "add",
+            "--name",
+            "wangli",
+            "--village",
+            "510116104201",
+            "--password-stdin",
+        ],
+        "一个足够长的密码\n",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let short = run(&["add", "--name", "lisi", "--password-stdin"], "short\n");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("密码至少"));
+    let again = run(
+        &["add", "--name", "wangli", "--password-stdin"],
+        "another long one\n",
+    );
+    assert!(!again.status.success(), "duplicate refused");
+    let list = run(&["list"], "");
+    let out = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(out.contains("wangli") && !out.contains("lisi"), "{out}");
+    let accounts = cunyun_node::accounts::Accounts::open(dir.path()).expect("open");
+    accounts
+        .login("wangli", "一个足够长的密码")
+        .expect("the password read from stdin logs in");
 }

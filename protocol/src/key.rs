@@ -41,6 +41,9 @@ pub enum Kind {
     Expert,
     /// The hub's expert suggestions for a local need.
     Match,
+    /// A revocation list signed by a CA (province root or county CA), keyed at the province
+    /// area with the issuer's node id as its id, so it reaches every node of the province.
+    Rev,
 }
 
 /// Which kinds of node may hold a document, from the smallest scope up.
@@ -88,7 +91,7 @@ pub struct Reach {
 
 impl Kind {
     /// Every kind, in key order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Content,
         Kind::Expert,
         Kind::Fb,
@@ -97,6 +100,7 @@ impl Kind {
         Kind::Match,
         Kind::Need,
         Kind::Rec,
+        Kind::Rev,
     ];
 
     /// The kind's name as it appears in keys.
@@ -110,6 +114,7 @@ impl Kind {
             Kind::Content => "content",
             Kind::Expert => "expert",
             Kind::Match => "match",
+            Kind::Rev => "rev",
         }
     }
 
@@ -125,7 +130,7 @@ impl Kind {
                 up_to: Role::Hub,
                 flows_down: false,
             },
-            Kind::Content | Kind::Expert => Reach {
+            Kind::Content | Kind::Expert | Kind::Rev => Reach {
                 up_to: Role::Hub,
                 flows_down: true,
             },

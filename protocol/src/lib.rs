@@ -5,6 +5,8 @@
 //! - [`area`]: 12-digit statistical division codes (统计用区划代码), their levels and prefix scopes.
 //! - [`key`]: document keys `<area>/<kind>/<id>`, document kinds and how far each may travel.
 //! - [`identity`]: node identity (id, role, scope) as certificates carry it.
+//! - [`cert`]: reading that identity out of an X.509 certificate, and the chain policy (scope
+//!   narrows province → county → village; roles allowed at each level).
 //! - [`digest`]: the heads digest that the store indexes and the sync engine reconciles on.
 //! - [`taxonomy`]: the two-level need-tag tree (科普需求标签) with zh-CN names.
 //! - [`household`]: typed views of household profile (`hh`) and private (`hp`) documents.
@@ -30,6 +32,7 @@
 pub mod area;
 pub mod blob;
 
+pub mod cert;
 mod codec;
 pub mod digest;
 pub mod expert;

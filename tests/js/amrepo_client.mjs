@@ -48,7 +48,8 @@ async function changeAndWait(handle, field, value, checkUrl) {
   console.log("CHANGED locally")
   const want = JSON.stringify(value)
   for (;;) {
-    const resp = await fetch(checkUrl)
+    // The node's API needs a session: the test passes its cookie (`name=value`) in CHECK_COOKIE.
+    const resp = await fetch(checkUrl, { headers: { cookie: process.env.CHECK_COOKIE ?? "" } })
     const body = await resp.json()
     const part = field in (body.profile ?? {}) ? body.profile : body.private ?? {}
     if (JSON.stringify(part[field]) === want) return

@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 
 const VILLAGE: &str = "510116104201";
 const CADRE_TOKEN: &str = "test-cadre-token-7f3a";
+const ACCOUNT: &str = "wangli";
+const PASSWORD: &str = "村干部的密码2026";
 
 fn npm_available() -> bool {
     Command::new("npm")
@@ -86,8 +88,9 @@ struct Client {
 }
 
 impl Client {
-    fn spawn(dir: &Path, args: &[&str]) -> Client {
+    fn spawn(dir: &Path, cookie: &str, args: &[&str]) -> Client {
         let mut child = Command::new("node")
+            .env("CHECK_COOKIE", cookie)
             .arg(dir.join("amrepo_client.mjs"))
             .args(args)
             .current_dir(dir)
@@ -155,6 +158,9 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
     config.data_dir = data.path().to_path_buf();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scope = AreaScope::parse(VILLAGE).unwrap();
+    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    accounts.add(ACCOUNT, VILLAGE, PASSWORD).unwrap();
+    drop(accounts);
     let store = server::open_store(&config).unwrap();
     let tokens = StaticTokens(vec![(
         CADRE_TOKEN.to_string(),
@@ -168,8 +174,26 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
             .await
             .unwrap();
     let base = node.url();
+    // The HTTP API needs a logged-in cadre: log in and send the session cookie.
+    let login = reqwest::Client::new()
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"name": ACCOUNT, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .default_headers(headers)
         .build()
         .unwrap();
     let mut households = Vec::new();
@@ -188,9 +212,10 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
     let dir = js.path().to_path_buf();
     let run = |args: Vec<String>| {
         let dir = dir.clone();
+        let cookie = cookie.clone();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Client::spawn(&dir, &args)
+            Client::spawn(&dir, &cookie, &args)
         })
     };
 

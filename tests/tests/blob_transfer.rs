@@ -40,7 +40,7 @@ fn tls(root: &Path, name: &str, n: u8, role: Role, scope: &str) -> TlsContext {
     };
     let dir = root.join(name).join("tls");
     cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir, &id).expect("identity");
-    TlsContext::load(&dir).expect("tls")
+    TlsContext::load(&dir, Default::default()).expect("tls")
 }
 
 fn store(root: &Path, name: &str, quota: u64) -> BlobStore {

@@ -23,9 +23,13 @@ use tokio::sync::Semaphore;
 
 use crate::discovery::{MdnsDiscovery, PeerEvent};
 use crate::records::now_ms;
+use crate::revocation::RevocationSet;
 use crate::store::DocStore;
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
 use crate::tls::TlsContext;
+
+/// A node whose certificate expires within this many days logs a warning at start.
+pub const RENEW_WARNING_DAYS: i64 = 30;
 
 /// The sync protocol version announced on mDNS.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -197,6 +201,8 @@ struct Inner {
     /// Content files served to peers that connect with the blob ALPN (none: refused).
     blobs: Mutex<Option<crate::blobs::BlobStore>>,
     blob_slots: Arc<Semaphore>,
+    /// Bumped whenever a revocation list adds revocations (running sessions re-check).
+    revocation_updates: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running sync service. Dropping it does not stop the tasks; call [`SyncService::stop`].
@@ -273,7 +279,19 @@ impl SyncService {
             .tls_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("tls"));
-        let tls = TlsContext::load(&tls_dir)?;
+        let revoked = Arc::new(RevocationSet::new());
+        let tls = TlsContext::load(&tls_dir, revoked.clone())?;
+        let left_s = tls.own_cert().not_after - crate::trust::system_time_s() as i64;
+        if left_s < RENEW_WARNING_DAYS * 86_400 {
+            tracing::warn!(
+                target: "cunyun::_events::certificate_expiring",
+                node = %tls.identity.node_id,
+                days_left = left_s / 86_400,
+                "node certificate expires soon; renew it (cunyun-node enroll-village --node-id)"
+            );
+        }
+        // Lists already stored take effect before the first handshake.
+        revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -303,6 +321,7 @@ impl SyncService {
             reports,
             blobs: Mutex::new(None),
             blob_slots: Arc::new(Semaphore::new(MAX_BLOB_SESSIONS)),
+            revocation_updates: tokio::sync::watch::Sender::new(0),
         });
         let service = SyncService {
             inner: inner.clone(),
@@ -568,6 +587,54 @@ fn limits(config: &SyncConfig) -> SessionLimits {
     }
 }
 
+/// Runs a session, ending it as soon as a revocation of the peer is accepted (the connection
+/// is dropped; applies already handed to the store complete, each atomically).
+async fn guarded_session<S>(service: &SyncService, stream: S, peer: NodeIdentity) -> SessionReport
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let inner = &service.inner;
+    let mut revocations = inner.revocation_updates.subscribe();
+    let session = run_session(
+        stream,
+        &inner.store,
+        inner.tls.identity,
+        peer,
+        service.memory_for(&peer.node_id),
+        limits(&inner.config),
+    );
+    tokio::pin!(session);
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            report = &mut session => return report,
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    return session.await;
+                }
+                let why = inner.tls.verifier().revocations().revoked(&peer, &[]);
+                if let Some(why) = why {
+                    tracing::warn!(
+                        target: "cunyun::_events::session_ended_revoked",
+                        peer = %peer.node_id,
+                        why
+                    );
+                    return SessionReport {
+                        peer,
+                        outcome: Err(format!("对端证书已被吊销，会话已中止: {why}")),
+                        stats: Default::default(),
+                        docs_applied: 0,
+                        refused: 0,
+                        bytes_out: 0,
+                        bytes_in: 0,
+                        duration: started.elapsed(),
+                    };
+                }
+            }
+        }
+    }
+}
+
 async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, String> {
     let inner = &service.inner;
     let (stream, peer) = tokio::time::timeout(Duration::from_secs(15), inner.tls.connect(addr))
@@ -577,15 +644,7 @@ async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, 
     if peer.node_id == inner.tls.identity.node_id {
         return Err("连接到了本节点自己".into());
     }
-    let report = run_session(
-        stream,
-        &inner.store,
-        inner.tls.identity,
-        peer,
-        service.memory_for(&peer.node_id),
-        limits(&inner.config),
-    )
-    .await;
+    let report = guarded_session(service, stream, peer).await;
     Ok(report)
 }
 
@@ -628,15 +687,7 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             }
             let key = PeerKey::Id(peer.node_id);
             service.set_active(&key, true);
-            let report = run_session(
-                stream,
-                &inner.store,
-                inner.tls.identity,
-                peer,
-                service.memory_for(&peer.node_id),
-                limits(&inner.config),
-            )
-            .await;
+            let report = guarded_session(&service, stream, peer).await;
             service.set_active(&key, false);
             service.record(&key, &report, None);
             drop(permit);
@@ -693,6 +744,18 @@ async fn scheduler_loop(service: SyncService) {
         if commits != last_commits {
             last_commits = commits;
             service.all_due_in(service.inner.config.debounce_ms);
+            // A revocation list may have arrived (or been published here).
+            let (store, tls) = (service.inner.store.clone(), service.inner.tls.clone());
+            let added = tokio::task::spawn_blocking(move || {
+                let v = tls.verifier();
+                v.revocations()
+                    .refresh(&store, &tls.identity.scope, v.root_der())
+            })
+            .await
+            .unwrap_or(0);
+            if added > 0 {
+                service.inner.revocation_updates.send_modify(|g| *g += 1);
+            }
         }
         let now = now_ms();
         let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {

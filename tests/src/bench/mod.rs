@@ -12,6 +12,7 @@ pub mod matching;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod webapp;
 
 /// Prints one metric as a JSON line on stdout.
 pub fn emit(bench: &str, metric: &str, value: f64, unit: &str) {

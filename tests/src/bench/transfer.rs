@@ -53,7 +53,7 @@ fn tls(
     };
     let dir = root.join(name).join("tls");
     cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir, &id)?;
-    Ok(TlsContext::load(&dir)?)
+    Ok(TlsContext::load(&dir, Default::default())?)
 }
 
 /// Runs the benchmark and prints its metrics.

@@ -5,7 +5,9 @@
 
 use anyhow::bail;
 
-const BENCHES: &[&str] = &["store", "sync", "gossip", "transfer", "match", "amrepo"];
+const BENCHES: &[&str] = &[
+    "store", "sync", "gossip", "transfer", "match", "webapp", "amrepo",
+];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +23,7 @@ fn main() -> anyhow::Result<()> {
             "gossip" => cunyun_tests::bench::gossip::run()?,
             "transfer" => cunyun_tests::bench::transfer::run()?,
             "match" => cunyun_tests::bench::matching::run()?,
+            "webapp" => cunyun_tests::bench::webapp::run()?,
             "amrepo" => cunyun_tests::bench::amrepo::run()?,
             other => bail!("unknown benchmark {other:?}; known: {}", BENCHES.join(", ")),
         }

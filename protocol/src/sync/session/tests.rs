@@ -452,6 +452,60 @@ fn out_of_scope_documents_are_refused_per_document() {
     assert_eq!(v.heads_of(&hh(1)), c.heads_of(&hh(1)));
 }
 
+/// The other direction: a (hostile) village pushes a household of another village of its
+/// county to the county. The county refuses it, never applies it (so the node stores nothing),
+/// and keeps what the village may send.
+#[test]
+fn a_village_pushing_another_villages_document_is_refused() {
+    let (va, cb) = village_county();
+    let mut v = MemStore::new(b"village");
+    put(&mut v, &hh(1), "m", 1);
+    let c = MemStore::new(b"county");
+    let neighbour = key("510122104202/hh/n1");
+    let mut rogue = MemStore::new(b"rogue");
+    put(&mut rogue, &neighbour, "m", 4);
+
+    let (cv, cc) = configs(va, cb);
+    let mut county = Session::new(cc, &c).expect("session");
+    let mut village = Session::new(cv, &v).expect("session");
+    while county.poll_outgoing().is_some() {}
+    let hello = village.poll_outgoing().expect("hello");
+    county.handle(&c, hello).expect("hello");
+    while county.poll_outgoing().is_some() {}
+    while county.poll_event().is_some() {}
+    county
+        .handle(
+            &c,
+            Frame::Changes {
+                docs: vec![
+                    DocChanges {
+                        key: neighbour.clone(),
+                        changes: rogue.changes_since(&neighbour, &[]).expect("changes"),
+                    },
+                    DocChanges {
+                        key: hh(1),
+                        changes: v.changes_since(&hh(1), &[]).expect("changes"),
+                    },
+                ],
+            },
+        )
+        .expect("session continues");
+    let out: Vec<Frame> = std::iter::from_fn(|| county.poll_outgoing()).collect();
+    assert!(out.contains(&Frame::Refused {
+        key: neighbour.clone(),
+        reason: RefuseReason::OutOfScope
+    }));
+    let events: Vec<Event> = std::iter::from_fn(|| county.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e,
+        Event::Refused { key, by: RefusedBy::Us, .. } if *key == neighbour)));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Apply { key, .. } if *key == neighbour)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Apply { key, .. } if *key == hh(1))));
+}
+
 #[test]
 fn content_flows_down_between_villages() {
     let a_id = ident(1, Role::Village, VILLAGE);

@@ -1,0 +1,430 @@
+//! The cadre web app: its embedded static assets (`node/web/`), the villager page, and the API
+//! routes only the app uses (form schema, derived tags, queued edits, recommendations, QR codes,
+//! coverage).
+//!
+//! | method | path | login | what |
+//! |---|---|---|---|
+//! | GET | `/`, `/app/{file}`, `/sw.js` | no | the app shell (hash-routed single page), service worker |
+//! | GET | `/v/{id}` | no | villager page: that household's recommended content only, no personal data |
+//! | GET | `/api/v1/schema` | yes | every form field with label, kind, limits, options ([`schema`]) |
+//! | POST | `/api/v1/derive-tags` | yes | `{profile}` → derived tags with reasons |
+//! | POST | `/api/v1/households/{id}/edits` | yes | a queued edit, applied at its base heads and merged ([`crate::edits`]) |
+//! | GET | `/api/v1/households/{id}/recommendations` | yes | recommended content (empty until the hub exists) |
+//! | GET | `/api/v1/households/{id}/qr.svg` | yes | QR code of the villager link |
+//! | GET | `/api/v1/coverage` | yes | overview: households by group, recommendation coverage, records not yet synced upstream |
+//!
+//! Assets are compiled in with `include_str!`, so the binary needs nothing beside it and building
+//! needs no npm. They are sent with an `ETag` and `Cache-Control: no-cache` (the service worker
+//! keeps the offline copy); compression is the router's (`CompressionLayer`, gzip and brotli).
+
+pub mod schema;
+
+use std::sync::{Arc, OnceLock};
+
+use automerge::{ObjId, ObjType, ReadDoc, ROOT};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use cunyun_protocol::household::HouseholdProfile;
+use cunyun_protocol::key::{Kind, Role};
+use cunyun_protocol::triggers::derive_tags;
+use serde_json::{json, Value};
+
+use crate::accounts::Cadre;
+use crate::api::{blocking, count_write, json_body, ApiError, AppState};
+use crate::edits::OfflineEdit;
+use crate::records::{prefixed, RecordError};
+
+/// One embedded asset.
+struct Asset {
+    path: &'static str,
+    mime: &'static str,
+    body: &'static str,
+}
+
+/// Every file of the app shell. The service worker caches exactly these.
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        mime: "text/html; charset=utf-8",
+        body: include_str!("../../web/index.html"),
+    },
+    Asset {
+        path: "/app/app.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/app.js"),
+    },
+    Asset {
+        path: "/app/db.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/db.js"),
+    },
+    Asset {
+        path: "/app/form.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/form.js"),
+    },
+    Asset {
+        path: "/app/style.css",
+        mime: "text/css; charset=utf-8",
+        body: include_str!("../../web/style.css"),
+    },
+    Asset {
+        path: "/sw.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/sw.js"),
+    },
+];
+
+/// Paths of the app shell, for the service worker and the shell-size benchmark.
+pub fn shell_paths() -> Vec<&'static str> {
+    ASSETS.iter().map(|a| a.path).collect()
+}
+
+fn etags() -> &'static Vec<String> {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| format!("\"{}\"", &blake3::hash(a.body.as_bytes()).to_hex()[..16]))
+            .collect()
+    })
+}
+
+/// Version of the whole shell (changes when any asset does); the service worker's cache name.
+fn shell_version() -> String {
+    let mut h = blake3::Hasher::new();
+    for a in ASSETS {
+        h.update(a.body.as_bytes());
+    }
+    h.finalize().to_hex()[..12].to_string()
+}
+
+fn serve_asset(path: &str, headers: &HeaderMap) -> Response {
+    let Some(i) = ASSETS.iter().position(|a| a.path == path) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "没有这个文件").into_response();
+    };
+    let asset = &ASSETS[i];
+    let etag = &etags()[i];
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response();
+    }
+    let body = if path == "/sw.js" {
+        asset
+            .body
+            .replace("__SHELL_VERSION__", &shell_version())
+            .replace(
+                "__SHELL_PATHS__",
+                &serde_json::to_string(&shell_paths()).unwrap_or_default(),
+            )
+    } else {
+        asset.body.to_string()
+    };
+    (
+        [
+            (header::CONTENT_TYPE, asset.mime.to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (header::ETAG, etag.clone()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    serve_asset("/", &headers)
+}
+
+async fn app_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve_asset(&format!("/app/{file}"), &headers)
+}
+
+async fn service_worker(headers: HeaderMap) -> Response {
+    serve_asset("/sw.js", &headers)
+}
+
+/// Routes open to everyone: the shell and the villager page.
+pub fn public_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(index))
+        .route("/app/{file}", get(app_file))
+        .route("/sw.js", get(service_worker))
+        .route("/v/{id}", get(villager_page))
+}
+
+/// Routes behind the login (the caller adds the guard).
+pub fn api_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/schema", get(form_schema))
+        .route("/api/v1/derive-tags", post(derive))
+        .route("/api/v1/households/{id}/edits", post(apply_edit))
+        .route(
+            "/api/v1/households/{id}/recommendations",
+            get(recommendations),
+        )
+        .route("/api/v1/households/{id}/qr.svg", get(qr_svg))
+        .route("/api/v1/coverage", get(coverage))
+}
+
+async fn form_schema() -> Response {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    Json(SCHEMA.get_or_init(schema::schema)).into_response()
+}
+
+async fn derive(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let mut body = json_body(&body)?;
+    let mut profile = body
+        .get_mut("profile")
+        .map(Value::take)
+        .unwrap_or(Value::Object(Default::default()));
+    state.records.default_village(&mut profile);
+    let profile = HouseholdProfile::from_json(&profile).map_err(|e| {
+        RecordError::Invalid(cunyun_protocol::fields::FieldErrors(prefixed("profile", e)))
+    })?;
+    let tags: Vec<Value> = derive_tags(&profile)
+        .into_iter()
+        .map(|(t, r)| json!({ "tag": t.id(), "name": t.zh_name(), "reason": r.message() }))
+        .collect();
+    Ok(Json(json!({ "derived_tags": tags })).into_response())
+}
+
+async fn apply_edit(
+    State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let edit: OfflineEdit = serde_json::from_value(json_body(&body)?).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("修改内容格式错误：{e}"),
+        )
+    })?;
+    let result = state
+        .records
+        .apply_household_edit(&cadre.name, &id, &edit)
+        .await;
+    Ok(Json(count_write(&state, "hh", "edit", result)?).into_response())
+}
+
+/// A generic JSON view of an Automerge object (maps, lists, text, scalars).
+fn am_to_json<R: ReadDoc>(doc: &R, obj: &ObjId, ty: ObjType) -> Value {
+    match ty {
+        ObjType::Text => Value::String(doc.text(obj).unwrap_or_default()),
+        ObjType::List => (0..doc.length(obj))
+            .map(|i| match doc.get(obj, i) {
+                Ok(Some((v, id))) => value_to_json(doc, v, id),
+                _ => Value::Null,
+            })
+            .collect(),
+        _ => doc
+            .keys(obj)
+            .map(|k| {
+                let v = match doc.get(obj, k.as_str()) {
+                    Ok(Some((v, id))) => value_to_json(doc, v, id),
+                    _ => Value::Null,
+                };
+                (k, v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
+fn value_to_json<R: ReadDoc>(doc: &R, v: automerge::Value<'_>, id: ObjId) -> Value {
+    match v {
+        automerge::Value::Object(t) => am_to_json(doc, &id, t),
+        automerge::Value::Scalar(s) => match s.as_ref() {
+            automerge::ScalarValue::Str(s) => json!(s.as_str()),
+            automerge::ScalarValue::Int(i) => json!(i),
+            automerge::ScalarValue::Uint(i) => json!(i),
+            automerge::ScalarValue::F64(f) => json!(f),
+            automerge::ScalarValue::Boolean(b) => json!(b),
+            _ => Value::Null,
+        },
+    }
+}
+
+/// Recommended content of a household: the `items` of its `rec` document (written by the hub:
+/// each `{"title", "kind": article|image|audio|video|pdf, "url", "summary"}`), or none.
+fn household_recommendations(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<Vec<Value>>, RecordError> {
+    let Some(hh) = state.records.find_household(id)? else {
+        return Ok(None);
+    };
+    let key = hh.with_kind(Kind::Rec);
+    let items = match state.records.store().load(&key)? {
+        Some(doc) => match doc.get(ROOT, "items") {
+            Ok(Some((automerge::Value::Object(ObjType::List), list))) => {
+                match am_to_json(&doc, &list, ObjType::List) {
+                    Value::Array(items) => items
+                        .into_iter()
+                        .filter(|i| i.get("title").is_some() && i.get("kind").is_some())
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    Ok(Some(items))
+}
+
+async fn recommendations(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id2 = id.clone();
+    let st = state.clone();
+    let items = tokio::task::spawn_blocking(move || household_recommendations(&st, &id2))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误",
+            )
+        })??
+        .ok_or_else(|| RecordError::NotFound(id.clone()))?;
+    Ok(Json(json!({ "household": id, "items": items })).into_response())
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The villager page: no login, no personal data — only the household's recommended content.
+async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let st = state.clone();
+    let id2 = id.clone();
+    let found = tokio::task::spawn_blocking(move || household_recommendations(&st, &id2)).await;
+    let (status, body) = match found {
+        Ok(Ok(Some(items))) if items.is_empty() => (
+            StatusCode::OK,
+            "<p class=empty>暂时还没有为您家推荐的内容。<br>省级平台接入后，这里会显示适合您家的科普文章、图片、音频和视频。</p>".to_string(),
+        ),
+        Ok(Ok(Some(items))) => (
+            StatusCode::OK,
+            items
+                .iter()
+                .map(|i| {
+                    let title = escape_html(i["title"].as_str().unwrap_or(""));
+                    let url = escape_html(i["url"].as_str().unwrap_or(""));
+                    let summary = escape_html(i["summary"].as_str().unwrap_or(""));
+                    let media = match i["kind"].as_str().unwrap_or("") {
+                        "image" => format!("<img src=\"{url}\" alt=\"{title}\">"),
+                        "audio" => format!("<audio controls preload=none src=\"{url}\"></audio>"),
+                        "video" => format!("<video controls preload=none src=\"{url}\"></video>"),
+                        _ => format!("<a class=open href=\"{url}\">打开阅读</a>"),
+                    };
+                    format!("<article><h2>{title}</h2><p>{summary}</p>{media}</article>")
+                })
+                .collect(),
+        ),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            "<p class=empty>没有找到这个链接对应的内容，请向村干部确认二维码。</p>".to_string(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<p class=empty>暂时无法显示，请稍后再试。</p>".to_string(),
+        ),
+    };
+    let page = format!(
+        r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>村云科普 · 为您推荐</title>
+<style>body{{font:18px/1.6 sans-serif;margin:0;padding:1rem;color:#222;background:#f6f7f4}}h1{{font-size:1.4rem;color:#1d6b3a}}
+article{{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem}}img,video{{max-width:100%}}audio{{width:100%}}
+.empty{{background:#fff;border-radius:12px;padding:1.2rem}}a.open{{display:inline-block;padding:.7rem 1.2rem;background:#1d6b3a;color:#fff;border-radius:8px;text-decoration:none}}</style>
+</head><body><h1>村云科普 · 为您家推荐</h1>{body}</body></html>"#
+    );
+    (status, Html(page)).into_response()
+}
+
+async fn qr_svg(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // Only for households that exist here.
+    let id2 = id.clone();
+    blocking(&state, move |r| r.get_household(&id2)).await?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let link = format!("http://{host}/v/{id}");
+    let code = qrcode::QrCode::new(link.as_bytes()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("二维码生成失败：{e}"),
+        )
+    })?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build();
+    Ok((
+        [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8")],
+        svg,
+    )
+        .into_response())
+}
+
+/// Overview counts. "Not yet synced upstream" counts the `hh`, `hp` and `need` documents updated
+/// after the last successful sync session with a county or hub peer (all of them when there has
+/// been none); it is an upper bound, since a document may have reached the county through
+/// another village node. "With recommendations" counts `rec` documents in scope.
+async fn coverage(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let last_upstream = state.sync.as_ref().and_then(|s| {
+        s.status()
+            .peers
+            .iter()
+            .filter(|p| matches!(p.role, Some(Role::County) | Some(Role::Hub)))
+            .filter_map(|p| p.last_sync_ms)
+            .max()
+    });
+    let sync_enabled = state.sync.is_some();
+    let v = blocking(&state, move |r| {
+        let o = r.overview()?;
+        let (mut recs, mut unsynced) = (0usize, 0usize);
+        for item in r.store().scan(&r.scope()) {
+            let (key, entry) = item?;
+            match key.kind() {
+                Kind::Rec => recs += 1,
+                Kind::Hh | Kind::Hp | Kind::Need
+                    if last_upstream.is_none_or(|t| entry.updated_at_ms > t) =>
+                {
+                    unsynced += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(json!({
+            "households": o.households,
+            "by_group": o.by_group,
+            "needs": o.needs,
+            "with_recommendations": recs,
+            "unsynced_upstream": unsynced,
+            "last_upstream_sync_ms": last_upstream,
+            "sync_enabled": sync_enabled,
+        }))
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}

@@ -1,0 +1,570 @@
+// 村云 cadre app: hash-routed single page, offline-first.
+// Every household edit goes through the outbox (IndexedDB) with the heads it was based on; the
+// outbox is sent whenever the node is reachable, and the node merges each edit at those heads.
+import * as db from './db.js';
+import { esc, householdForm, needForm, readForm, checkHousehold, showErrors } from './form.js';
+
+const $ = (s) => document.querySelector(s);
+const view = () => $('#view');
+let online = navigator.onLine;
+let flushing = null;
+
+class Offline extends Error {}
+
+/// Calls the node's API. Throws Offline when the node cannot be reached.
+async function api(path, opts = {}) {
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method: opts.method || 'GET',
+      credentials: 'same-origin',
+      headers: opts.body !== undefined ? { 'content-type': 'application/json' } : {},
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    });
+  } catch (e) {
+    setOnline(false);
+    throw new Offline('无法连接村节点');
+  }
+  setOnline(true);
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  if (resp.status === 401 && !path.endsWith('/login')) {
+    await db.kvPut('me', null);
+    if (!location.hash.startsWith('#/login')) location.hash = '#/login';
+  }
+  return { status: resp.status, body };
+}
+
+function setOnline(v) {
+  if (online !== v) {
+    online = v;
+    if (v) flush();
+  }
+  updateNet();
+}
+
+async function updateNet() {
+  const pending = (await db.all('outbox')).length;
+  const el = $('#net');
+  el.textContent = online ? (pending ? `在线 · 待上传${pending}` : '在线') : `离线${pending ? ` · 待上传${pending}` : ''}`;
+  el.className = online ? 'net' : 'net off';
+  const b = $('#banner');
+  const notice = await db.kvGet('notice');
+  if (!online) {
+    b.hidden = false; b.className = 'banner';
+    b.textContent = '离线模式：修改保存在本机，联网后自动上传。';
+  } else if (notice) {
+    b.hidden = false; b.className = 'banner conflict';
+    b.innerHTML = `${esc(notice)} <a href="#/sync">查看</a>`;
+  } else b.hidden = true;
+}
+
+function toast(msg) {
+  const t = $('#toast');
+  t.textContent = msg; t.hidden = false;
+  toast.at = Date.now();
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 3500);
+}
+
+const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`);
+
+// ---------- cached data ----------
+
+async function cached(key, path) {
+  try {
+    const r = await api(path);
+    if (r.status === 200) { await db.kvPut(key, r.body); await db.kvPut(`${key}@`, Date.now()); return r.body; }
+  } catch (e) { if (!(e instanceof Offline)) throw e; }
+  return db.kvGet(key);
+}
+const schema = () => cached('schema', '/api/v1/schema');
+const taxonomy = () => cached('taxonomy', '/api/v1/taxonomy');
+
+/// A household record: fresh from the node when reachable (and kept), else the kept copy with
+/// queued edits applied.
+async function loadHousehold(id) {
+  let rec = null;
+  if (!id.startsWith('local-')) {
+    try {
+      const r = await api(`/api/v1/households/${encodeURIComponent(id)}`);
+      if (r.status === 200) {
+        rec = r.body;
+        const pending = (await db.all('outbox')).filter(e => e.household_id === id);
+        const keep = await db.get('records', id);
+        if (pending.length && keep) return keep;
+        await db.put('records', { id, rec, local: null });
+        return { id, rec, local: null };
+      }
+      if (r.status === 404) return null;
+    } catch (e) { if (!(e instanceof Offline)) throw e; }
+  }
+  return db.get('records', id);
+}
+
+function mergePatch(target, patch) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out = (target && typeof target === 'object' && !Array.isArray(target)) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]; else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/// RFC 7396 patch turning `a` into `b`.
+function diff(a, b) {
+  const p = {};
+  for (const k of new Set([...Object.keys(a || {}), ...Object.keys(b || {})])) {
+    const x = a?.[k], y = b?.[k];
+    if (JSON.stringify(x) === JSON.stringify(y)) continue;
+    if (y === undefined || y === null) { if (x !== undefined && x !== null) p[k] = null; continue; }
+    if (x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(y)) p[k] = diff(x, y);
+    else p[k] = y;
+  }
+  return p;
+}
+
+// ---------- outbox ----------
+
+/// Queues an edit of household `id` (already validated locally) and tries to send it.
+async function queueEdit(id, base, before, after) {
+  const patch = { profile: diff(before.profile, after.profile), private: diff(before.private, after.private) };
+  const entries = await db.all('outbox');
+  const prev = entries.find(e => e.household_id === id && e.status !== 'failed');
+  if (prev && prev.kind === 'create') {
+    prev.body = { profile: mergePatch(prev.body.profile, patch.profile), private: mergePatch(prev.body.private, patch.private) };
+    await db.put('outbox', prev);
+  } else if (prev) {
+    // Same base: fold into the queued edit (the later value wins), under a new id.
+    await db.del('outbox', prev.edit_id);
+    await db.put('outbox', { ...prev, edit_id: newId(), created_ms: prev.created_ms,
+      patch: { profile: mergePatch(prev.patch.profile, patch.profile), private: mergePatch(prev.patch.private, patch.private) } });
+  } else {
+    await db.put('outbox', { edit_id: newId(), kind: 'edit', household_id: id, base, patch, created_ms: Date.now(), status: 'pending' });
+  }
+}
+
+/// Sends the queued edits in order. Stops at the first one the node cannot be reached for.
+function flush() {
+  if (!flushing) flushing = doFlush().finally(() => { flushing = null; updateNet(); });
+  return flushing;
+}
+
+async function doFlush() {
+  const entries = (await db.all('outbox')).filter(e => e.status !== 'failed').sort((a, b) => a.created_ms - b.created_ms);
+  const results = [];
+  for (const e of entries) {
+    let r;
+    try {
+      r = e.kind === 'create'
+        ? await api('/api/v1/households', { method: 'POST', body: e.body })
+        : await api(`/api/v1/households/${encodeURIComponent(e.household_id)}/edits`, { method: 'POST', body: { edit_id: e.edit_id, base: e.base, patch: e.patch } });
+    } catch (err) {
+      if (err instanceof Offline) break;
+      throw err;
+    }
+    if (r.status === 401) break;
+    if (r.status === 200 || r.status === 201) {
+      const rec = e.kind === 'create' ? r.body : r.body.record;
+      await db.put('records', { id: rec.id, rec, local: null });
+      if (e.kind === 'create') await db.del('records', e.household_id);
+      await db.del('outbox', e.edit_id);
+      const conflicts = e.kind === 'create' ? [] : r.body.conflicts;
+      if (conflicts.length) {
+        const names = conflicts.map(c => fieldLabel(c.field)).join('、');
+        const msg = `户 ${rec.private.head_name || rec.id} 的“${names}”在另一处也被修改，已自动合并，保留了${conflicts.map(c => JSON.stringify(c.kept)).join('、')}。请核对。`;
+        const log = (await db.kvGet('conflicts')) || [];
+        log.unshift({ at: Date.now(), id: rec.id, msg, fields: conflicts });
+        await db.kvPut('conflicts', log.slice(0, 50));
+        await db.kvPut('notice', msg);
+      }
+      results.push({ entry: e, ok: true, rec, conflicts });
+    } else {
+      // Refused (invalid, unknown base, gone): keep it, marked, for the cadre to fix or drop.
+      e.status = 'failed';
+      e.error = r.body?.message || `错误 ${r.status}`;
+      e.fields = r.body?.fields || [];
+      await db.put('outbox', e);
+      results.push({ entry: e, ok: false, body: r.body, status: r.status });
+    }
+  }
+  return results;
+}
+
+let labels = null;
+function fieldLabel(path) {
+  const [part, key] = path.split('.');
+  return labels?.[`${part}.${key}`] || path;
+}
+async function loadLabels() {
+  const s = await schema();
+  if (!s) return;
+  labels = {};
+  for (const sec of s.household) for (const f of sec.fields) labels[`${sec.part}.${f.key}`] = f.label;
+}
+
+// ---------- views ----------
+
+const routes = [];
+const route = (re, fn) => routes.push([re, fn]);
+
+// Renders never overlap: a hash change during a render renders again once it is done, so a
+// slow view cannot overwrite a newer one.
+let rendering = null, again = false, forced = false, rendered = null;
+function render(force = false) {
+  forced = forced || force;
+  if (rendering) { again = true; return rendering; }
+  rendering = (async () => {
+    do {
+      again = false;
+      const h = location.hash || '#/';
+      // A hash change to the page already shown (e.g. after a redirect) does not rebuild it.
+      if (forced || h !== rendered) { forced = false; rendered = await renderOnce(); }
+    } while (again);
+  })().finally(() => { rendering = null; });
+  return rendering;
+}
+
+let lastHash = null;
+async function renderOnce() {
+  const hash = location.hash || '#/';
+  if (hash !== lastHash) {
+    window.scrollTo(0, 0);
+    lastHash = hash;
+    // A toast belongs to the page it was shown on (or the one a save just moved to).
+    if (Date.now() - (toast.at || 0) > 800) $('#toast').hidden = true;
+  }
+  const me = await db.kvGet('me');
+  $('#tabs').hidden = !me;
+  if (!me && !hash.startsWith('#/login')) { location.hash = '#/login'; return null; }
+  const tab = hash.split('/')[1]?.split('?')[0] || 'home';
+  document.querySelectorAll('#tabs a').forEach(a => a.classList.toggle('on', (a.dataset.tab === (tab === '' ? 'home' : tab)) || (tab === 'h' && a.dataset.tab === 'households')));
+  for (const [re, fn] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      try { await fn(...m.slice(1)); } catch (e) { view().innerHTML = `<div class="card">出错了：${esc(e.message)}</div>`; }
+      updateNet();
+      return hash;
+    }
+  }
+  view().innerHTML = '<div class="card">没有这个页面。<a href="#/">返回首页</a></div>';
+  return hash;
+}
+
+route(/^#\/login$/, async () => {
+  view().innerHTML = `<h1>村干部登录</h1><form id="login" class="card">
+    <label class="f"><span>用户名</span><input name="name" autocomplete="username" autocapitalize="off" required></label>
+    <label class="f"><span>密码</span><input name="password" type="password" autocomplete="current-password" required></label>
+    <p class="err" id="login-err" hidden></p>
+    <button class="wide" type="submit">登录</button></form>
+    <p class="muted pad">没有账户或忘记密码，请联系村节点管理员。</p>`;
+  $('#login').onsubmit = async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const err = $('#login-err');
+    try {
+      const r = await api('/api/v1/login', { method: 'POST', body: { name: f.name.value.trim(), password: f.password.value } });
+      if (r.status === 200) {
+        await db.kvPut('me', r.body.cadre);
+        location.hash = '#/';
+        // Keep what the forms need for working offline later.
+        loadLabels().then(taxonomy).catch(() => {});
+        flush();
+      } else { err.hidden = false; err.textContent = r.body?.message || '登录失败'; }
+    } catch (e) { err.hidden = false; err.textContent = '无法连接村节点，请靠近村委会Wi-Fi后重试。'; }
+  };
+});
+
+route(/^#\/$/, async () => {
+  const me = await db.kvGet('me');
+  const c = await cached('coverage', '/api/v1/coverage');
+  const pending = (await db.all('outbox')).length;
+  if (!c) { view().innerHTML = '<div class="card">离线，且本机还没有概况数据。</div>'; return; }
+  const cover = c.households ? Math.round(100 * c.with_recommendations / c.households) : 0;
+  const at = await db.kvGet('coverage@');
+  view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
+    ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
+    <div class="stats">
+      <div class="stat"><b>${c.households}</b><span>已登记农户</span></div>
+      <div class="stat"><b>${cover}%</b><span>已有推荐内容（${c.with_recommendations}户）</span></div>
+      <div class="stat"><b>${c.unsynced_upstream}</b><span>尚未同步到县里的记录</span></div>
+      <div class="stat"><b>${pending}</b><span>本机待上传的修改</span></div>
+    </div>
+    <div class="card"><h2>各小组登记户数</h2><table>${Object.entries(c.by_group).map(([g, n]) =>
+      `<tr><td><a href="#/households?group=${g}">第${g}小组</a></td><td>${n} 户</td></tr>`).join('') || '<tr><td>还没有登记农户</td></tr>'}</table></div>
+    <div class="card"><p>本地科技需求 <b>${c.needs}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
+    <div class="actions noprint"><a class="btn" href="#/new">登记新农户</a><button class="secondary" id="logout">退出登录</button></div>`;
+  $('#logout').onclick = async () => {
+    const queued = (await db.all('outbox')).length;
+    if (queued && !confirm(`还有${queued}条修改未上传。退出后它们仍保存在本机，下次登录后上传。确定退出？`)) return;
+    try { await api('/api/v1/logout', { method: 'POST' }); } catch (e) { /* offline: forget locally */ }
+    // Personal data leaves the phone with the cadre; queued edits stay until sent.
+    const keep = new Set((await db.all('outbox')).map(e => e.household_id));
+    for (const r of await db.all('records')) if (!keep.has(r.id)) await db.del('records', r.id);
+    for (const k of ['me', 'list', 'needs', 'coverage', 'conflicts', 'notice']) await db.kvPut(k, null);
+    location.hash = '#/login';
+  };
+});
+
+/// Household rows: the node's list when reachable (kept for offline), plus local changes.
+async function householdRows() {
+  let items = await cached('list', '/api/v1/households').then(l => l?.items || []);
+  const recs = await db.all('records');
+  const pending = new Set((await db.all('outbox')).map(e => e.household_id));
+  const byId = new Map(items.map(h => [h.id, h]));
+  for (const r of recs) {
+    if (!pending.has(r.id)) continue;
+    const v = r.local || r.rec;
+    const row = { id: r.id, group: v.profile.group, head_name: v.private.head_name, roster_no: v.private.roster_no,
+      residents: v.profile.residents, tags: byId.get(r.id)?.tags || [], pending: true };
+    byId.set(r.id, row);
+  }
+  return [...byId.values()];
+}
+
+function listHtml(items) {
+  return items.map(h => `<li><a href="#/h/${esc(h.id)}"><span><span class="n">${esc(h.head_name || '（未填姓名）')}</span><br><span class="s">第${h.group}小组 · ${esc(h.roster_no || '无编号')} · ${h.residents}人</span></span>${h.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('');
+}
+
+let lastItems = [];
+/// Renders the list into the page and returns how long it took (ms), layout included.
+function renderList(items) {
+  const t0 = performance.now();
+  const ul = $('#hlist');
+  ul.innerHTML = listHtml(items);
+  void ul.offsetHeight;
+  const ms = performance.now() - t0;
+  $('#hcount').textContent = `共 ${items.length} 户`;
+  return ms;
+}
+window.cunyun = {
+  renderListMs: () => renderList(lastItems),
+  flush: () => flush().then(r => r.map(x => ({ ok: x.ok, conflicts: x.conflicts || [] }))),
+  pending: async () => (await db.all('outbox')).length,
+  conflicts: async () => (await db.kvGet('conflicts')) || [],
+};
+
+route(/^#\/households(?:\?(.*))?$/, async (qs) => {
+  const params = new URLSearchParams(qs || '');
+  const tax = await taxonomy();
+  const all = await householdRows();
+  const groups = [...new Set(all.map(h => h.group))].sort((a, b) => a - b);
+  const tagNames = {};
+  (tax?.groups || []).forEach(g => g.tags.forEach(t => { tagNames[t.id] = t.plain || t.name; }));
+  const usedTags = [...new Set(all.flatMap(h => h.tags))].sort();
+  view().innerHTML = `<h1>农户</h1><div class="search">
+    <input id="q" type="search" placeholder="搜索户主姓名或花名册编号" value="${esc(params.get('q') || '')}">
+    <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${g}" ${params.get('group') === String(g) ? 'selected' : ''}>第${g}小组</option>`).join('')}</select>
+    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${t}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
+    <p class="muted" id="hcount"></p></div><ul class="list" id="hlist"></ul>`;
+  const apply = () => {
+    const q = $('#q').value.trim(), g = $('#g').value, t = $('#t').value;
+    lastItems = all.filter(h => (!q || (h.head_name || '').includes(q) || (h.roster_no || '').includes(q))
+      && (!g || String(h.group) === g) && (!t || h.tags.includes(t)));
+    window.cunyun.lastRenderMs = renderList(lastItems);
+  };
+  let timer;
+  $('#q').oninput = () => { clearTimeout(timer); timer = setTimeout(apply, 150); };
+  $('#g').onchange = apply; $('#t').onchange = apply;
+  apply();
+});
+
+/// Derived tags with their reasons, grouped by reason so the long "every household" list takes
+/// one line on a small screen.
+function tagsHtml(tags) {
+  if (!tags.length) return '<p class="muted">暂无。</p>';
+  const byReason = new Map();
+  for (const t of tags) byReason.set(t.reason, [...(byReason.get(t.reason) || []), t.name]);
+  const rows = [...byReason.entries()].sort((a, b) => a[1].length - b[1].length);
+  return `<ul class="tags">${rows.map(([reason, names]) => `<li><b>${esc(reason)}：</b>${names.map(n => `<span class="tag">${esc(n)}</span>`).join('')}</li>`).join('')}</ul>`;
+}
+
+function contentHtml(item) {
+  const url = esc(item.url || '');
+  switch (item.kind) {
+    case 'image': return `<img src="${url}" alt="${esc(item.title)}">`;
+    case 'audio': return `<audio controls preload="none" src="${url}"></audio>`;
+    case 'video': return `<video controls preload="none" src="${url}"></video>`;
+    case 'pdf': return `<iframe src="${url}" title="${esc(item.title)}"></iframe><a href="${url}">打开PDF</a>`;
+    default: return `<a class="btn secondary" href="${url}">阅读全文</a>`;
+  }
+}
+
+route(/^#\/h\/([^/?]+)$/, async (id) => {
+  const r = await loadHousehold(id);
+  if (!r) { view().innerHTML = '<div class="card">没有找到这户。可能尚未保存到本机，请联网后再打开。</div>'; return; }
+  const v = r.local || r.rec;
+  const pending = (await db.all('outbox')).filter(e => e.household_id === id);
+  const failed = pending.filter(e => e.status === 'failed');
+  const conflicts = ((await db.kvGet('conflicts')) || []).filter(c => c.id === id).slice(0, 3);
+  let recs = null;
+  if (!id.startsWith('local-')) {
+    try {
+      const rr = await api(`/api/v1/households/${encodeURIComponent(id)}/recommendations`);
+      if (rr.status === 200) recs = rr.body.items;
+    } catch (e) { if (!(e instanceof Offline)) throw e; }
+  }
+  view().innerHTML = `<h1>${esc(v.private.head_name || '（未填姓名）')}</h1>
+    ${pending.length ? `<div class="card pending">${failed.length ? `上传被拒：${esc(failed[0].error)}（请重新修改）` : '有修改待上传，联网后自动上传。'}</div>` : ''}
+    ${conflicts.map(c => `<div class="card banner conflict">${esc(c.msg)}</div>`).join('')}
+    <div class="card"><p>第${v.profile.group}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${v.profile.residents}人（外出务工${v.profile.working_away}人）</p>
+    <p>电话：${esc(v.private.phone || '未填')}</p>
+    <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a>`}</div></div>
+    <div class="card"><h2>需求标签及原因</h2>${tagsHtml(r.rec?.derived_tags || [])}${r.local ? '<p class="muted">（按上传前的内容；上传后更新）</p>' : ''}</div>
+    <div class="card"><h2>推荐内容</h2>${recs === null ? '<p class="muted">离线时无法查看推荐内容。</p>' : recs.length ? recs.map(i => `<div class="content"><h3>${esc(i.title)}</h3><p>${esc(i.summary || '')}</p>${contentHtml(i)}</div>`).join('') : '<p class="muted">暂无推荐内容。省级平台接入后，这里会显示适合这户的科普文章、图片、音频、视频和PDF。</p>'}</div>`;
+});
+
+async function householdEditor(id) {
+  const [s, tax] = [await schema(), await taxonomy()];
+  if (!s) { view().innerHTML = '<div class="card">离线，且本机还没有表单数据，请先联网打开一次。</div>'; return; }
+  let r = id ? await loadHousehold(id) : null;
+  if (id && !r) { view().innerHTML = '<div class="card">没有找到这户。</div>'; return; }
+  const start = r ? (r.local || r.rec) : { profile: { group: '', residents: '' }, private: {} };
+  const fieldsByPart = { profile: [], private: [] };
+  s.household.forEach(sec => fieldsByPart[sec.part].push(...sec.fields));
+  view().innerHTML = `<h1>${id ? '修改农户信息' : '登记新农户'}</h1><form id="hform" novalidate>${householdForm(s, tax, start)}
+    <div class="card"><h2>根据回答得出的需求标签</h2><div id="derived">${tagsHtml(r?.rec?.derived_tags || [])}</div></div>
+    <p class="err" id="form-err" hidden></p>
+    <button class="wide" type="submit">保存</button><a class="btn secondary wide" href="${id ? `#/h/${esc(id)}` : '#/households'}">取消</a></form>`;
+  const form = $('#hform');
+  const current = () => {
+    const v = readForm(form, fieldsByPart);
+    if (start.profile.village) v.profile.village = start.profile.village;
+    return v;
+  };
+  let dt;
+  form.oninput = () => {
+    clearTimeout(dt);
+    dt = setTimeout(async () => {
+      const v = current();
+      if (checkHousehold(s, v).length) return;
+      try {
+        const d = await api('/api/v1/derive-tags', { method: 'POST', body: { profile: v.profile } });
+        if (d.status === 200) $('#derived').innerHTML = tagsHtml(d.body.derived_tags);
+      } catch (e) { $('#derived').innerHTML = '<p class="muted">离线：联网后显示由回答得出的标签。</p>'; }
+    }, 400);
+  };
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const v = current();
+    const errs = checkHousehold(s, v);
+    const ferr = $('#form-err');
+    ferr.hidden = true;
+    if (errs.length) { showErrors(form, errs); return; }
+    form.querySelector('button[type=submit]').disabled = true;
+    try {
+      if (!id) {
+        let res = null;
+        try { res = await api('/api/v1/households', { method: 'POST', body: v }); } catch (e) { if (!(e instanceof Offline)) throw e; }
+        if (res && res.status === 201) {
+          await db.put('records', { id: res.body.id, rec: res.body, local: null });
+          toast('已保存'); location.hash = `#/h/${res.body.id}`; return;
+        }
+        if (res && res.status === 422) { const rest = showErrors(form, res.body.fields); if (rest.length) { ferr.hidden = false; ferr.textContent = rest.join('；'); } return; }
+        if (res) { ferr.hidden = false; ferr.textContent = res.body?.message || `保存失败（${res.status}）`; return; }
+        const lid = `local-${newId()}`;
+        await db.put('outbox', { edit_id: newId(), kind: 'create', household_id: lid, body: v, created_ms: Date.now(), status: 'pending' });
+        await db.put('records', { id: lid, rec: null, local: v });
+        toast('离线：已保存在本机，联网后上传'); location.hash = `#/h/${lid}`; return;
+      }
+      await queueEdit(id, { profile: r.rec?.heads || [], private: r.rec?.private_heads || [] }, start, v);
+      await db.put('records', { id, rec: r.rec, local: v });
+      const results = await flush();
+      const mine = results.find(x => x.entry.household_id === id);
+      if (mine && !mine.ok) {
+        // Refused at once: show why next to the fields and let the cadre fix it.
+        await db.del('outbox', mine.entry.edit_id);
+        await db.put('records', { id, rec: r.rec, local: null });
+        const rest = showErrors(form, mine.body?.fields || []);
+        if (rest.length || !(mine.body?.fields || []).length) { ferr.hidden = false; ferr.textContent = [mine.body?.message, ...rest].filter(Boolean).join('；'); }
+        return;
+      }
+      toast(mine?.ok ? (mine.conflicts.length ? '已保存；有冲突已自动合并，请核对' : '已保存') : '离线：已保存在本机，联网后上传');
+      location.hash = `#/h/${id}`;
+    } finally {
+      const b = form.querySelector('button[type=submit]');
+      if (b) b.disabled = false;
+    }
+  };
+}
+
+route(/^#\/new$/, () => householdEditor(null));
+route(/^#\/h\/([^/?]+)\/edit$/, (id) => householdEditor(id));
+
+route(/^#\/print\/([^/?]+)$/, async (id) => {
+  const link = `${location.origin}/v/${id}`;
+  view().innerHTML = `<div class="card qr"><h1>扫码查看为您家推荐的科普内容</h1>
+    <img src="/api/v1/households/${encodeURIComponent(id)}/qr.svg" alt="二维码">
+    <p>${esc(link)}</p><p class="muted">连接村委会Wi-Fi后扫码。页面不含任何个人信息。</p></div>
+    <div class="actions noprint"><button id="print">打印</button><a class="btn secondary" href="#/h/${esc(id)}">返回</a></div>`;
+  $('#print').onclick = () => window.print();
+});
+
+route(/^#\/needs$/, async () => {
+  const list = await cached('needs', '/api/v1/needs');
+  const s = await schema();
+  const statusName = Object.fromEntries((s?.need.find(f => f.key === 'status')?.options || []).map(o => [o.id, o.name]));
+  view().innerHTML = `<h1>本地科技需求</h1><a class="btn wide" href="#/needs/new">新建需求</a>
+    <ul class="list">${(list?.items || []).map(n => `<li><a href="#/needs/${esc(n.key.split('/').pop())}"><span><span class="n">${esc(n.need.title)}</span><br><span class="s">${esc(n.need.updated || '')}</span></span><span class="tag">${esc(statusName[n.need.status] || n.need.status)}</span></a></li>`).join('') || '<li class="muted pad">还没有需求。</li>'}</ul>`;
+});
+
+route(/^#\/needs\/([^/?]+)$/, async (nid) => {
+  const [s, tax] = [await schema(), await taxonomy()];
+  if (!s) { view().innerHTML = '<div class="card">离线，且本机还没有表单数据。</div>'; return; }
+  let need = { requester: 'village_collective', status: 'open', tags: [] };
+  let heads = null;
+  if (nid !== 'new') {
+    try {
+      const r = await api(`/api/v1/needs/${encodeURIComponent(nid)}`);
+      if (r.status !== 200) { view().innerHTML = `<div class="card">${esc(r.body?.message || '没有找到')}</div>`; return; }
+      need = r.body.need; heads = r.body.heads;
+    } catch (e) {
+      const list = await db.kvGet('needs');
+      const n = list?.items.find(x => x.key.endsWith(`/${nid}`));
+      if (!n) { view().innerHTML = '<div class="card">离线，且本机没有这条需求。</div>'; return; }
+      need = n.need;
+    }
+  }
+  view().innerHTML = `<h1>${nid === 'new' ? '新建需求' : '需求详情'}</h1><form id="nform" novalidate>${needForm(s, tax, need, s.need_transitions)}
+    <p class="err" id="form-err" hidden></p><button class="wide" type="submit">保存</button><a class="btn secondary wide" href="#/needs">返回</a></form>`;
+  const form = $('#nform');
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const v = readForm(form, { need: s.need }).need;
+    if (need.area) v.area = need.area;
+    const ferr = $('#form-err');
+    try {
+      const r = nid === 'new' ? await api('/api/v1/needs', { method: 'POST', body: v })
+        : await api(`/api/v1/needs/${encodeURIComponent(nid)}`, { method: 'PUT', body: v });
+      if (r.status === 200 || r.status === 201) { toast('已保存'); location.hash = '#/needs'; return; }
+      const rest = showErrors(form, r.body?.fields || []);
+      ferr.hidden = false; ferr.textContent = [r.body?.message, ...rest].filter(Boolean).join('；');
+    } catch (e) { ferr.hidden = false; ferr.textContent = '离线时无法保存需求，请联网后重试。'; }
+  };
+  void heads;
+});
+
+route(/^#\/sync$/, async () => {
+  let s = null;
+  try { const r = await api('/api/v1/sync'); if (r.status === 200) s = r.body; } catch (e) { /* offline */ }
+  const out = await db.all('outbox');
+  const log = (await db.kvGet('conflicts')) || [];
+  await db.kvPut('notice', null);
+  const peers = s?.status?.peers || [];
+  view().innerHTML = `<h1>同步状态</h1>
+    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${e.kind === 'create' ? '新登记' : '修改'} ${esc(e.household_id)} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
+    <button class="wide" id="now">立即上传</button></div>
+    <div class="card"><h2>已自动解决的冲突</h2>${log.length ? `<ul>${log.map(c => `<li>${new Date(c.at).toLocaleString('zh-CN')}：${esc(c.msg)}</li>`).join('')}</ul>` : '<p class="muted">没有。</p>'}</div>
+    <div class="card"><h2>村节点与其他节点</h2>${!s ? '<p class="muted">离线：无法读取节点的同步状态。</p>' : !s.enabled ? `<p class="muted">${esc(s.message)}</p>` :
+      peers.length ? `<table>${peers.map(p => `<tr><td>${esc(p.node_id.slice(0, 8))} ${esc(p.role || '')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
+  $('#now').onclick = async () => { await flush(); render(true); };
+  view().querySelectorAll('[data-drop]').forEach(b => { b.onclick = async () => { await db.del('outbox', b.dataset.drop); render(true); }; });
+});
+
+window.addEventListener('hashchange', () => render());
+window.addEventListener('online', () => flush());
+window.addEventListener('offline', () => setOnline(false));
+setInterval(() => { flush(); }, 20000);
+if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js').catch(() => {});
+loadLabels().catch(() => {});
+render().then(() => flush());

@@ -1,7 +1,7 @@
 //! The `/automerge` route over a real WebSocket on loopback, from Rust (no npm needed): a bearer
-//! token in the URL makes the connection a cadre's, and the same token from a page of another
-//! origin (a cross-site WebSocket, which a browser would send with the cadre's cookies) counts for
-//! nothing.
+//! token in the URL or the web app's session cookie makes the connection a cadre's, and the same
+//! credentials from a page of another origin (a cross-site WebSocket, which a browser would send
+//! with the cadre's cookies) count for nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -24,9 +24,22 @@ const TOKEN: &str = "ws-test-token";
 
 /// Joins, requests `doc`, and returns the node's answer to the request.
 async fn ask(url: &str, origin: Option<&str>, doc: &DocumentId) -> Message {
+    ask_with(url, origin, None, doc).await
+}
+
+/// [`ask`] with a `Cookie` header.
+async fn ask_with(
+    url: &str,
+    origin: Option<&str>,
+    cookie: Option<&str>,
+    doc: &DocumentId,
+) -> Message {
     let mut req = url.into_client_request().unwrap();
     if let Some(o) = origin {
         req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    if let Some(c) = cookie {
+        req.headers_mut().insert("cookie", c.parse().unwrap());
     }
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -83,6 +96,9 @@ async fn tokens_count_only_from_the_same_origin() {
     config.data_dir = data.path().to_path_buf();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scope = AreaScope::parse(VILLAGE).unwrap();
+    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    accounts.add("zhouwu", VILLAGE, "村干部的密码2026").unwrap();
+    drop(accounts);
     let store = server::open_store(&config).unwrap();
     let tokens = StaticTokens(vec![(
         TOKEN.into(),
@@ -122,8 +138,31 @@ async fn tokens_count_only_from_the_same_origin() {
         matches!(answer, Message::DocUnavailable { .. }),
         "{answer:?}"
     );
-    // No token at all: anonymous.
+    // A cadre logged in through the web app: the session cookie makes the connection theirs.
+    let login = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/login", node.addr))
+        .json(&serde_json::json!({"name": "zhouwu", "password": "村干部的密码2026"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
     let anon = format!("ws://{}/automerge", node.addr);
+    let answer = ask_with(&anon, None, Some(&cookie), &doc).await;
+    assert!(matches!(answer, Message::Sync { .. }), "{answer:?}");
+    // The same cookie from another site's page counts for nothing.
+    let answer = ask_with(&anon, Some("http://evil.example"), Some(&cookie), &doc).await;
+    assert!(
+        matches!(answer, Message::DocUnavailable { .. }),
+        "{answer:?}"
+    );
+    // No token at all: anonymous.
     let answer = ask(&anon, None, &doc).await;
     assert!(
         matches!(answer, Message::DocUnavailable { .. }),

@@ -45,10 +45,21 @@ pub async fn handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let principal = if same_origin_or_none(&headers) {
-        state.automerge_repo.principal(&Credentials {
+        let credentials = Credentials {
             headers: &headers,
             query_token: query.token.as_deref(),
-        })
+        };
+        // A logged-in cadre's session cookie (the web app's login), else the endpoint's resolver.
+        match credentials
+            .cookie(crate::accounts::COOKIE)
+            .and_then(|token| state.accounts.session(token))
+        {
+            Some(cadre) => Principal::Cadre {
+                account: cadre.name,
+                village: cadre.village,
+            },
+            None => state.automerge_repo.principal(&credentials),
+        }
     } else {
         tracing::warn!(
             origin = ?headers.get(header::ORIGIN),

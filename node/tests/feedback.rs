@@ -173,7 +173,38 @@ async fn recommendations_villager_page_and_feedback() {
         assert!(!page.contains(private), "{private} leaked");
     }
 
-    // Opening and rating: views count, helpful once; items outside the rec are refused.
+    // A file completing on the node marks its item delivered for the households recommended
+    // that rendition, once.
+    let day = Date::parse("2026-04-16").expect("day");
+    let records = &node.state.records;
+    assert_eq!(
+        records
+            .record_delivered_everywhere("citrus-3", "main", day)
+            .await
+            .expect("d"),
+        0
+    );
+    assert_eq!(
+        records
+            .record_delivered_everywhere("citrus-3", "480p", day)
+            .await
+            .expect("d"),
+        1
+    );
+    assert_eq!(
+        records
+            .record_delivered_everywhere("citrus-3", "480p", day)
+            .await
+            .expect("d"),
+        0
+    );
+    assert_eq!(
+        read_fb(&node, &id).expect("fb").0.items["citrus-3"].delivered_on(),
+        Some(day)
+    );
+
+    // Opening and rating: views count (an open counts as delivered), helpful once; items
+    // outside the rec are refused.
     for _ in 0..2 {
         let (status, r) = send(anon.post(format!("{url}/v/{id}/items/asf-10/view"))).await;
         assert_eq!((status, &r["recorded"]), (200, &json!(true)));
@@ -198,6 +229,15 @@ async fn recommendations_villager_page_and_feedback() {
     assert_eq!(fb.items["asf-10"].view_count(), 2);
     assert!(fb.items["asf-10"].is_helpful());
     assert_eq!(fb.items["citrus-3"].view_count(), 1);
+    assert_eq!(
+        fb.items["citrus-3"].delivered_on(),
+        Some(day),
+        "first delivery kept"
+    );
+    assert!(
+        fb.items["asf-10"].delivered_on().is_some(),
+        "opened, so delivered"
+    );
     assert!(!fb.items["citrus-3"].is_helpful());
     assert!(!fb.items.contains_key("other"));
     let text = json.to_string();

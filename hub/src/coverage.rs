@@ -5,8 +5,11 @@
 //! Figures come from the matcher's per-household state ([`Matcher::coverage`]): a household is
 //! *recorded* when its `hh` document reached the hub, *with recommendations* when at least one item
 //! was recommended to it, and *demand* for a tag counts the households that have the tag (stated or
-//! derived; the default tags every household gets are left out). Delivery, views and "helpful" taps need the `fb` documents, which are not defined
-//! yet; they are not reported rather than reported as zero.
+//! derived; the default tags every household gets are left out). From the households' `fb`
+//! documents ([`cunyun_protocol::feedback`], written by village nodes, fed in with
+//! [`Coverage::add_feedback`]): a household is *reached* when the file of at least one of its
+//! items was delivered on its village node, *viewed* when one was opened, *helped* when one was
+//! rated 「有帮助」.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +32,12 @@ pub struct VillageCounts {
     pub items: u64,
     /// Households per tag (by tag index).
     pub demand: Vec<u64>,
+    /// Households reached: at least one item delivered.
+    pub reached: u64,
+    /// Households that opened at least one item.
+    pub viewed: u64,
+    /// Households that rated at least one item helpful.
+    pub helped: u64,
 }
 
 impl Default for VillageCounts {
@@ -38,6 +47,9 @@ impl Default for VillageCounts {
             with_rec: 0,
             items: 0,
             demand: vec![0; TAG_COUNT],
+            reached: 0,
+            viewed: 0,
+            helped: 0,
         }
     }
 }
@@ -64,6 +76,34 @@ pub struct CoverageRow {
     pub items: u64,
     /// The most wanted tags, most households first: (tag id, households).
     pub top_demand: Vec<(String, u64)>,
+    /// Households reached (an item delivered).
+    pub reached: u64,
+    /// Households that opened an item.
+    pub viewed: u64,
+    /// Households that rated an item helpful.
+    pub helped: u64,
+}
+
+/// What one household's `fb` document says, for coverage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackSummary {
+    /// An item was delivered.
+    pub reached: bool,
+    /// An item was opened.
+    pub viewed: bool,
+    /// An item was rated helpful.
+    pub helped: bool,
+}
+
+impl FeedbackSummary {
+    /// The summary of a feedback document.
+    pub fn of(fb: &cunyun_protocol::feedback::Feedback) -> FeedbackSummary {
+        FeedbackSummary {
+            reached: fb.reached(),
+            viewed: fb.viewed(),
+            helped: fb.helped(),
+        }
+    }
 }
 
 impl Matcher {
@@ -90,6 +130,14 @@ impl Matcher {
 pub const TOP_DEMAND: usize = 5;
 
 impl Coverage {
+    /// Adds the feedback of one household of `village`.
+    pub fn add_feedback(&mut self, village: AreaCode, fb: FeedbackSummary) {
+        let v = self.villages.entry(village).or_default();
+        v.reached += u64::from(fb.reached);
+        v.viewed += u64::from(fb.viewed);
+        v.helped += u64::from(fb.helped);
+    }
+
     /// Rows for every area of `level`, by area code.
     pub fn rows(&self, level: Level) -> Vec<CoverageRow> {
         let len = level.prefix_len();
@@ -100,6 +148,9 @@ impl Coverage {
             a.households += counts.households;
             a.with_rec += counts.with_rec;
             a.items += counts.items;
+            a.reached += counts.reached;
+            a.viewed += counts.viewed;
+            a.helped += counts.helped;
             for (x, y) in a.demand.iter_mut().zip(&counts.demand) {
                 *x += y;
             }
@@ -127,6 +178,9 @@ impl Coverage {
                         .take(TOP_DEMAND)
                         .map(|(t, n)| (t.id().to_string(), n))
                         .collect(),
+                    reached: c.reached,
+                    viewed: c.viewed,
+                    helped: c.helped,
                 }
             })
             .collect()
@@ -135,7 +189,7 @@ impl Coverage {
     /// The rows of `level` as CSV with a zh-CN header.
     pub fn csv(&self, level: Level) -> String {
         let mut out = String::from(
-            "地区代码,层级,登记农户,已推荐农户,推荐覆盖率,推荐条目数,需求最多的标签\n",
+            "地区代码,层级,登记农户,已推荐农户,推荐覆盖率,推荐条目数,需求最多的标签,已送达农户,已查看农户,反馈有帮助农户\n",
         );
         for r in self.rows(level) {
             let top: Vec<String> = r
@@ -148,14 +202,17 @@ impl Coverage {
                 .collect();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.3},{},\"{}\"",
+                "{},{},{},{},{:.3},{},\"{}\",{},{},{}",
                 r.area,
                 level.zh_name(),
                 r.households,
                 r.with_rec,
                 r.share_with_rec,
                 r.items,
-                top.join("；").replace('"', "\"\"")
+                top.join("；").replace('"', "\"\""),
+                r.reached,
+                r.viewed,
+                r.helped
             );
         }
         out
@@ -193,6 +250,36 @@ impl Coverage {
                     level_id(*l),
                     r.with_rec
                 );
+            }
+        }
+        for (name, help, get) in [
+            (
+                "cunyun_hub_households_reached",
+                "Households with at least one recommended file delivered on their village node, by area.",
+                (|r: &CoverageRow| r.reached) as fn(&CoverageRow) -> u64,
+            ),
+            (
+                "cunyun_hub_households_viewed",
+                "Households that opened at least one recommended item, by area.",
+                |r: &CoverageRow| r.viewed,
+            ),
+            (
+                "cunyun_hub_households_helped",
+                "Households that rated at least one recommended item helpful, by area.",
+                |r: &CoverageRow| r.helped,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (l, rs) in &rows {
+                for r in rs {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{area=\"{}\",level=\"{}\"}} {}",
+                        r.area,
+                        level_id(*l),
+                        get(r)
+                    );
+                }
             }
         }
         out.push_str("# HELP cunyun_hub_demand Households having a need tag, by prefecture.\n");
@@ -283,6 +370,37 @@ mod tests {
         assert!(
             prom.contains("cunyun_hub_households_with_rec{area=\"5114\",level=\"prefecture\"} 2")
         );
+        assert!(!prom.contains("cunyun_hub_households_helped{area=\"51\",level=\"province\"} 1"));
+
+        // Feedback: one household reached, viewed and helped; another only reached.
+        let mut c = c;
+        let v = AreaCode::parse("511424104201").unwrap();
+        let mut fb = cunyun_protocol::feedback::Feedback::new(v);
+        let day = Date::parse("2026-04-16").unwrap();
+        fb.record_delivered("asf", day);
+        c.add_feedback(v, FeedbackSummary::of(&fb));
+        fb.record_view("asf", day);
+        fb.record_helpful("asf", day);
+        c.add_feedback(v, FeedbackSummary::of(&fb));
+        let county = c.rows(Level::County);
+        assert_eq!(
+            (county[0].reached, county[0].viewed, county[0].helped),
+            (2, 1, 1)
+        );
+        assert_eq!((county[1].reached, county[1].viewed), (0, 0));
+        let csv = c.csv(Level::County);
+        assert!(csv
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("已送达农户,已查看农户,反馈有帮助农户"));
+        assert!(
+            csv.contains("511424,县,3,2,0.667,2,") && csv.contains("\",2,1,1\n"),
+            "{csv}"
+        );
+        let prom = c.prometheus();
+        assert!(prom.contains("cunyun_hub_households_reached{area=\"51\",level=\"province\"} 2"));
+        assert!(prom.contains("cunyun_hub_households_helped{area=\"511424\",level=\"county\"} 1"));
         assert_eq!(parse_level("county"), Some(Level::County));
         assert_eq!(parse_level("x"), None);
     }

@@ -18,6 +18,8 @@
 //!    document changed — get expert suggestions ([`suggest_experts`]) written as their `match`
 //!    document when they changed; an open need with suggestions becomes `matched` (the status
 //!    change syncs back down with the need).
+//! 6. Feedback (`fb`) documents new or changed since the last round are read and summarised
+//!    (reached, viewed, helped) for [`Engine::coverage`]; an unreadable one counts as nothing.
 //!
 //! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
 //! hub-role peer refuses them).
@@ -30,6 +32,7 @@ use cunyun_node::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::digest::HeadsDigest;
 use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
+use cunyun_protocol::feedback::Feedback;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::key::{DocKey, Kind};
@@ -88,6 +91,8 @@ struct State {
     library_ids: HashSet<String>,
     day: Option<Date>,
     experts: BTreeMap<String, Expert>,
+    /// Feedback summaries by `fb` key.
+    feedback: BTreeMap<DocKey, crate::coverage::FeedbackSummary>,
 }
 
 /// The hub's matching engine over its store (see the module documentation).
@@ -118,6 +123,7 @@ impl Engine {
                 library_ids: HashSet::new(),
                 day: None,
                 experts: BTreeMap::new(),
+                feedback: BTreeMap::new(),
             }),
         }
     }
@@ -183,7 +189,13 @@ impl Engine {
     pub fn coverage(&self) -> crate::coverage::Coverage {
         self.state
             .lock()
-            .map(|s| s.matcher.coverage())
+            .map(|s| {
+                let mut c = s.matcher.coverage();
+                for (key, fb) in &s.feedback {
+                    c.add_feedback(*key.area(), *fb);
+                }
+                c
+            })
             .unwrap_or_default()
     }
 
@@ -229,7 +241,7 @@ impl Engine {
             if key.kind() == Kind::Need {
                 all_needs.push(key.clone());
             }
-            if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert)
+            if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
                 || st.known.get(&key) == Some(&entry.digest)
             {
                 continue;
@@ -238,6 +250,22 @@ impl Engine {
                 st.known.insert(key.clone(), entry.digest);
                 if key.kind() == Kind::Need {
                     changed_needs.push(key);
+                    continue;
+                }
+                if key.kind() == Kind::Fb {
+                    match self.store.load(&key)?.map(|d| Feedback::read_from(&d)) {
+                        Some(Ok(fb)) => {
+                            st.feedback
+                                .insert(key, crate::coverage::FeedbackSummary::of(&fb));
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(key = %key, error = %e, "feedback document unreadable");
+                            st.feedback.remove(&key);
+                        }
+                        None => {
+                            st.feedback.remove(&key);
+                        }
+                    }
                     continue;
                 }
                 experts_changed = true;

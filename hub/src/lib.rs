@@ -525,7 +525,7 @@ async fn console(
     ));
     html.push_str(
         "<table><tr><th>地区代码</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
-         <th>推荐条目</th><th>需求最多的标签</th></tr>",
+         <th>推荐条目</th><th>需求最多的标签</th><th>已送达农户</th><th>已查看农户</th><th>反馈有帮助农户</th></tr>",
     );
     for r in hub.engine.coverage().rows(level) {
         let top: Vec<String> = r
@@ -538,16 +538,19 @@ async fn console(
             })
             .collect();
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.area),
             r.households,
             r.with_rec,
             r.share_with_rec * 100.0,
             r.items,
-            top.join("、")
+            top.join("、"),
+            r.reached,
+            r.viewed,
+            r.helped
         ));
     }
-    html.push_str("</table><p>送达、查看和“有用”反馈待反馈文档（fb）定义后统计。</p>");
+    html.push_str("</table><p>已送达、已查看、反馈有帮助：按各村节点同步上来的反馈记录（fb）统计的农户数。</p>");
     let items = hub.library.list();
     html.push_str(&format!(
         "<h2>资源库（{}条）</h2><p><a href=\"/api/v1/content.csv\">导出CSV</a>｜添加资源：<code>cunyun-hub content add --meta 资源信息.json --file 文件</code></p>",

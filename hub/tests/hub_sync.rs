@@ -3,7 +3,8 @@
 //! 1. A village node records households (with planted marker strings in every private field);
 //!    they sync up to the hub, which matches them against its library and writes `rec`
 //!    documents that sync back down to the village. The hub never holds an `hp` document and no
-//!    marker string appears in any byte of the hub's data directory.
+//!    marker string appears in any byte of the hub's data directory. Feedback (`fb`) recorded on
+//!    the village node syncs up and changes the hub's coverage figures for the village.
 //! 2. A misbehaving peer (a county certificate whose session pretends the hub is a county, so
 //!    it offers its `hp` documents) is refused by the hub for every `hp` document, the refusal is
 //!    logged on the hub's side, and nothing of it is stored.
@@ -344,6 +345,60 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
         ),
         ("511424", 3, 3)
     );
+    assert_eq!(
+        (county[0].reached, county[0].viewed, county[0].helped),
+        (0, 0, 0),
+        "no feedback yet"
+    );
+    // Feedback recorded on the village node (the villager opened an item and tapped 「有帮助」)
+    // reaches the hub over the same TLS sync and changes the county's figures.
+    let day = Date::parse("2026-04-16").expect("day");
+    for event in [
+        cunyun_node::feedback::Event::Delivered,
+        cunyun_node::feedback::Event::View,
+        cunyun_node::feedback::Event::Helpful,
+    ] {
+        village
+            .state
+            .records
+            .record_feedback(&ids[0], &asf, event, day)
+            .await
+            .expect("feedback");
+    }
+    village
+        .state
+        .records
+        .record_feedback(
+            &ids[1],
+            &citrus,
+            cunyun_node::feedback::Event::Delivered,
+            day,
+        )
+        .await
+        .expect("feedback");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut figures = (0, 0, 0);
+    while Instant::now() < deadline {
+        let rows = hub
+            .hub
+            .engine
+            .coverage()
+            .rows(cunyun_protocol::area::Level::Village);
+        if let Some(r) = rows.iter().find(|r| r.area == VILLAGE) {
+            figures = (r.reached, r.viewed, r.helped);
+        }
+        if figures == (2, 1, 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(figures, (2, 1, 1), "feedback did not reach the hub in time");
+    assert!(hub
+        .hub
+        .engine
+        .coverage()
+        .csv(cunyun_protocol::area::Level::Village)
+        .contains(",2,1,1\n"));
     // The hub holds the profiles and recs, never a private document.
     let hub_keys = kinds_in(&hub.hub.store);
     assert_eq!(hub_keys.iter().filter(|k| k.kind() == Kind::Hh).count(), 3);

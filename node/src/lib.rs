@@ -22,6 +22,8 @@
 //!   offline issuing of village/mule certificates by a county CA.
 //! - [`trust`]: the chain verifier (province root, scope narrowing, trusted time, revocation).
 //! - [`revocation`]: revoked nodes and certificates this node refuses.
+//! - [`feedback`]: recording a household's feedback (`fb`): items opened, rated helpful,
+//!   delivered.
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
@@ -37,6 +39,7 @@ pub mod config;
 pub mod discovery;
 pub mod edits;
 pub mod enroll;
+pub mod feedback;
 pub mod metrics;
 pub mod records;
 pub mod revocation;

@@ -379,15 +379,38 @@ function tagsHtml(tags) {
   return `<ul class="tags">${rows.map(([reason, names]) => `<li><b>${esc(reason)}：</b>${names.map(n => `<span class="tag">${esc(n)}</span>`).join('')}</li>`).join('')}</ul>`;
 }
 
-function contentHtml(item) {
-  const url = esc(item.url || '');
-  switch (item.kind) {
-    case 'image': return `<img src="${url}" alt="${esc(item.title)}">`;
-    case 'audio': return `<audio controls preload="none" src="${url}"></audio>`;
-    case 'video': return `<video controls preload="none" src="${url}"></video>`;
-    case 'pdf': return `<iframe src="${url}" title="${esc(item.title)}"></iframe><a href="${url}">打开PDF</a>`;
-    default: return `<a class="btn secondary" href="${url}">阅读全文</a>`;
+/// The viewer element for a rendition of the content contract, chosen by mime type.
+function viewerHtml(src, mime, title) {
+  if (mime.startsWith('image/')) return `<img src="${src}" alt="${esc(title)}">`;
+  if (mime.startsWith('audio/')) return `<audio controls preload="none" src="${src}"></audio>`;
+  if (mime.startsWith('video/')) return `<video controls preload="none" src="${src}"></video>`;
+  if (mime === 'application/pdf') return `<iframe src="${src}" title="${esc(title)}"></iframe><a href="${src}">打开PDF</a>`;
+  if (mime.startsWith('text/')) return `<div class="text" data-src="${src}">正在打开…</div>`;
+  return `<a class="btn secondary" href="${src}">打开文件</a>`;
+}
+
+/// Opens one recommended item of household `hid` in `box`: asks the node for the content's
+/// renditions, shows the file by mime type (or that it is still downloading), records the open.
+async function openContent(hid, item, box) {
+  box.textContent = '正在打开…';
+  let meta = null;
+  try {
+    const r = await api(`/api/v1/content/${encodeURIComponent(item.id)}`);
+    if (r.status === 200) meta = r.body;
+  } catch (e) { if (!(e instanceof Offline)) throw e; }
+  const rend = meta && (meta.renditions || []).find(x => x.name === item.rendition);
+  if (!rend || !rend.available) { box.innerHTML = '<p class="muted">内容正在下载，请稍后再看</p>'; return; }
+  const src = `/content/${encodeURIComponent(item.id)}/${encodeURIComponent(item.rendition)}`;
+  box.innerHTML = viewerHtml(esc(src), rend.mime || '', item.title);
+  const text = box.querySelector('.text');
+  if (text) {
+    try { text.textContent = await (await fetch(src, { credentials: 'same-origin' })).text(); } catch (e) { text.textContent = '暂时无法显示，请稍后再试。'; }
   }
+  api(`/api/v1/households/${encodeURIComponent(hid)}/items/${encodeURIComponent(item.id)}/view`, { method: 'POST' }).catch(() => {});
+}
+
+function recsHtml(recs) {
+  return recs.map((i, n) => `<div class="content" data-n="${n}"><h3>${esc(i.title)}</h3><p>${esc(i.reason || '')}</p><p class="muted">推荐于${esc(i.week || '')}</p><button class="secondary show">查看内容</button><div class="viewer"></div></div>`).join('');
 }
 
 route(/^#\/h\/([^/?]+)$/, async (id) => {
@@ -411,7 +434,11 @@ route(/^#\/h\/([^/?]+)$/, async (id) => {
     <p>电话：${esc(v.private.phone || '未填')}</p>
     <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a>`}</div></div>
     <div class="card"><h2>需求标签及原因</h2>${tagsHtml(r.rec?.derived_tags || [])}${r.local ? '<p class="muted">（按上传前的内容；上传后更新）</p>' : ''}</div>
-    <div class="card"><h2>推荐内容</h2>${recs === null ? '<p class="muted">离线时无法查看推荐内容。</p>' : recs.length ? recs.map(i => `<div class="content"><h3>${esc(i.title)}</h3><p>${esc(i.summary || '')}</p>${contentHtml(i)}</div>`).join('') : '<p class="muted">暂无推荐内容。省级平台接入后，这里会显示适合这户的科普文章、图片、音频、视频和PDF。</p>'}</div>`;
+    <div class="card"><h2>推荐内容</h2>${recs === null ? '<p class="muted">离线时无法查看推荐内容。</p>' : recs.length ? recsHtml(recs) : '<p class="muted">暂无推荐内容。省级平台接入后，这里会显示适合这户的科普文章、图片、音频、视频和PDF。</p>'}</div>`;
+  for (const el of view().querySelectorAll('.content[data-n]')) {
+    const item = recs[Number(el.dataset.n)];
+    el.querySelector('button.show').addEventListener('click', () => openContent(id, item, el.querySelector('.viewer')));
+  }
 });
 
 async function householdEditor(id) {

@@ -17,6 +17,8 @@
 //!   format by media profile), the inverted tag index and the per-village byte budget.
 //! - [`need`]: typed view of a local science-and-technology need (`need`, 科技所需).
 //! - [`rec`]: typed view of the hub's recommendation document (`rec`) for one household.
+//! - [`feedback`]: typed view of a household's feedback document (`fb`): delivered, viewed,
+//!   helpful per recommended item, merge-friendly per-day maps and counters.
 //! - [`fields`]: field errors with machine codes and zh-CN messages, and the string representation
 //!   shared by every typed view.
 //! - [`triggers`]: `derive_tags`, the trigger rules from household fields to need tags.
@@ -36,6 +38,7 @@ pub mod cert;
 mod codec;
 pub mod digest;
 pub mod expert;
+pub mod feedback;
 pub mod fields;
 pub mod household;
 pub mod identity;

@@ -52,6 +52,34 @@ async fn seed(node: &RunningNode, name: &str, roster: &str) -> anyhow::Result<St
 }
 
 /// Sets a form field's value as a person would (clear, type), by CSS selector.
+/// Writes a hub `rec` document (the real layout) for household `id` into the node's store.
+fn write_rec(node: &RunningNode, id: &str) -> anyhow::Result<()> {
+    let rec = cunyun_protocol::rec::Rec::from_json(&json!({
+        "village": VILLAGE, "updated": "2026-04-15",
+        "items": {"asf-10": {"title": "非洲猪瘟防控十要点", "rendition": "main", "bytes": 34000,
+            "score": 1080, "week": "2026-W16", "tags": {"liv.asf": true},
+            "reason": "家中养猪：防非洲猪瘟"}}
+    }))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut doc = automerge::AutoCommit::new();
+    rec.write_to(&mut doc)?;
+    let key = cunyun_protocol::key::DocKey::new(
+        cunyun_protocol::area::AreaCode::parse(VILLAGE)?,
+        cunyun_protocol::key::Kind::Rec,
+        id,
+    )?;
+    node.state
+        .records
+        .store()
+        .commit(vec![cunyun_node::store::DocWrite {
+            key,
+            chunk: doc.save(),
+            heads: doc.get_heads(),
+            updated_at_ms: 1,
+        }])?;
+    Ok(())
+}
+
 async fn set(s: &Session, css: &str, v: &str) -> anyhow::Result<()> {
     s.fill(css, v).await
 }
@@ -218,6 +246,42 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     a.screenshot(&img("qr.png")).await?;
     a.wait("navigator.serviceWorker.controller !== null", 20)
         .await?;
+
+    // Recommendations in the real rec layout: the household page lists them; opening one whose
+    // file is not on the node yet says it is downloading. The villager page's 「有帮助」 writes the
+    // household's fb document.
+    write_rec(&node, &h1)?;
+    a.goto(&format!("{url}/#/h/{h1}")).await?;
+    a.wait("document.body.innerText.includes('非洲猪瘟防控十要点') && document.body.innerText.includes('家中养猪：防非洲猪瘟')", 20)
+        .await?;
+    a.click(".content button.show").await?;
+    a.wait(
+        "document.body.innerText.includes('内容正在下载，请稍后再看')",
+        20,
+    )
+    .await?;
+    a.goto(&format!("{url}/v/{h1}")).await?;
+    a.wait("document.body.innerText.includes('非洲猪瘟防控十要点')", 20)
+        .await?;
+    a.click("article button.helpful").await?;
+    a.wait("document.body.innerText.includes('已反馈：有帮助')", 20)
+        .await?;
+    let fb_key = cunyun_protocol::key::DocKey::new(
+        cunyun_protocol::area::AreaCode::parse(VILLAGE)?,
+        cunyun_protocol::key::Kind::Fb,
+        h1.as_str(),
+    )?;
+    let fb_doc = node
+        .state
+        .records
+        .store()
+        .load(&fb_key)?
+        .context("fb stored")?;
+    let fb = cunyun_protocol::feedback::Feedback::read_from(&fb_doc)?;
+    assert!(
+        fb.items.get("asf-10").is_some_and(|i| i.is_helpful()),
+        "{fb:?}"
+    );
 
     // The villager page: no login, no personal data.
     let villager = reqwest::get(format!("{url}/v/{h1}")).await?.text().await?;

@@ -6,10 +6,12 @@
 //! |---|---|---|---|
 //! | GET | `/`, `/app/{file}`, `/sw.js` | no | the app shell (hash-routed single page), service worker |
 //! | GET | `/v/{id}` | no | villager page: that household's recommended content only, no personal data |
+//! | POST | `/v/{id}/items/{item}/view`, `/v/{id}/items/{item}/helpful` | no | feedback: the villager opened an item / rated it 「有帮助」 (items of the household's `rec` only; helpful once a day) |
+//! | POST | `/api/v1/households/{id}/items/{item}/view` | yes | feedback: a cadre opened the item for the household |
 //! | GET | `/api/v1/schema` | yes | every form field with label, kind, limits, options ([`schema`]) |
 //! | POST | `/api/v1/derive-tags` | yes | `{profile}` → derived tags with reasons |
 //! | POST | `/api/v1/households/{id}/edits` | yes | a queued edit, applied at its base heads and merged ([`crate::edits`]) |
-//! | GET | `/api/v1/households/{id}/recommendations` | yes | recommended content (empty until the hub exists) |
+//! | GET | `/api/v1/households/{id}/recommendations` | yes | recommended content from the `rec` document: id, title, reason, week, rendition, content links |
 //! | GET | `/api/v1/households/{id}/qr.svg` | yes | QR code of the villager link |
 //! | GET | `/api/v1/coverage` | yes | overview: households by group, recommendation coverage, records not yet synced upstream |
 //!
@@ -21,21 +23,23 @@ pub mod schema;
 
 use std::sync::{Arc, OnceLock};
 
-use automerge::{ObjId, ObjType, ReadDoc, ROOT};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use cunyun_protocol::feedback::Recorded;
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::key::{Kind, Role};
+use cunyun_protocol::rec::{Rec, RecItem};
 use cunyun_protocol::triggers::derive_tags;
 use serde_json::{json, Value};
 
 use crate::accounts::Cadre;
 use crate::api::{blocking, count_write, json_body, ApiError, AppState};
 use crate::edits::OfflineEdit;
+use crate::feedback::{self, Event};
 use crate::records::{prefixed, RecordError};
 
 /// One embedded asset.
@@ -157,6 +161,8 @@ pub fn public_routes() -> Router<Arc<AppState>> {
         .route("/app/{file}", get(app_file))
         .route("/sw.js", get(service_worker))
         .route("/v/{id}", get(villager_page))
+        .route("/v/{id}/items/{item}/view", post(villager_view))
+        .route("/v/{id}/items/{item}/helpful", post(villager_helpful))
 }
 
 /// Routes behind the login (the caller adds the guard).
@@ -168,6 +174,10 @@ pub fn api_routes() -> Router<Arc<AppState>> {
         .route(
             "/api/v1/households/{id}/recommendations",
             get(recommendations),
+        )
+        .route(
+            "/api/v1/households/{id}/items/{item}/view",
+            post(cadre_view),
         )
         .route("/api/v1/households/{id}/qr.svg", get(qr_svg))
         .route("/api/v1/coverage", get(coverage))
@@ -215,46 +225,10 @@ async fn apply_edit(
     Ok(Json(count_write(&state, "hh", "edit", result)?).into_response())
 }
 
-/// A generic JSON view of an Automerge object (maps, lists, text, scalars).
-fn am_to_json<R: ReadDoc>(doc: &R, obj: &ObjId, ty: ObjType) -> Value {
-    match ty {
-        ObjType::Text => Value::String(doc.text(obj).unwrap_or_default()),
-        ObjType::List => (0..doc.length(obj))
-            .map(|i| match doc.get(obj, i) {
-                Ok(Some((v, id))) => value_to_json(doc, v, id),
-                _ => Value::Null,
-            })
-            .collect(),
-        _ => doc
-            .keys(obj)
-            .map(|k| {
-                let v = match doc.get(obj, k.as_str()) {
-                    Ok(Some((v, id))) => value_to_json(doc, v, id),
-                    _ => Value::Null,
-                };
-                (k, v)
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-    }
-}
-
-fn value_to_json<R: ReadDoc>(doc: &R, v: automerge::Value<'_>, id: ObjId) -> Value {
-    match v {
-        automerge::Value::Object(t) => am_to_json(doc, &id, t),
-        automerge::Value::Scalar(s) => match s.as_ref() {
-            automerge::ScalarValue::Str(s) => json!(s.as_str()),
-            automerge::ScalarValue::Int(i) => json!(i),
-            automerge::ScalarValue::Uint(i) => json!(i),
-            automerge::ScalarValue::F64(f) => json!(f),
-            automerge::ScalarValue::Boolean(b) => json!(b),
-            _ => Value::Null,
-        },
-    }
-}
-
-/// Recommended content of a household: the `items` of its `rec` document (written by the hub:
-/// each `{"title", "kind": article|image|audio|video|pdf, "url", "summary"}`), or none.
+/// Recommended content of a household, newest week first, then by score: each item of its
+/// `rec` document (written by the hub, [`cunyun_protocol::rec`]) with its id and the links of the
+/// content contract (`/v/content/{item}` for the description, `/content/{item}/{rendition}` for
+/// the file); empty before the hub wrote one. `None` for an unknown household.
 fn household_recommendations(
     state: &AppState,
     id: &str,
@@ -263,22 +237,30 @@ fn household_recommendations(
         return Ok(None);
     };
     let key = hh.with_kind(Kind::Rec);
-    let items = match state.records.store().load(&key)? {
-        Some(doc) => match doc.get(ROOT, "items") {
-            Ok(Some((automerge::Value::Object(ObjType::List), list))) => {
-                match am_to_json(&doc, &list, ObjType::List) {
-                    Value::Array(items) => items
-                        .into_iter()
-                        .filter(|i| i.get("title").is_some() && i.get("kind").is_some())
-                        .collect(),
-                    _ => Vec::new(),
-                }
-            }
-            _ => Vec::new(),
-        },
-        None => Vec::new(),
+    let Some(doc) = state.records.store().load(&key)? else {
+        return Ok(Some(Vec::new()));
     };
-    Ok(Some(items))
+    let rec = Rec::read_from(&doc)?;
+    let mut items: Vec<(&String, &RecItem)> = rec.items.iter().collect();
+    items.sort_by(|a, b| b.1.week.cmp(&a.1.week).then(b.1.score.cmp(&a.1.score)));
+    Ok(Some(
+        items
+            .into_iter()
+            .map(|(item, i)| {
+                json!({
+                    "id": item,
+                    "title": i.title,
+                    "reason": i.reason,
+                    "week": i.week,
+                    "rendition": i.rendition,
+                    "bytes": i.bytes,
+                    "tags": i.tags.iter().map(|t| json!({"tag": t.id(), "name": t.zh_name()})).collect::<Vec<_>>(),
+                    "content": format!("/v/content/{item}"),
+                    "file": format!("/content/{item}/{}", i.rendition),
+                })
+            })
+            .collect(),
+    ))
 }
 
 async fn recommendations(
@@ -300,12 +282,96 @@ async fn recommendations(
     Ok(Json(json!({ "household": id, "items": items })).into_response())
 }
 
+/// Records a feedback event for one recommended item and answers `{"recorded": bool}`.
+async fn feedback_event(
+    state: &AppState,
+    id: &str,
+    item: &str,
+    event: Event,
+) -> Result<Response, ApiError> {
+    let day = feedback::today().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "本机日期无效，请检查时钟",
+        )
+    })?;
+    let result = state.records.record_feedback(id, item, event, day).await;
+    let recorded = count_write(state, "fb", "record", result)?;
+    Ok(Json(json!({ "recorded": recorded == Recorded::Changed })).into_response())
+}
+
+/// `POST /v/{id}/items/{item}/view` (no login): the villager opened an item.
+async fn villager_view(
+    State(state): State<Arc<AppState>>,
+    Path((id, item)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    feedback_event(&state, &id, &item, Event::View).await
+}
+
+/// `POST /v/{id}/items/{item}/helpful` (no login): 「有帮助」, once a day at most.
+async fn villager_helpful(
+    State(state): State<Arc<AppState>>,
+    Path((id, item)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    feedback_event(&state, &id, &item, Event::Helpful).await
+}
+
+/// `POST /api/v1/households/{id}/items/{item}/view` (login): a cadre opened the item for the
+/// household.
+async fn cadre_view(
+    State(state): State<Arc<AppState>>,
+    Path((id, item)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    feedback_event(&state, &id, &item, Event::View).await
+}
+
 fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+/// The villager page's script: opens an item's viewer (by the rendition's mime type) from the
+/// content description, records the open, and sends 「有帮助」.
+const VILLAGER_JS: &str = r#"
+const HH = document.body.dataset.hh;
+function post(path) { return fetch(path, {method: 'POST'}).then(r => r.ok ? r.json() : null).catch(() => null); }
+async function openItem(art) {
+  const box = art.querySelector('.viewer');
+  const item = art.dataset.item, rendition = art.dataset.rendition;
+  box.textContent = '正在打开…';
+  let meta = null;
+  try { const r = await fetch('/v/content/' + encodeURIComponent(item)); if (r.ok) meta = await r.json(); } catch (e) {}
+  const r = meta && (meta.renditions || []).find(x => x.name === rendition);
+  if (!r || !r.available) { box.innerHTML = '<p class=wait>内容正在下载，请稍后再看</p>'; return; }
+  const src = '/content/' + encodeURIComponent(item) + '/' + encodeURIComponent(rendition);
+  const mime = r.mime || '';
+  box.textContent = '';
+  let el;
+  if (mime.startsWith('image/')) { el = document.createElement('img'); el.alt = art.dataset.title; }
+  else if (mime.startsWith('audio/')) { el = document.createElement('audio'); el.controls = true; }
+  else if (mime.startsWith('video/')) { el = document.createElement('video'); el.controls = true; }
+  else if (mime === 'application/pdf') { el = document.createElement('iframe'); el.title = art.dataset.title; }
+  else if (mime.startsWith('text/')) {
+    el = document.createElement('div'); el.className = 'text';
+    try { el.textContent = await (await fetch(src)).text(); } catch (e) { el.textContent = '暂时无法显示，请稍后再试。'; }
+  }
+  else { el = document.createElement('a'); el.className = 'open'; el.href = src; el.textContent = '打开文件'; }
+  if (!el.textContent && el.tagName !== 'A') el.src = src;
+  box.appendChild(el);
+  post('/v/' + HH + '/items/' + encodeURIComponent(item) + '/view');
+}
+document.querySelectorAll('article[data-item]').forEach(art => {
+  art.querySelector('button.show').addEventListener('click', () => openItem(art));
+  const h = art.querySelector('button.helpful');
+  h.addEventListener('click', async () => {
+    const res = await post('/v/' + HH + '/items/' + encodeURIComponent(art.dataset.item) + '/helpful');
+    if (res) { h.textContent = '已反馈：有帮助'; h.disabled = true; }
+  });
+});
+"#;
 
 /// The villager page: no login, no personal data — only the household's recommended content.
 async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -322,16 +388,15 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
             items
                 .iter()
                 .map(|i| {
-                    let title = escape_html(i["title"].as_str().unwrap_or(""));
-                    let url = escape_html(i["url"].as_str().unwrap_or(""));
-                    let summary = escape_html(i["summary"].as_str().unwrap_or(""));
-                    let media = match i["kind"].as_str().unwrap_or("") {
-                        "image" => format!("<img src=\"{url}\" alt=\"{title}\">"),
-                        "audio" => format!("<audio controls preload=none src=\"{url}\"></audio>"),
-                        "video" => format!("<video controls preload=none src=\"{url}\"></video>"),
-                        _ => format!("<a class=open href=\"{url}\">打开阅读</a>"),
-                    };
-                    format!("<article><h2>{title}</h2><p>{summary}</p>{media}</article>")
+                    let s = |k: &str| escape_html(i[k].as_str().unwrap_or(""));
+                    let (item, title, reason, rendition) =
+                        (s("id"), s("title"), s("reason"), s("rendition"));
+                    let week = s("week");
+                    format!(
+                        "<article data-item=\"{item}\" data-rendition=\"{rendition}\" data-title=\"{title}\">\
+<h2>{title}</h2><p class=reason>{reason}</p><p class=week>推荐于{week}</p>\
+<button class=show>查看内容</button> <button class=helpful>有帮助</button><div class=viewer></div></article>"
+                    )
                 })
                 .collect(),
         ),
@@ -344,13 +409,16 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
             "<p class=empty>暂时无法显示，请稍后再试。</p>".to_string(),
         ),
     };
+    let hh = escape_html(&id);
     let page = format!(
         r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>村云科普 · 为您推荐</title>
 <style>body{{font:18px/1.6 sans-serif;margin:0;padding:1rem;color:#222;background:#f6f7f4}}h1{{font-size:1.4rem;color:#1d6b3a}}
-article{{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem}}img,video{{max-width:100%}}audio{{width:100%}}
+article{{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem}}img,video,iframe{{max-width:100%;width:100%}}iframe{{height:70vh;border:0}}audio{{width:100%}}
+.week{{color:#666;font-size:.9rem}}.text{{white-space:pre-wrap}}.wait{{color:#8a5a00}}
+button{{font:inherit;padding:.6rem 1rem;border-radius:8px;border:0;background:#1d6b3a;color:#fff}}button.helpful{{background:#b85c00}}
 .empty{{background:#fff;border-radius:12px;padding:1.2rem}}a.open{{display:inline-block;padding:.7rem 1.2rem;background:#1d6b3a;color:#fff;border-radius:8px;text-decoration:none}}</style>
-</head><body><h1>村云科普 · 为您家推荐</h1>{body}</body></html>"#
+</head><body data-hh="{hh}"><h1>村云科普 · 为您家推荐</h1>{body}<script>{VILLAGER_JS}</script></body></html>"#
     );
     (status, Html(page)).into_response()
 }

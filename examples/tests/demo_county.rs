@@ -191,10 +191,22 @@ async fn demo_county_brings_recommendations_to_a_village_and_reuses_its_data() {
     let urls = demo.village_urls();
     assert_eq!(urls.len(), 3, "three village app URLs: {:#?}", demo.stdout);
     assert!(urls.iter().all(|u| u.starts_with("http://127.0.0.1:")));
-    assert!(demo
+    let console = demo
         .stdout
         .iter()
-        .any(|l| l.contains("省级枢纽控制台：http://127.0.0.1:")));
+        .filter_map(|l| l.split("省级枢纽控制台：").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .next()
+        .expect("console URL printed")
+        .to_string();
+    assert!(console.starts_with("http://127.0.0.1:"), "{console}");
+    let page = http.get(&console).send().await.expect("console request");
+    assert!(page.status().is_success(), "console: {}", page.status());
+    assert!(page
+        .text()
+        .await
+        .expect("console body")
+        .contains("村云省级枢纽"));
     let started = Instant::now();
     let cookie = login(&http, &urls[1]).await;
     let cov = wait_for_recs(&http, &urls[1], &cookie).await;

@@ -1,0 +1,244 @@
+//! The README's first command: `demo-county` run as a process in a temporary directory.
+//!
+//! First run: the printed village app URL accepts the demo login and, within a bounded time, the
+//! village has `rec` documents (recommendations that went village → county → hub, were matched
+//! against the seed library and came back down). Ctrl-C (SIGINT) stops it cleanly. Second run on
+//! the same directory: nothing is generated again, the same households are there and the
+//! recommendations are already in the village store.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const HOUSEHOLDS: usize = 20;
+
+/// The running demo; killed (and reaped) on drop so no process outlives the test.
+struct Demo {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    fn start(dir: &Path) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_demo-county"))
+            .args(["--port", "0", "--households", &HOUSEHOLDS.to_string()])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("demo-county starts");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut b) = buf.lock() {
+                    b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            }
+        });
+        Demo {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Reads stdout lines until one contains `needle` (bounded by `within`).
+    fn wait_line(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no line with {needle:?} within {within:?}; stdout: {:#?}; stderr: {}",
+            self.stdout,
+            self.stderr()
+        );
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The village app URLs the demo printed (waits for the 「按 Ctrl-C 停止」 line).
+    fn village_urls(&mut self) -> Vec<String> {
+        self.wait_line("按 Ctrl-C 停止", Duration::from_secs(240));
+        self.stdout
+            .iter()
+            .filter_map(|l| l.split("村干部应用：").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
+    }
+
+    /// SIGINT, as Ctrl-C sends; waits (bounded) for a clean exit.
+    fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.wait_line("已停止。", Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(status.success(), "demo exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "demo did not exit after SIGINT");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Logs in as the demo cadre; returns the session cookie.
+async fn login(http: &reqwest::Client, url: &str) -> String {
+    let resp = http
+        .post(format!("{url}/api/v1/login"))
+        .json(&json!({"name": "demo", "password": "demo-2026"}))
+        .send()
+        .await
+        .expect("login request");
+    assert!(resp.status().is_success(), "login: {}", resp.status());
+    let cookie = resp
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    cookie
+}
+
+async fn coverage(http: &reqwest::Client, url: &str, cookie: &str) -> Value {
+    let resp = http
+        .get(format!("{url}/api/v1/coverage"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .expect("coverage request");
+    assert!(resp.status().is_success(), "coverage: {}", resp.status());
+    resp.json().await.expect("coverage json")
+}
+
+/// Polls (bounded in count and time) until the village has at least one `rec` document.
+async fn wait_for_recs(http: &reqwest::Client, url: &str, cookie: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = Value::Null;
+    for _ in 0..450 {
+        last = coverage(http, url, cookie).await;
+        if last["with_recommendations"].as_u64().unwrap_or(0) >= 1 {
+            return last;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no recommendations reached the village in time: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_county_brings_recommendations_to_a_village_and_reuses_its_data() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("demo-county");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // First run: everything is created.
+    let mut demo = Demo::start(&dir);
+    let urls = demo.village_urls();
+    assert_eq!(urls.len(), 3, "three village app URLs: {:#?}", demo.stdout);
+    assert!(urls.iter().all(|u| u.starts_with("http://127.0.0.1:")));
+    let console = demo
+        .stdout
+        .iter()
+        .filter_map(|l| l.split("省级枢纽控制台：").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .next()
+        .expect("console URL printed")
+        .to_string();
+    assert!(console.starts_with("http://127.0.0.1:"), "{console}");
+    let page = http.get(&console).send().await.expect("console request");
+    assert!(page.status().is_success(), "console: {}", page.status());
+    assert!(page
+        .text()
+        .await
+        .expect("console body")
+        .contains("村云省级枢纽"));
+    let started = Instant::now();
+    let cookie = login(&http, &urls[1]).await;
+    let cov = wait_for_recs(&http, &urls[1], &cookie).await;
+    eprintln!(
+        "first recommendations in the village after {:.1} s of polling: {cov}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(cov["households"], json!(HOUSEHOLDS));
+    demo.wait_line("已生成推荐", Duration::from_secs(30));
+    let err = demo.stderr();
+    assert!(err.contains("首次运行：已向资源库加入"), "{err}");
+    assert!(dir.join("province-ca").join("ca.key").exists());
+    assert!(dir.join("county").join("ca").join("ca.crt").exists());
+    demo.interrupt();
+    drop(demo);
+
+    // Second run: the same certificates, library and households.
+    let mut demo = Demo::start(&dir);
+    let urls = demo.village_urls();
+    assert_eq!(urls.len(), 3);
+    let err = demo.stderr();
+    assert!(
+        !err.contains("首次运行"),
+        "second run regenerated data: {err}"
+    );
+    assert!(err.contains("已有的证书和数据"), "{err}");
+    let cookie = login(&http, &urls[1]).await;
+    let again = coverage(&http, &urls[1], &cookie).await;
+    assert_eq!(again["households"], json!(HOUSEHOLDS), "{again}");
+    assert!(
+        again["with_recommendations"].as_u64().unwrap_or(0) >= 1,
+        "the recommendations were kept: {again}"
+    );
+    demo.interrupt();
+}

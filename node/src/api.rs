@@ -56,6 +56,8 @@ pub struct AppState {
     pub node_name: String,
     /// The sync service, when sync is enabled.
     pub sync: Option<crate::sync::SyncService>,
+    /// The content push-down loop, when sync is enabled.
+    pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
 }
 
 /// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
@@ -79,6 +81,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/me", get(me))
         .merge(crate::webapp::api_routes())
+        .merge(crate::content_api::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/status", get(status_page))
@@ -88,6 +91,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/logout", post(logout))
         .merge(guarded)
         .merge(crate::webapp::public_routes())
+        .merge(crate::content_api::public_routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -235,7 +239,14 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(state.records.store());
+    let mut body = state.metrics.render(state.records.store());
+    if let Some(p) = &state.pushdown {
+        let extra = crate::content_api::metrics_text(p);
+        match body.rfind("# EOF") {
+            Some(i) => body.insert_str(i, &extra),
+            None => body.push_str(&extra),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -3,7 +3,8 @@
 //! A household recorded in the village syncs up (village → county → hub); the hub matches it
 //! against a library item whose file it chunked and signed; the `rec` document comes back down
 //! carrying the manifest's content id; the county fetches the file from the hub, then the
-//! village from the county (its only peer); the village serves identical bytes at
+//! village from the county (its only live peer; the first one it is given is a closed port);
+//! the village serves identical bytes at
 //! `GET /content/{item}/main` (with `Range`), and the item JSON at `/v/content/{item}`.
 
 use std::path::Path;
@@ -56,7 +57,7 @@ async fn start_node(
     n: u8,
     role: Role,
     scope: &str,
-    peer: std::net::SocketAddr,
+    peers: Vec<std::net::SocketAddr>,
     hub_key: &str,
 ) -> RunningNode {
     let id = identity(n, role, scope);
@@ -70,7 +71,7 @@ async fn start_node(
     c.sync.enabled = true;
     c.sync.listen = "127.0.0.1:0".parse().expect("addr");
     c.sync.mdns = false;
-    c.sync.static_peers = vec![peer];
+    c.sync.static_peers = peers;
     c.sync.interval_s = 1;
     c.sync.debounce_ms = 100;
     c.sync.backoff_ms = 200;
@@ -118,13 +119,18 @@ async fn recommended_file_reaches_county_then_village_and_is_served_identically(
         .expect("hex");
     let key = hub.hub.files.public_key_hex();
     let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
-    let county = start_node(root.path(), 2, Role::County, COUNTY, hub_addr, &key).await;
+    let county = start_node(root.path(), 2, Role::County, COUNTY, vec![hub_addr], &key).await;
+    // The village's first peer is a closed loopback port: the loop must move on to the county.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let village = start_node(
         root.path(),
         1,
         Role::Village,
         VILLAGE,
-        sync_addr(&county),
+        vec![dead, sync_addr(&county)],
         &key,
     )
     .await;

@@ -58,12 +58,7 @@ async fn manifest_of(
     item_id: String,
 ) -> Result<(Arc<Pushdown>, ContentId, ContentManifest), ApiError> {
     let p = state.pushdown.clone().ok_or_else(no_content)?;
-    let p2 = p.clone();
-    let cid = tokio::task::spawn_blocking(move || p2.content_of(&item_id))
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(no_content)?;
+    let cid = p.content_of(&item_id).ok_or_else(no_content)?;
     let m = p.blobs().manifest(&cid).ok_or_else(no_content)?;
     Ok((p, cid, m))
 }

@@ -101,17 +101,10 @@ impl Pushdown {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// The content id a `rec` item id names, as of the last run (or a fresh scan).
+    /// The content id a `rec` item id names, as of the last run (no scan here: the public
+    /// routes call this, and a scan per unknown id would let anyone make the node scan).
     pub fn content_of(&self, item_id: &str) -> Option<ContentId> {
-        if let Some(c) = self.items.lock().ok()?.get(item_id) {
-            return Some(*c);
-        }
-        let fresh = self.wanted_items();
-        let c = fresh.get(item_id).copied();
-        if let Ok(mut m) = self.items.lock() {
-            *m = fresh;
-        }
-        c
+        self.items.lock().ok()?.get(item_id).copied()
     }
 
     /// Item id → content id of every `rec` item in scope that carries one.

@@ -21,6 +21,8 @@
 //! - [`trust`]: the chain verifier (province root, scope narrowing, trusted time, revocation).
 //! - [`revocation`]: revoked nodes and certificates this node refuses.
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
+//! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
+//! - [`content_api`]: content item JSON and file download (with `Range`) routes.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it

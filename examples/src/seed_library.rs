@@ -952,7 +952,7 @@ mod tests {
     fn adds_through_the_library_and_again_without_duplicates() {
         let root = tempfile::tempdir().expect("tempdir");
         let files = std::sync::Arc::new(
-            cunyun_hub::files::SimpleFileStore::open(&root.path().join("files")).expect("files"),
+            cunyun_hub::files::HubFiles::open(&root.path().join("files")).expect("files"),
         );
         let lib = ContentLibrary::open(&root.path().join("lib"), files).expect("lib");
         let n = add_to(&lib, &root.path().join("seed")).expect("add");

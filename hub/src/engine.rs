@@ -89,6 +89,8 @@ struct State {
     store_writes: u64,
     library_version: u64,
     library_ids: HashSet<String>,
+    /// Library item id → content id (hex) of its signed manifest.
+    content_ids: HashMap<String, String>,
     day: Option<Date>,
     experts: BTreeMap<String, Expert>,
     /// Feedback summaries by `fb` key.
@@ -121,6 +123,7 @@ impl Engine {
                 store_writes: u64::MAX,
                 library_version: 0,
                 library_ids: HashSet::new(),
+                content_ids: HashMap::new(),
                 day: None,
                 experts: BTreeMap::new(),
                 feedback: BTreeMap::new(),
@@ -223,6 +226,10 @@ impl Engine {
             for gone in st.library_ids.difference(&ids) {
                 st.matcher.remove_content(gone);
             }
+            st.content_ids = records
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), r.content.clone()?)))
+                .collect();
             for r in records {
                 if st.matcher.library().get(&r.id) != Some(&r.meta) {
                     st.matcher.upsert_content(&r.id, r.meta);
@@ -335,7 +342,9 @@ impl Engine {
                 })
                 .collect();
             let store = &self.store;
-            let writes = rec_writes(&jobs, st.matcher.library(), today, |k| store.load(k))?;
+            let writes = rec_writes(&jobs, st.matcher.library(), &st.content_ids, today, |k| {
+                store.load(k)
+            })?;
             report.recs_written += writes.len();
             if !writes.is_empty() {
                 self.store.commit(writes)?;
@@ -465,10 +474,13 @@ pub struct RecJob<'a> {
 
 /// Builds the `rec` document changes for `jobs` on every core: each document is loaded with
 /// `load` (or started empty), gets the new picks, loses items no longer live in `library`, and is
-/// written with [`Rec::write_to`] (only what differs). Jobs with nothing to change give no write.
+/// written with [`Rec::write_to`] (only what differs). Each item's `content` is set from
+/// `content_ids` (library item id → content id hex of its signed manifest). Jobs with nothing
+/// to change give no write.
 pub fn rec_writes<F>(
     jobs: &[RecJob<'_>],
     library: &Library,
+    content_ids: &HashMap<String, String>,
     today: Date,
     load: F,
 ) -> Result<Vec<DocWrite>, EngineError>
@@ -487,7 +499,9 @@ where
                 s.spawn(move || {
                     let mut out = Vec::new();
                     for job in part {
-                        if let Some(w) = rec_write(job, library, today, load(&job.key)?)? {
+                        if let Some(w) =
+                            rec_write(job, library, content_ids, today, load(&job.key)?)?
+                        {
                             out.push(w);
                         }
                     }
@@ -517,6 +531,7 @@ where
 fn rec_write(
     job: &RecJob<'_>,
     library: &Library,
+    content_ids: &HashMap<String, String>,
     today: Date,
     existing: Option<Automerge>,
 ) -> Result<Option<DocWrite>, EngineError> {
@@ -532,7 +547,11 @@ fn rec_write(
     rec.items
         .retain(|id, _| library.get(id).is_some_and(|m| m.is_live(today)));
     let pruned = rec.items.len() != before;
-    if job.picks.is_empty() && !pruned {
+    let stale = rec
+        .items
+        .iter()
+        .any(|(id, i)| i.content.as_ref() != content_ids.get(id));
+    if job.picks.is_empty() && !pruned && !stale {
         return Ok(None);
     }
     rec.updated = today;
@@ -541,6 +560,9 @@ fn rec_write(
         let title = library.get(&p.content_id).map_or("", |m| m.title.as_str());
         (p.content_id.clone(), RecItem::from_pick(p, title, week))
     }));
+    for (id, item) in rec.items.iter_mut() {
+        item.content = content_ids.get(id).cloned();
+    }
     let mut doc = existing.unwrap_or_default();
     let heads = doc.get_heads();
     let mut tx = doc.transaction();
@@ -616,6 +638,7 @@ mod tests {
             week: Week::of(today),
             tags: [Tag::LivAsf].into_iter().collect(),
             reason: String::new(),
+            content: None,
         };
         let mut writes = Vec::new();
         for h in 0..4 {

@@ -1,13 +1,29 @@
-//! Where the hub keeps content files: the [`FileStore`] trait and a simple whole-file store.
+//! Where the hub keeps content files: the node's chunked [`BlobStore`] plus the hub's Ed25519
+//! content key, which signs one [`ContentManifest`] per library item.
 //!
-//! The content library stores each rendition's file through [`FileStore`], so the chunked,
-//! content-addressed store with signed manifests (the file side of the hub milestone) can replace
-//! [`SimpleFileStore`] without touching the library or matching. [`SimpleFileStore`] keeps each
-//! file whole under `<dir>/<blake3 hex>`: written to a temporary file, flushed to disk, then
-//! renamed, so a stored file is complete or absent.
+//! Layout under the hub's data directory:
+//!
+//! ```text
+//! blobs/           the BlobStore (chunks, signed manifests); served to nodes on the sync
+//!                  port by ALPN `cunyun-blob/1`
+//! content.key      the hub's content signing key: 64 hex digits (Ed25519 seed), mode 0600,
+//!                  created on `cunyun-hub init` or first start; `cunyun-hub content key`
+//!                  prints its public key for the nodes' `[content] trusted_hub_keys`
+//! ```
+//!
+//! Every file of an item is chunked into the store ([`HubFiles::put`]); then
+//! [`HubFiles::publish`] signs a manifest whose opaque meta is
+//! `{"item_id": <library item id>, "meta": <ContentMeta JSON>}` and stores it. The manifest's
+//! [`ContentId`] (BLAKE3-derived from the files) is what `rec` items carry in `content`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use cunyun_node::blobs::{BlobError, BlobStore};
+use cunyun_protocol::library::{ContentMeta, Format};
+use cunyun_protocol::manifest::{
+    key_to_hex, ContentId, ContentManifest, ManifestError, Rendition, SigningKey, TrustedKeys,
+};
 
 /// A stored file: its BLAKE3 hash (hex) and size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,11 +34,11 @@ pub struct StoredFile {
     pub bytes: u64,
 }
 
-/// Why a file could not be stored or read.
+/// Why a file could not be stored or published.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileStoreError {
-    /// Reading the source or writing the store failed.
+    /// Reading the source, the key or writing the store failed.
     #[error("文件读写失败（{path}）：{source}")]
     Io {
         /// The file concerned.
@@ -36,93 +52,174 @@ pub enum FileStoreError {
     /// The source is empty.
     #[error("文件“{0}”是空的")]
     Empty(PathBuf),
+    /// The key file is not 64 hex digits.
+    #[error("内容签名密钥文件 {0} 已损坏（应为64位十六进制数字）")]
+    BadKey(PathBuf),
+    /// The blob store failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The manifest could not be built.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
-/// Content-addressed file storage for the content library.
-pub trait FileStore: Send + Sync {
-    /// Copies the file at `src` into the store (durably) and returns its hash and size. Storing
-    /// the same bytes twice keeps one copy.
-    fn put(&self, src: &Path) -> Result<StoredFile, FileStoreError>;
-    /// Whether the store holds a file with this hash.
-    fn contains(&self, blake3: &str) -> bool;
+/// Name of the key file in the hub's data directory.
+pub const KEY_FILE: &str = "content.key";
+
+/// Loads the hub's content signing key from `path`, creating it (mode 0600) when missing.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, FileStoreError> {
+    let io = |source| FileStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let t = text.trim();
+            if t.len() != 64 {
+                return Err(FileStoreError::BadKey(path.to_path_buf()));
+            }
+            let mut seed = [0u8; 32];
+            for (i, b) in seed.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
+                    .map_err(|_| FileStoreError::BadKey(path.to_path_buf()))?;
+            }
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = rand::random();
+            let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(io)?;
+            f.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            if let Some(d) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+                let _ = d.sync_all();
+            }
+            tracing::info!(target: "cunyun::_events::hub_content_key_created", path = %path.display());
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
-/// Whole files under one directory, named by their BLAKE3 hash.
-#[derive(Debug, Clone)]
-pub struct SimpleFileStore {
-    dir: PathBuf,
+/// The MIME type of a content file, from its extension, else from the rendition's format.
+pub fn mime_of(path: &Path, format: Format) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "md" | "markdown" => "text/markdown",
+        "txt" => "text/plain",
+        "html" | "htm" => "text/html",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "opus" | "ogg" | "oga" => "audio/ogg",
+        "m4a" | "aac" => "audio/mp4",
+        "wav" => "audio/wav",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        _ => match format {
+            Format::Article => "text/plain",
+            Format::Pdf => "application/pdf",
+            _ => "application/octet-stream",
+        },
+    }
 }
 
-impl SimpleFileStore {
-    /// A store in `dir` (created if missing).
-    pub fn open(dir: &Path) -> Result<SimpleFileStore, FileStoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| FileStoreError::Io {
-            path: dir.to_path_buf(),
+/// The hub's content files: its blob store and signing key (see the module documentation).
+pub struct HubFiles {
+    blobs: BlobStore,
+    key: SigningKey,
+}
+
+impl HubFiles {
+    /// Opens (creating) the key `<data_dir>/content.key` and the store `<data_dir>/blobs`.
+    /// The hub's store has no quota: it is the origin of every item.
+    pub fn open(data_dir: &Path) -> Result<HubFiles, FileStoreError> {
+        let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
+        let mut trusted = TrustedKeys::new();
+        trusted.add(key.verifying_key());
+        let (blobs, report) = BlobStore::open(&data_dir.join("blobs"), u64::MAX, trusted)?;
+        if report.chunks_dropped + report.manifests_dropped > 0 {
+            tracing::warn!(
+                chunks_dropped = report.chunks_dropped,
+                manifests_dropped = report.manifests_dropped,
+                "hub blob store dropped corrupt files on open"
+            );
+        }
+        Ok(HubFiles { blobs, key })
+    }
+
+    /// The blob store (for the sync listener to serve).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The public key nodes put in `trusted_hub_keys`, 64 hex digits.
+    pub fn public_key_hex(&self) -> String {
+        key_to_hex(&self.key.verifying_key())
+    }
+
+    /// Chunks the file at `src` into the store as rendition `name`. Storing the same bytes
+    /// twice keeps one copy (chunks are content-addressed).
+    pub fn put(
+        &self,
+        src: &Path,
+        name: &str,
+        format: Format,
+    ) -> Result<(StoredFile, Rendition), FileStoreError> {
+        let meta = std::fs::metadata(src).map_err(|source| FileStoreError::Io {
+            path: src.to_path_buf(),
             source,
         })?;
-        Ok(SimpleFileStore {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// Where the file with `blake3` lives (whether or not it exists).
-    pub fn path_of(&self, blake3: &str) -> PathBuf {
-        self.dir.join(blake3)
-    }
-}
-
-impl FileStore for SimpleFileStore {
-    fn put(&self, src: &Path) -> Result<StoredFile, FileStoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| FileStoreError::Io { path, source }
-        };
-        let meta = std::fs::metadata(src).map_err(io(src))?;
         if !meta.is_file() {
             return Err(FileStoreError::NotAFile(src.to_path_buf()));
         }
         if meta.len() == 0 {
             return Err(FileStoreError::Empty(src.to_path_buf()));
         }
-        let tmp = self.dir.join(format!(
-            ".incoming-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut hasher = blake3::Hasher::new();
-        let mut bytes = 0u64;
-        {
-            let mut input = std::fs::File::open(src).map_err(io(src))?;
-            let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = input.read(&mut buf).map_err(io(src))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(io(&tmp))?;
-                bytes += n as u64;
-            }
-            out.sync_all().map_err(io(&tmp))?;
-        }
-        let blake3 = hasher.finalize().to_hex().to_string();
-        let dest = self.path_of(&blake3);
-        if dest.exists() {
-            let _ = std::fs::remove_file(&tmp);
-        } else {
-            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-            if let Ok(d) = std::fs::File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(StoredFile { blake3, bytes })
+        let r = self.blobs.put_file(src, name, mime_of(src, format))?;
+        let stored = StoredFile {
+            blake3: r.file_hash.iter().map(|b| format!("{b:02x}")).collect(),
+            bytes: r.total_bytes,
+        };
+        Ok((stored, r))
     }
 
-    fn contains(&self, blake3: &str) -> bool {
-        blake3.len() == 64
-            && blake3.bytes().all(|c| c.is_ascii_hexdigit())
-            && self.path_of(blake3).is_file()
+    /// Signs and stores the manifest of library item `item_id` with these renditions; returns
+    /// its content id.
+    pub fn publish(
+        &self,
+        item_id: &str,
+        meta: &ContentMeta,
+        renditions: Vec<Rendition>,
+        now_ms: u64,
+    ) -> Result<ContentId, FileStoreError> {
+        let meta_json = serde_json::json!({ "item_id": item_id, "meta": meta });
+        let bytes = serde_json::to_vec(&meta_json)
+            .map_err(|e| ManifestError::Invalid(format!("元数据编码失败：{e}")))?;
+        let m = ContentManifest::sign(bytes, renditions, now_ms, &self.key)?;
+        self.blobs.put_manifest(&m)?;
+        tracing::info!(
+            target: "cunyun::_events::content_published",
+            item = %item_id,
+            content = %m.content_id,
+            bytes = m.total_bytes()
+        );
+        Ok(m.content_id)
     }
 }
 
@@ -132,12 +229,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stores_by_hash_once_and_refuses_bad_sources() {
+    fn key_is_created_private_and_reloaded_and_files_publish_verifiably() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SimpleFileStore::open(&dir.path().join("files")).unwrap();
+        let files = HubFiles::open(dir.path()).unwrap();
+        let pk = files.public_key_hex();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(files);
+        let files = HubFiles::open(dir.path()).unwrap();
+        assert_eq!(files.public_key_hex(), pk);
+
         let src = dir.path().join("a.md");
         std::fs::write(&src, "# 防非洲猪瘟\n").unwrap();
-        let f = store.put(&src).unwrap();
+        let (f, r) = files.put(&src, "main", Format::Article).unwrap();
         assert_eq!(f.bytes, "# 防非洲猪瘟\n".len() as u64);
         assert_eq!(
             f.blake3,
@@ -145,24 +256,39 @@ mod tests {
                 .to_hex()
                 .to_string()
         );
-        assert!(store.contains(&f.blake3));
+        assert_eq!(r.mime, "text/markdown");
+        let meta = ContentMeta::from_json(&serde_json::json!({"title": "防非洲猪瘟",
+            "tags": ["liv.asf"], "format": "article", "bytes": f.bytes,
+            "review_date": "2026-03-01"}))
+        .unwrap();
+        let id = files
+            .publish("c0123456789abcdef", &meta, vec![r], 1)
+            .unwrap();
+        assert!(files.blobs().is_complete(&id));
+        let m = files.blobs().manifest(&id).unwrap();
+        m.verify(&TrustedKeys::from_hex(&[pk]).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.meta).unwrap();
+        assert_eq!(v["item_id"], "c0123456789abcdef");
+        assert_eq!(v["meta"]["title"], "防非洲猪瘟");
         assert_eq!(
-            std::fs::read(store.path_of(&f.blake3)).unwrap(),
+            files.blobs().read_range(&id, "main", 0, 1000).unwrap(),
             std::fs::read(&src).unwrap()
         );
-        assert_eq!(store.put(&src).unwrap(), f);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("files")).unwrap().count(),
-            1
-        );
+
         assert!(matches!(
-            store.put(dir.path()),
+            files.put(dir.path(), "main", Format::Article),
             Err(FileStoreError::NotAFile(_))
         ));
         let empty = dir.path().join("e");
         std::fs::write(&empty, "").unwrap();
-        assert!(matches!(store.put(&empty), Err(FileStoreError::Empty(_))));
-        assert!(store.put(&dir.path().join("missing")).is_err());
-        assert!(!store.contains("../etc/passwd"));
+        assert!(matches!(
+            files.put(&empty, "main", Format::Article),
+            Err(FileStoreError::Empty(_))
+        ));
+        std::fs::write(dir.path().join(KEY_FILE), "zz").unwrap();
+        assert!(matches!(
+            HubFiles::open(dir.path()),
+            Err(FileStoreError::BadKey(_))
+        ));
     }
 }

@@ -7,8 +7,9 @@
 //! store, which sync down to each household's village.
 //!
 //! - [`config`]: the hub's configuration, [`HubConfig`](config::HubConfig).
-//! - [`files`]: the [`FileStore`](files::FileStore) trait content files go through, and the
-//!   simple whole-file store used until the chunked store replaces it.
+//! - [`files`]: content files in the node's chunked blob store, and the hub's content signing
+//!   key that signs one manifest per item ([`HubFiles`](files::HubFiles)); the sync listener
+//!   serves the store to nodes (ALPN `cunyun-blob/1`).
 //! - [`library`]: the content library (operator items: metadata + files), durable.
 //! - [`coverage`]: coverage per area (households recorded, with recommendations, demand by tag).
 //! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
@@ -50,7 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::HubConfig;
 use crate::engine::{Engine, RoundReport};
-use crate::files::SimpleFileStore;
+use crate::files::HubFiles;
 use crate::library::{ContentLibrary, LibraryError};
 
 /// The running hub's shared state.
@@ -59,6 +60,8 @@ pub struct Hub {
     pub store: DocStore,
     /// The content library.
     pub library: ContentLibrary,
+    /// Content files and the signing key.
+    pub files: Arc<HubFiles>,
     /// The matching engine.
     pub engine: Engine,
     /// The sync service, when enabled.
@@ -200,10 +203,11 @@ pub async fn start(
         source,
     })?;
     let store = DocStore::open(&dir.join("store"), config.store.clone())?;
-    let files = Arc::new(SimpleFileStore::open(&dir.join("files"))?);
-    let library = ContentLibrary::open(&dir.join("library"), files)?;
+    let files = Arc::new(HubFiles::open(dir)?);
+    let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
         let s = SyncService::start(config.sync.clone(), store.clone(), dir).await?;
+        s.set_blob_store(files.blobs().clone());
         let id = s.identity();
         if id.role != Role::Hub || id.scope != config.scope {
             s.stop();
@@ -227,6 +231,7 @@ pub async fn start(
         ),
         store,
         library,
+        files,
         sync,
         metrics: Metrics::new(),
         today,

@@ -3,7 +3,9 @@
 //! This module owns the library records: one JSON file per item under `<data>/library/`, each
 //! `{"id", "meta", "files", "added_ms"}` where `meta` is the item's [`ContentMeta`] JSON (the blob
 //! the signed `content` manifest will carry) and `files` maps each rendition id to its stored file
-//! (BLAKE3 and size). Files go through a [`FileStore`]. A record is written to a temporary file,
+//! (BLAKE3 and size), and `content` is the [`ContentId`](cunyun_protocol::manifest::ContentId)
+//! (hex) of the signed manifest published for it. Files are chunked into the hub's blob store
+//! and the manifest signed through [`HubFiles`]. A record is written to a temporary file,
 //! flushed, then renamed, and only then acknowledged.
 //!
 //! An item's id is `c` + the first 16 hex digits of its main file's BLAKE3, so adding the same
@@ -19,7 +21,7 @@ use cunyun_protocol::library::{ContentMeta, MAIN_RENDITION};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::files::{FileStore, FileStoreError, StoredFile};
+use crate::files::{FileStoreError, HubFiles, StoredFile};
 
 /// One content item of the library.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +32,8 @@ pub struct ContentRecord {
     pub meta: ContentMeta,
     /// The stored file of each rendition (`main` and the others).
     pub files: BTreeMap<String, StoredFile>,
+    /// The content id (hex) of the item's signed manifest (what `rec` items carry).
+    pub content: Option<String>,
     /// When it was added or last changed, ms since the Unix epoch.
     pub added_ms: u64,
 }
@@ -71,7 +75,7 @@ pub enum LibraryError {
 /// The content library (see the module documentation).
 pub struct ContentLibrary {
     dir: PathBuf,
-    files: Arc<dyn FileStore>,
+    files: Arc<HubFiles>,
     records: Mutex<BTreeMap<String, ContentRecord>>,
     /// Bumped on every change, so the matcher can tell when to reload.
     version: std::sync::atomic::AtomicU64,
@@ -93,7 +97,7 @@ fn valid_id(id: &str) -> bool {
 
 impl ContentLibrary {
     /// Opens the library in `dir` (created if missing), reading every record.
-    pub fn open(dir: &Path, files: Arc<dyn FileStore>) -> Result<ContentLibrary, LibraryError> {
+    pub fn open(dir: &Path, files: Arc<HubFiles>) -> Result<ContentLibrary, LibraryError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LibraryError::Io { path, source }
@@ -210,17 +214,25 @@ impl ContentLibrary {
             }
         }
         let mut files = BTreeMap::new();
-        let main_file = self.files.put(main)?;
-        for (id, p) in others {
-            files.insert(id.clone(), self.files.put(p)?);
+        let (main_file, main_r) = self.files.put(main, MAIN_RENDITION, meta.format)?;
+        let mut renditions = vec![main_r];
+        for r in &meta.renditions {
+            if let Some(p) = others.get(&r.id) {
+                let (f, rendition) = self.files.put(p, &r.id, r.format)?;
+                files.insert(r.id.clone(), f);
+                renditions.push(rendition);
+            }
         }
         let id = format!("c{}", &main_file.blake3[..16]);
         files.insert(MAIN_RENDITION.to_string(), main_file);
+        let added_ms = now_ms();
+        let content = self.files.publish(&id, &meta, renditions, added_ms)?;
         let record = ContentRecord {
             id: id.clone(),
             meta,
             files,
-            added_ms: now_ms(),
+            content: Some(content.to_string()),
+            added_ms,
         };
         self.persist(&record)?;
         if let Ok(mut r) = self.records.lock() {
@@ -232,7 +244,8 @@ impl ContentLibrary {
         Ok(record)
     }
 
-    /// Removes an item (its files stay in the file store).
+    /// Removes an item (its files and signed manifest stay in the blob store, so nodes that
+    /// still hold recommendations for it can finish fetching it).
     pub fn remove(&self, id: &str) -> Result<(), LibraryError> {
         if !valid_id(id) || self.get(id).is_none() {
             return Err(LibraryError::NotFound(id.to_string()));
@@ -290,10 +303,20 @@ fn parse_record(text: &str) -> Result<ContentRecord, String> {
         serde_json::from_value(v.get("files").cloned().unwrap_or(Value::Null))
             .map_err(|e| format!("files: {e}"))?;
     let added_ms = v.get("added_ms").and_then(Value::as_u64).unwrap_or(0);
+    let content = v
+        .get("content")
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.parse::<cunyun_protocol::manifest::ContentId>()
+                .map(|c| c.to_string())
+                .map_err(|e| format!("content: {e}"))
+        })
+        .transpose()?;
     Ok(ContentRecord {
         id,
         meta,
         files,
+        content,
         added_ms,
     })
 }
@@ -302,11 +325,10 @@ fn parse_record(text: &str) -> Result<ContentRecord, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::files::SimpleFileStore;
     use serde_json::json;
 
     fn lib(dir: &Path) -> ContentLibrary {
-        let files = Arc::new(SimpleFileStore::open(&dir.join("files")).unwrap());
+        let files = Arc::new(HubFiles::open(dir).unwrap());
         ContentLibrary::open(&dir.join("library"), files).unwrap()
     }
 
@@ -326,6 +348,16 @@ mod tests {
         assert_eq!(rec.meta.bytes, std::fs::metadata(&main).unwrap().len());
         assert_eq!(rec.meta.renditions[0].bytes, 5000);
         assert_eq!(rec.files.len(), 2);
+        // The signed manifest is in the blob store, with both files complete.
+        let files = HubFiles::open(dir.path()).unwrap();
+        let cid: cunyun_protocol::manifest::ContentId =
+            rec.content.as_deref().unwrap().parse().unwrap();
+        assert!(files.blobs().is_complete(&cid));
+        assert_eq!(
+            files.blobs().read_range(&cid, "audio", 0, 10_000).unwrap(),
+            vec![7u8; 5000]
+        );
+        drop(files);
         let v = l.version();
         drop(l);
         let l = lib(dir.path());

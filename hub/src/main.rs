@@ -1,4 +1,5 @@
-//! `cunyun-hub`: the provincial hub (`run`, `init`, `content add`, `content list`, `match`).
+//! `cunyun-hub`: the provincial hub (`run`, `init`, `content add`, `content list`,
+//! `content key`, `match`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,6 +82,12 @@ enum ContentCommand {
         #[arg(long, default_value = "http://127.0.0.1:8090")]
         hub: String,
     },
+    /// 显示枢纽的内容签名公钥（填入各节点配置 [content] trusted_hub_keys）；没有密钥时创建。
+    Key {
+        /// 数据目录。
+        #[arg(long, default_value = "./data/hub")]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,6 +164,12 @@ async fn run() -> anyhow::Result<()> {
             }
             println!("枢纽身份：{}", identity.to_uri());
             println!("证书已写入：{}", tls_dir.display());
+            let key =
+                cunyun_hub::files::load_or_create_key(&data_dir.join(cunyun_hub::files::KEY_FILE))?;
+            println!(
+                "内容签名公钥（填入节点 [content] trusted_hub_keys）：{}",
+                cunyun_protocol::manifest::key_to_hex(&key.verifying_key())
+            );
             Ok(())
         }
         Command::Content {
@@ -231,6 +244,17 @@ async fn run() -> anyhow::Result<()> {
                     i["meta"]["title"].as_str().unwrap_or("")
                 );
             }
+            Ok(())
+        }
+        Command::Content {
+            command: ContentCommand::Key { data_dir },
+        } => {
+            let key =
+                cunyun_hub::files::load_or_create_key(&data_dir.join(cunyun_hub::files::KEY_FILE))?;
+            println!(
+                "{}",
+                cunyun_protocol::manifest::key_to_hex(&key.verifying_key())
+            );
             Ok(())
         }
         Command::Match { hub } => {

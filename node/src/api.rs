@@ -59,6 +59,8 @@ pub struct AppState {
     pub sync: Option<crate::sync::SyncService>,
     /// The automerge-repo endpoint (`/automerge`): document ids and principals.
     pub automerge_repo: crate::automerge_repo::session::Endpoint,
+    /// The content push-down loop, when sync is enabled.
+    pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
 }
 
 /// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
@@ -82,6 +84,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/me", get(me))
         .merge(crate::webapp::api_routes())
+        .merge(crate::content_api::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/status", get(status_page))
@@ -92,6 +95,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/logout", post(logout))
         .merge(guarded)
         .merge(crate::webapp::public_routes())
+        .merge(crate::content_api::public_routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -239,7 +243,14 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(state.records.store());
+    let mut body = state.metrics.render(state.records.store());
+    if let Some(p) = &state.pushdown {
+        let extra = crate::content_api::metrics_text(p);
+        match body.rfind("# EOF") {
+            Some(i) => body.insert_str(i, &extra),
+            None => body.push_str(&extra),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -25,6 +25,8 @@
 //! - [`feedback`]: recording a household's feedback (`fb`): items opened, rated helpful,
 //!   delivered.
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
+//! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
+//! - [`content_api`]: content item JSON and file download (with `Range`) routes.
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
@@ -36,11 +38,13 @@ pub mod api;
 pub mod automerge_repo;
 pub mod blobs;
 pub mod config;
+pub mod content_api;
 pub mod discovery;
 pub mod edits;
 pub mod enroll;
 pub mod feedback;
 pub mod metrics;
+pub mod pushdown;
 pub mod records;
 pub mod revocation;
 pub mod sample;

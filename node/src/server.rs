@@ -69,6 +69,9 @@ impl RunningNode {
         if let Some(sync) = &self.state.sync {
             sync.stop();
         }
+        if let Some(p) = &self.state.pushdown {
+            p.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -137,15 +140,28 @@ pub async fn start_with_principals(
         let service =
             crate::sync::SyncService::start(config.sync.clone(), store.clone(), &config.data_dir)
                 .await?;
-        service.set_blob_store(open_blobs(config)?);
+        let blobs = open_blobs(config)?;
+        service.set_blob_store(blobs.clone());
         let metrics_feed = service.subscribe();
-        Some((service, metrics_feed))
+        let mut peers: Vec<std::net::SocketAddr> = config.sync.upstream.into_iter().collect();
+        peers.extend(config.sync.static_peers.iter().copied());
+        let pushdown = Arc::new(crate::pushdown::Pushdown::new(
+            store.clone(),
+            config.scope,
+            blobs,
+            service.clone(),
+            peers,
+        ));
+        pushdown.clone().spawn(std::time::Duration::from_secs(
+            config.content.pushdown_interval_s.max(1),
+        ));
+        Some((service, metrics_feed, pushdown))
     } else {
         None
     };
-    let (sync, metrics_feed) = match sync {
-        Some((s, f)) => (Some(s), Some(f)),
-        None => (None, None),
+    let (sync, metrics_feed, pushdown) = match sync {
+        Some((s, f, p)) => (Some(s), Some(f), Some(p)),
+        None => (None, None, None),
     };
     let automerge_repo =
         crate::automerge_repo::session::Endpoint::new(store.clone(), config.scope, principals);
@@ -156,6 +172,7 @@ pub async fn start_with_principals(
         accounts: crate::accounts::Accounts::open(&config.data_dir)?,
         node_name: config.node_name.clone(),
         sync,
+        pushdown,
     });
     if let Some(mut feed) = metrics_feed {
         let state = state.clone();

@@ -22,6 +22,7 @@
 //! | `week` | `YYYY-Www` | required: the ISO week in which it was recommended |
 //! | `tags` | `{tag id: true}` | the household's tags the item answers, at least one |
 //! | `reason` | string | ≤ 100 characters, zh-CN, e.g. `家中养猪：防非洲猪瘟` |
+//! | `content` | string, 64 hex digits | optional: the [`ContentId`](crate::manifest::ContentId) of the item's hub-signed manifest, so a node knows which manifest to fetch (absent in documents written before the hub signed manifests) |
 //!
 //! ```
 //! use cunyun_protocol::rec::{Rec, Week};
@@ -137,6 +138,9 @@ pub struct RecItem {
     pub tags: BTreeSet<Tag>,
     /// Why, in Chinese.
     pub reason: String,
+    /// The content id (hex) of the item's signed manifest, when the hub knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 impl RecItem {
@@ -150,6 +154,7 @@ impl RecItem {
             week,
             tags: pick.tags.iter().copied().collect(),
             reason: pick.reason.chars().take(REASON.max_chars).collect(),
+            content: None,
         }
     }
 }
@@ -318,11 +323,29 @@ fn decode(value: &Value, mode: Mode) -> Result<Rec, FieldErrors> {
                     d.push(format!("{path}.tags"), code::REQUIRED, "匹配标签至少一个");
                 }
                 let reason = e.text(d, "reason", "推荐理由", REASON);
+                let content_path = e.path("content");
+                let content = match e.raw("content") {
+                    None | Some(Value::Null) => Some(None),
+                    Some(Value::String(s))
+                        if s.len() == 64
+                            && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) =>
+                    {
+                        Some(Some(s.clone()))
+                    }
+                    Some(_) => {
+                        d.push(
+                            content_path,
+                            code::BAD_FORMAT,
+                            "内容编号应为64位小写十六进制数字",
+                        );
+                        None
+                    }
+                };
                 e.finish(d);
                 if let (Some(title), Some(rendition), Some(bytes), Some(score), Some(week)) =
                     (title, rendition, bytes, score, week)
                 {
-                    if let (Some(tags), Some(reason)) = (tags, reason) {
+                    if let (Some(tags), Some(reason), Some(content)) = (tags, reason, content) {
                         items.insert(
                             id.clone(),
                             RecItem {
@@ -333,6 +356,7 @@ fn decode(value: &Value, mode: Mode) -> Result<Rec, FieldErrors> {
                                 week,
                                 tags,
                                 reason,
+                                content,
                             },
                         );
                     }
@@ -381,6 +405,7 @@ mod tests {
             week: Week::parse(week).unwrap(),
             tags: [Tag::LivAsf].into_iter().collect(),
             reason: "家中养猪：防非洲猪瘟".into(),
+            content: None,
         }
     }
 
@@ -454,7 +479,7 @@ mod tests {
     fn bad_input_reports_every_error() {
         let errors = Rec::from_json(&json!({
             "village": "511424000000", "items": {"bad id!": {}, "x": {"title": "", "rendition": "main",
-            "week": "2026-16", "tags": {}, "reason": "a\nb", "extra": 1}}
+            "week": "2026-16", "tags": {}, "reason": "a\nb", "extra": 1, "content": "abc"}}
         }))
         .unwrap_err();
         for (f, c) in [
@@ -466,6 +491,7 @@ mod tests {
             ("items.x.tags", code::REQUIRED),
             ("items.x.reason", code::BAD_FORMAT),
             ("items.x.extra", code::UNKNOWN_FIELD),
+            ("items.x.content", code::BAD_FORMAT),
         ] {
             assert!(errors.has(f, c), "{f} {c}: {errors:?}");
         }
@@ -480,6 +506,7 @@ mod tests {
                 any::<u32>(),
                 1u8..=52,
                 proptest::collection::btree_set(proptest::sample::select(Tag::ALL), 1..4),
+                proptest::option::of("[0-9a-f]{64}"),
             ),
             0..10,
         )
@@ -488,7 +515,7 @@ mod tests {
                 AreaCode::parse("511424104201").unwrap(),
                 Date::parse("2026-04-15").unwrap(),
             );
-            for (id, (title, bytes, score, week, tags)) in m {
+            for (id, (title, bytes, score, week, tags, content)) in m {
                 rec.items.insert(
                     id,
                     RecItem {
@@ -499,6 +526,7 @@ mod tests {
                         week: Week::parse(&format!("2026-W{week:02}")).unwrap(),
                         tags,
                         reason: "家中养猪：防非洲猪瘟".into(),
+                        content,
                     },
                 );
             }

@@ -73,6 +73,9 @@ pub struct ContentConfig {
     /// Hub public keys (Ed25519, 64 hex digits each, as the hub prints them) whose signed
     /// manifests this node accepts. Empty: no content is accepted.
     pub trusted_hub_keys: Vec<String>,
+    /// Seconds between push-down runs (besides the run after each sync session that brought
+    /// changes); see [`crate::pushdown`].
+    pub pushdown_interval_s: u64,
 }
 
 impl Default for ContentConfig {
@@ -81,6 +84,7 @@ impl Default for ContentConfig {
             dir: None,
             quota_mb: 4096,
             trusted_hub_keys: Vec::new(),
+            pushdown_interval_s: 60,
         }
     }
 }

@@ -346,7 +346,13 @@ pub fn run() -> anyhow::Result<()> {
             })
             .collect();
         // Each household's rec document starts empty here (the bench has no store of 1M).
-        let writes = rec_writes(&jobs, matcher.library(), day, |_| Ok(None))?;
+        let writes = rec_writes(
+            &jobs,
+            matcher.library(),
+            &std::collections::HashMap::new(),
+            day,
+            |_| Ok(None),
+        )?;
         let doc_bytes: usize = writes.iter().map(|w| w.chunk.len()).sum();
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         cpu_samples.push((cpu_s() - c0) * 1000.0);

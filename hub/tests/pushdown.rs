@@ -1,0 +1,253 @@
+//! Push-down of content over real mutual TLS on loopback: hub → county → village.
+//!
+//! A household recorded in the village syncs up (village → county → hub); the hub matches it
+//! against a library item whose file it chunked and signed; the `rec` document comes back down
+//! carrying the manifest's content id; the county fetches the file from the hub, then the
+//! village from the county (its only live peer; the first one it is given is a closed port);
+//! the village serves identical bytes at
+//! `GET /content/{item}/main` (with `Range`), and the item JSON at `/v/content/{item}`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cunyun_hub::config::HubConfig;
+use cunyun_hub::RunningHub;
+use cunyun_node::config::NodeConfig;
+use cunyun_node::server::{self, RunningNode};
+use cunyun_protocol::area::AreaScope;
+use cunyun_protocol::fields::Date;
+use cunyun_protocol::identity::{NodeId, NodeIdentity};
+use cunyun_protocol::key::Role;
+use cunyun_protocol::manifest::ContentId;
+use serde_json::json;
+
+const VILLAGE: &str = "511424104201";
+const COUNTY: &str = "511424";
+
+fn identity(n: u8, role: Role, scope: &str) -> NodeIdentity {
+    NodeIdentity {
+        node_id: NodeId([n; 16]),
+        role,
+        scope: AreaScope::parse(scope).expect("scope"),
+    }
+}
+
+async fn start_hub(root: &Path) -> RunningHub {
+    let id = identity(9, Role::Hub, "51");
+    let dir = root.join("hub");
+    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    let mut c = HubConfig::default();
+    c.data_dir = dir;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.today = Date::parse("2026-04-15");
+    c.match_interval_ms = 200;
+    c.sync.enabled = true;
+    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
+    c.sync.mdns = false;
+    c.sync.interval_s = 1;
+    c.sync.debounce_ms = 100;
+    c.sync.backoff_ms = 200;
+    cunyun_hub::start(&c, std::future::pending())
+        .await
+        .expect("hub starts")
+}
+
+async fn start_node(
+    root: &Path,
+    n: u8,
+    role: Role,
+    scope: &str,
+    peers: Vec<std::net::SocketAddr>,
+    hub_key: &str,
+) -> RunningNode {
+    let id = identity(n, role, scope);
+    let dir = root.join(format!("node{n}"));
+    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    let mut c = NodeConfig::default();
+    c.data_dir = dir;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.scope = id.scope;
+    c.role = id.role;
+    c.sync.enabled = true;
+    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
+    c.sync.mdns = false;
+    c.sync.static_peers = peers;
+    c.sync.interval_s = 1;
+    c.sync.debounce_ms = 100;
+    c.sync.backoff_ms = 200;
+    c.content.trusted_hub_keys = vec![hub_key.to_string()];
+    c.content.pushdown_interval_s = 1;
+    server::start(&c, std::future::pending())
+        .await
+        .expect("node starts")
+}
+
+fn sync_addr(n: &RunningNode) -> std::net::SocketAddr {
+    n.state.sync.as_ref().expect("sync").listen_addr()
+}
+
+async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recommended_file_reaches_county_then_village_and_is_served_identically() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let hub = start_hub(root.path()).await;
+    // A 700 000-byte file: three chunks of 256 KiB.
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = root.path().join("asf.pdf");
+    std::fs::write(&file, &body).expect("write");
+    let item = hub
+        .hub
+        .library
+        .add(
+            &json!({"title": "非洲猪瘟防控明白纸", "tags": ["liv.asf"], "format": "pdf",
+                "review_date": "2026-03-01"}),
+            &file,
+            &Default::default(),
+        )
+        .expect("add");
+    let cid: ContentId = item
+        .content
+        .as_deref()
+        .expect("content id")
+        .parse()
+        .expect("hex");
+    let key = hub.hub.files.public_key_hex();
+    let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
+    let county = start_node(root.path(), 2, Role::County, COUNTY, vec![hub_addr], &key).await;
+    // The village's first peer is a closed loopback port: the loop must move on to the county.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let village = start_node(
+        root.path(),
+        1,
+        Role::Village,
+        VILLAGE,
+        vec![dead, sync_addr(&county)],
+        &key,
+    )
+    .await;
+    village
+        .state
+        .records
+        .create_household(
+            "cadre",
+            &json!({"profile": {"group": 1, "residents": 2, "age_18_59": 2,
+                "livestock": {"pig": {"herd_band": 1}}}}),
+        )
+        .await
+        .expect("create");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let county_blobs = county
+        .state
+        .pushdown
+        .as_ref()
+        .expect("pushdown")
+        .blobs()
+        .clone();
+    wait_for("the file at the county", deadline, || {
+        county_blobs.is_complete(&cid)
+    })
+    .await;
+    let village_pd = village.state.pushdown.clone().expect("pushdown");
+    wait_for("the file at the village", deadline, || {
+        village_pd.blobs().is_complete(&cid)
+    })
+    .await;
+    village_pd.blobs().verify_content(&cid).expect("verified");
+    assert_eq!(village_pd.content_of(&item.id), Some(cid));
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/content/{}/main", village.url(), item.id);
+    let resp = http.get(&url).send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().expect("ct"),
+        "application/pdf"
+    );
+    assert_eq!(resp.bytes().await.expect("bytes").as_ref(), &body[..]);
+    let resp = http
+        .get(&url)
+        .header("Range", "bytes=262140-262150")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"].to_str().expect("cr"),
+        "bytes 262140-262150/700000"
+    );
+    assert_eq!(
+        resp.bytes().await.expect("bytes").as_ref(),
+        &body[262_140..=262_150]
+    );
+    let resp = http
+        .get(&url)
+        .header("Range", "bytes=700000-")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(resp.status(), 416);
+
+    let v: serde_json::Value = http
+        .get(format!("{}/v/content/{}", village.url(), item.id))
+        .send()
+        .await
+        .expect("item")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["id"], item.id.as_str());
+    assert_eq!(v["meta"]["title"], "非洲猪瘟防控明白纸");
+    assert_eq!(
+        v["renditions"],
+        json!([{"name": "main", "mime": "application/pdf", "bytes": 700_000, "available": true}])
+    );
+    let resp = http
+        .get(format!("{}/v/content/c0000000000000000", village.url()))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(resp.status(), 404);
+    let resp = http
+        .get(format!("{}/content/{}/audio", village.url(), item.id))
+        .send()
+        .await
+        .expect("missing rendition");
+    assert_eq!(resp.status(), 404);
+    // The login-guarded routes refuse without a session.
+    let resp = http
+        .get(format!("{}/api/v1/content/{}", village.url(), item.id))
+        .send()
+        .await
+        .expect("guarded");
+    assert_eq!(resp.status(), 401);
+    // The run that completed the item records it in the status (bounded wait).
+    wait_for("the village's push-down status", deadline, || {
+        village_pd.status().complete >= 1
+    })
+    .await;
+    let metrics = http
+        .get(format!("{}/metrics", village.url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("cunyun_content_complete 1\n"), "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    let st = village_pd.status();
+    assert!(st.wanted >= 1 && st.complete == st.wanted, "{st:?}");
+    county.stop().await.expect("stop");
+    village.stop().await.expect("stop");
+    hub.stop().await.expect("stop");
+}

@@ -3,7 +3,9 @@
 //! network emulation), edit two households, reload while still offline and see the edits; come
 //! back online and find them on the node; two browsers edit the same household offline and both
 //! edits survive (different fields kept, the same field resolved by the CRDT and reported).
-//! Screenshots for the operator guide go to `docs/zh-CN/img/`.
+//! Every step takes a screenshot. With `CUNYUN_SCREENSHOTS=docs` they replace the operator
+//! guide's pictures in `docs/zh-CN/img/`; otherwise they go to the target directory, so a test
+//! run leaves the work tree as it found it.
 //!
 //! Skips (loudly) only when Chromium is not installed and `CI` is unset.
 
@@ -19,9 +21,13 @@ use serde_json::json;
 const VILLAGE: &str = "510116104201";
 
 fn img(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/zh-CN/img")
-        .join(name)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = if std::env::var("CUNYUN_SCREENSHOTS").as_deref() == Ok("docs") {
+        root.join("../docs/zh-CN/img")
+    } else {
+        root.join("../target/screenshots")
+    };
+    dir.join(name)
 }
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<RunningNode> {

@@ -9,6 +9,9 @@
 //!    it offers its `hp` documents) is refused by the hub for every `hp` document, the refusal is
 //!    logged on the hub's side, and nothing of it is stored.
 
+mod common;
+use common::{identity, start_hub};
+
 use std::io::Write;
 
 use std::path::Path;
@@ -17,7 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use automerge::Automerge;
-use cunyun_hub::config::HubConfig;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
@@ -27,7 +29,7 @@ use cunyun_node::tls::TlsContext;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
-use cunyun_protocol::identity::{NodeId, NodeIdentity};
+use cunyun_protocol::identity::NodeIdentity;
 use cunyun_protocol::key::{DocKey, Kind, Role};
 use cunyun_protocol::rec::Rec;
 use cunyun_protocol::sync::wire::{self, Frame, FrameReader};
@@ -63,34 +65,6 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn identity(n: u8, role: Role, scope: &str) -> NodeIdentity {
-    NodeIdentity {
-        node_id: NodeId([n; 16]),
-        role,
-        scope: AreaScope::parse(scope).expect("scope"),
-    }
-}
-
-async fn start_hub(root: &Path) -> RunningHub {
-    let id = identity(9, Role::Hub, "51");
-    let dir = root.join("hub");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
-    let mut c = HubConfig::default();
-    c.data_dir = dir;
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.today = Date::parse("2026-04-15");
-    c.match_interval_ms = 200;
-    c.sync.enabled = true;
-    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
-    c.sync.mdns = false;
-    c.sync.interval_s = 1;
-    c.sync.debounce_ms = 100;
-    c.sync.backoff_ms = 200;
-    cunyun_hub::start(&c, std::future::pending())
-        .await
-        .expect("hub starts")
 }
 
 fn hub_sync_addr(hub: &RunningHub) -> std::net::SocketAddr {

@@ -350,7 +350,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("按 Ctrl-C 停止。");
     let villages = std::sync::Arc::new(villages);
     let ticker = tokio::spawn(progress(villages.clone(), started));
-    shutdown_signal().await;
+    cunyun_node::server::shutdown_signal().await;
     ticker.abort();
     let _ = ticker.await;
     println!("正在停止……");
@@ -363,28 +363,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     hub.stop().await.context("省级枢纽停止异常")?;
     println!("已停止。");
     Ok(())
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -18,11 +18,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cunyun_protocol::area::AreaScope;
-use cunyun_protocol::key::{Kind, Role};
+use cunyun_protocol::digest::HeadsDigest;
+use cunyun_protocol::key::{DocKey, Kind, Role};
 use cunyun_protocol::manifest::ContentId;
 use cunyun_protocol::rec::Rec;
 use serde::Serialize;
@@ -62,6 +63,7 @@ pub struct Pushdown {
     sync: SyncService,
     peers: Vec<SocketAddr>,
     items: Mutex<BTreeMap<String, ContentId>>,
+    recs: Arc<Mutex<RecCache>>,
     status: Mutex<PushdownStatus>,
     run_lock: tokio::sync::Mutex<()>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -85,6 +87,7 @@ impl Pushdown {
             sync,
             peers,
             items: Mutex::new(BTreeMap::new()),
+            recs: Arc::default(),
             status: Mutex::new(PushdownStatus::default()),
             run_lock: tokio::sync::Mutex::new(()),
             task: Mutex::new(None),
@@ -107,11 +110,6 @@ impl Pushdown {
         self.items.lock().ok()?.get(item_id).copied()
     }
 
-    /// Item id → content id of every `rec` item in scope that carries one.
-    pub fn wanted_items(&self) -> BTreeMap<String, ContentId> {
-        scan(&self.store, &self.scope)
-    }
-
     fn candidates(&self) -> Vec<SocketAddr> {
         let mut out = self.peers.clone();
         for p in self.sync.status().peers {
@@ -131,8 +129,8 @@ impl Pushdown {
     pub async fn run_once(&self) -> PushdownStatus {
         let _guard = self.run_lock.lock().await;
         let items = {
-            let me = (self.store.clone(), self.scope);
-            tokio::task::spawn_blocking(move || scan(&me.0, &me.1))
+            let me = (self.store.clone(), self.scope, Arc::clone(&self.recs));
+            tokio::task::spawn_blocking(move || scan(&me.0, &me.1, &me.2))
                 .await
                 .unwrap_or_default()
         };
@@ -244,11 +242,25 @@ impl Pushdown {
     }
 }
 
-fn scan(store: &DocStore, scope: &AreaScope) -> BTreeMap<String, ContentId> {
-    let mut out = BTreeMap::new();
+/// The content items of one `rec` document, as of the heads digest they were read at.
+type RecCache = BTreeMap<DocKey, (HeadsDigest, Vec<(String, ContentId)>)>;
+
+/// Item id → content id of every `rec` item in scope that carries one. Only `rec` documents
+/// whose heads digest changed since the previous run are loaded again (`cache`).
+fn scan(
+    store: &DocStore,
+    scope: &AreaScope,
+    cache: &Mutex<RecCache>,
+) -> BTreeMap<String, ContentId> {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut seen = RecCache::new();
     for entry in store.scan(scope) {
-        let Ok((key, _)) = entry else { continue };
+        let Ok((key, index)) = entry else { continue };
         if key.kind() != Kind::Rec {
+            continue;
+        }
+        if let Some(hit) = cache.remove(&key).filter(|(d, _)| *d == index.digest) {
+            seen.insert(key, hit);
             continue;
         }
         let Ok(Some(doc)) = store.load(&key) else {
@@ -256,14 +268,19 @@ fn scan(store: &DocStore, scope: &AreaScope) -> BTreeMap<String, ContentId> {
         };
         match Rec::read_from(&doc) {
             Ok(rec) => {
-                for (id, item) in rec.items {
-                    if let Some(c) = item.content.and_then(|c| c.parse().ok()) {
-                        out.insert(id, c);
-                    }
-                }
+                let items = rec
+                    .items
+                    .into_iter()
+                    .filter_map(|(id, item)| Some((id, item.content?.parse().ok()?)))
+                    .collect();
+                seen.insert(key, (index.digest, items));
             }
             Err(e) => tracing::warn!(key = %key, error = %e, "rec document unreadable"),
         }
     }
-    out
+    *cache = seen;
+    cache
+        .values()
+        .flat_map(|(_, items)| items.iter().cloned())
+        .collect()
 }

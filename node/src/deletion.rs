@@ -39,6 +39,49 @@ fn today() -> Result<Date, RecordError> {
         .ok_or_else(|| RecordError::BadRequest("本机时钟异常，无法记录删除日期".into()))
 }
 
+/// Deletes the household whose profile is `hh` directly in `store` (blocking): writes its
+/// tombstone under `account` and removes its documents in one durable batch. The caller holds
+/// the record's write lock (or the node is stopped, for the operator's CLI). `NotFound` if the
+/// store holds no document of the household.
+pub fn delete_in_store(
+    store: &DocStore,
+    hh: &DocKey,
+    account: &str,
+    reason: DeletionReason,
+) -> Result<Tombstone, RecordError> {
+    let id = hh.id();
+    let tomb =
+        Tombstone::new(*hh.area(), id, today()?, reason, account).map_err(RecordError::Invalid)?;
+    let del = hh.with_kind(Kind::Del);
+    let removes = removals_for(&del);
+    let mut held = false;
+    for k in &removes {
+        held |= store.entry(k)?.is_some();
+    }
+    if !held {
+        return Err(RecordError::NotFound(id.to_string()));
+    }
+    let mut doc = Automerge::new().with_author(Some(Records::author(account)));
+    let mut tx = doc.transaction();
+    tomb.write_to(&mut tx)?;
+    tx.commit_with(Records::commit_options(account, "delete household"));
+    let write = DocWrite {
+        key: del.clone(),
+        chunk: doc.save(),
+        heads: doc.get_heads(),
+        updated_at_ms: now_ms(),
+    };
+    store.commit_with_removals(vec![write], removes)?;
+    tracing::info!(
+        target: "cunyun::_events::household_deleted",
+        key = %del,
+        author = account,
+        reason = reason.id(),
+        origin = "local"
+    );
+    Ok(tomb)
+}
+
 impl Records {
     /// Deletes household `id` on request: writes its tombstone under `account` and removes its
     /// `hh`, `hp`, `rec` and `fb` documents, in one durable batch. The tombstone then travels
@@ -52,36 +95,15 @@ impl Records {
         let hh = self
             .find_household(id)?
             .ok_or_else(|| RecordError::NotFound(id.to_string()))?;
-        let tomb = Tombstone::new(*hh.area(), id, today()?, reason, account)
-            .map_err(RecordError::Invalid)?;
-        let del = hh.with_kind(Kind::Del);
         let _guard = self.lock_for(id).lock().await;
-        if self.store().entry(&hh)?.is_none() {
-            return Err(RecordError::NotFound(id.to_string()));
-        }
-        let mut doc = Automerge::new().with_author(Some(Self::author(account)));
-        let mut tx = doc.transaction();
-        tomb.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, "delete household"));
-        let write = DocWrite {
-            key: del.clone(),
-            chunk: doc.save(),
-            heads: doc.get_heads(),
-            updated_at_ms: now_ms(),
-        };
         let store = self.store().clone();
-        let removes = removals_for(&del);
-        tokio::task::spawn_blocking(move || store.commit_with_removals(vec![write], removes))
-            .await
-            .map_err(|e| RecordError::BadRequest(format!("删除未完成，请重试（{e}）")))??;
+        let account_owned = account.to_string();
+        let tomb = tokio::task::spawn_blocking(move || {
+            delete_in_store(&store, &hh, &account_owned, reason)
+        })
+        .await
+        .map_err(|e| RecordError::BadRequest(format!("删除未完成，请重试（{e}）")))??;
         self.forget_household(id);
-        tracing::info!(
-            target: "cunyun::_events::household_deleted",
-            key = %del,
-            author = account,
-            reason = reason.id(),
-            origin = "local"
-        );
         Ok(tomb)
     }
 }

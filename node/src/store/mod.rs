@@ -179,14 +179,6 @@ impl DocStore {
             drop(backend);
             DocStore::vacuum(dir, &cfg)?;
             backend = Arc::new(open_sled()?);
-            if removed {
-                let mut batch = WriteBatch::new();
-                batch.delete(TreeId::Meta, META_VACUUM_DUE.to_vec());
-                backend
-                    .apply(&batch)
-                    .and_then(|()| backend.sync())
-                    .map_err(|e| StoreError::from_backend(e, "meta", "clearing vacuum_due"))?;
-            }
         }
         tracing::info!(path = %dir.display(), recovered = backend.was_recovered(), "document store opened");
         let repaired = backend.log_repaired();

@@ -930,4 +930,8 @@ fn removal_drops_chunks_index_and_totals_and_the_next_open_vacuums_the_bytes_awa
     );
     assert!(store.verify().expect("verify").is_ok());
     assert_eq!(store.stats().documents, 1);
+    drop(store);
+    // The vacuum dropped the flag: the next open does not vacuum again.
+    let backend = SledBackend::open(&dir, &cfg()).expect("open backend");
+    assert!(!vacuum_due(&backend));
 }

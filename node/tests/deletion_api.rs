@@ -127,7 +127,10 @@ async fn only_the_villages_cadre_deletes_with_reason_and_confirmation() {
     let a = client(&url, "cadre_a").await;
     let (status, body) = send(a.delete(&at).json(&ok_body)).await;
     assert_eq!(status, 403, "{body}");
-    assert!(has_chinese(body["message"].as_str().unwrap_or("")), "{body}");
+    assert!(
+        has_chinese(body["message"].as_str().unwrap_or("")),
+        "{body}"
+    );
     assert_eq!(kinds_of(&node, &id), [Kind::Hh, Kind::Hp]);
 
     // The village's cadre, without confirmation or with a bad reason: refused, nothing changes.
@@ -140,7 +143,10 @@ async fn only_the_villages_cadre_deletes_with_reason_and_confirmation() {
     ] {
         let (status, body) = send(b.delete(&at).json(&bad)).await;
         assert_eq!(status, code, "{bad} → {body}");
-        assert!(has_chinese(body["message"].as_str().unwrap_or("")), "{body}");
+        assert!(
+            has_chinese(body["message"].as_str().unwrap_or("")),
+            "{body}"
+        );
     }
     let (status, _) = send(b.delete(&at).body("not json")).await;
     assert_eq!(status, 400);
@@ -200,16 +206,20 @@ async fn the_operators_cli_deletes_on_a_stopped_node_and_vacuums() {
     };
     let contains = |needle: &str| {
         fn walk(p: &std::path::Path, needle: &[u8]) -> bool {
-            std::fs::read_dir(p).into_iter().flatten().flatten().any(|e| {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, needle)
-                } else {
-                    std::fs::read(&p)
-                        .map(|b| b.windows(needle.len()).any(|w| w == needle))
-                        .unwrap_or(false)
-                }
-            })
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, needle)
+                    } else {
+                        std::fs::read(&p)
+                            .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                            .unwrap_or(false)
+                    }
+                })
         }
         walk(dir.path(), needle.as_bytes())
     };

@@ -53,6 +53,10 @@
 //! [`DocStore::vacuum`] rewrites a closed store compactly, and [`DocStore::open`] does so when
 //! the files have grown to several times the data.
 //!
+//! [`DocStore::commit_with_removals`] removes documents whole (a household deleted on request);
+//! it sets a `vacuum_due` flag in `meta`, and the next open vacuums, so the removed bytes leave
+//! sled's files as well.
+//!
 //! [`AreaScope`]: cunyun_protocol::area::AreaScope
 
 mod backend;

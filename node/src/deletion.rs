@@ -107,3 +107,114 @@ impl Records {
         Ok(tomb)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    use super::*;
+    use crate::store::StoreConfig;
+    use crate::sync::adapter::{apply_changes, ApplyError, ReceivePolicy};
+
+    fn key(s: &str) -> DocKey {
+        DocKey::parse(s).unwrap()
+    }
+
+    /// A one-change document at `k` filled by `fill`, as a store write and as raw changes.
+    fn doc(
+        k: &DocKey,
+        fill: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
+    ) -> (DocWrite, Vec<Vec<u8>>) {
+        let mut d = Automerge::new();
+        let mut tx = d.transaction();
+        fill(&mut tx);
+        tx.commit();
+        let changes = d
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        (
+            DocWrite {
+                key: k.clone(),
+                chunk: d.save(),
+                heads: d.get_heads(),
+                updated_at_ms: 1_700_000_000_000,
+            },
+            changes,
+        )
+    }
+
+    #[test]
+    fn a_received_tombstone_removes_and_then_refuses_a_malformed_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(&dir.path().join("s"), StoreConfig::default()).unwrap();
+        let hh = key("510122104201/hh/h1");
+        let hp = key("510122104201/hp/h1");
+        let other = key("510122104201/hh/h2");
+        let (w_hp, _) = doc(&hp, |tx| {
+            tx.put(ROOT, "notes", "x").unwrap();
+        });
+        let (w_other, _) = doc(&other, |tx| {
+            tx.put(ROOT, "group", 1).unwrap();
+        });
+        store.commit(vec![w_hp, w_other]).unwrap();
+        let del = hh.with_kind(Kind::Del);
+        // A tombstone naming another household than its key: refused, nothing removed.
+        let (_, bad) = doc(&del, |tx| {
+            Tombstone::new(
+                *del.area(),
+                "h9",
+                Date::parse("2026-12-01").unwrap(),
+                DeletionReason::Mistake,
+                "wang",
+            )
+            .unwrap()
+            .write_to(tx)
+            .unwrap();
+        });
+        let applied =
+            apply_changes(&store, vec![(del.clone(), bad)], ReceivePolicy::default()).unwrap();
+        assert!(matches!(applied.failed[..], [ApplyError::Invalid { .. }]));
+        assert!(store.entry(&del).unwrap().is_none());
+        assert!(store.entry(&hp).unwrap().is_some());
+        // A good tombstone with the household's profile in the same batch: the profile is
+        // refused, the private part removed, the other household untouched.
+        let (_, good) = doc(&del, |tx| {
+            Tombstone::new(
+                *del.area(),
+                "h1",
+                Date::parse("2026-12-01").unwrap(),
+                DeletionReason::Withdrawn,
+                "wang",
+            )
+            .unwrap()
+            .write_to(tx)
+            .unwrap();
+        });
+        let (_, stale) = doc(&hh, |tx| {
+            tx.put(ROOT, "group", 2).unwrap();
+        });
+        let applied = apply_changes(
+            &store,
+            vec![(hh.clone(), stale.clone()), (del.clone(), good)],
+            ReceivePolicy::default(),
+        )
+        .unwrap();
+        assert!(matches!(applied.failed[..], [ApplyError::Deleted { .. }]));
+        assert_eq!(applied.removed, vec![hp.clone()]);
+        assert!(store.entry(&del).unwrap().is_some());
+        assert!(store.entry(&hp).unwrap().is_none());
+        assert!(store.entry(&hh).unwrap().is_none());
+        assert!(store.entry(&other).unwrap().is_some());
+        assert!(deleted(&store, &hp).unwrap());
+        assert!(!deleted(&store, &other).unwrap());
+        // Later, alone: still refused.
+        let applied =
+            apply_changes(&store, vec![(hh.clone(), stale)], ReceivePolicy::default()).unwrap();
+        assert!(matches!(applied.failed[..], [ApplyError::Deleted { .. }]));
+        assert!(store.entry(&hh).unwrap().is_none());
+    }
+}

@@ -64,6 +64,8 @@ pub struct RoundReport {
     pub unreadable: usize,
     /// `match` documents written (expert suggestions for local needs).
     pub matches_written: usize,
+    /// Households dropped from matching and coverage because their tombstone (`del`) arrived.
+    pub households_deleted: usize,
 }
 
 /// Why a round failed.
@@ -248,6 +250,21 @@ impl Engine {
             if key.kind() == Kind::Need {
                 all_needs.push(key.clone());
             }
+            if key.kind() == Kind::Del {
+                // A deleted household: out of matching and coverage (its documents were removed
+                // from the store when the tombstone arrived).
+                if st.known.insert(key.clone(), entry.digest).is_none() {
+                    let hh = key.with_kind(Kind::Hh);
+                    let fb = key.with_kind(Kind::Fb);
+                    st.matcher.remove_household(&hh);
+                    st.known.remove(&hh);
+                    st.known.remove(&fb);
+                    st.feedback.remove(&fb);
+                    profiles.remove(&hh);
+                    report.households_deleted += 1;
+                }
+                continue;
+            }
             if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
                 || st.known.get(&key) == Some(&entry.digest)
             {
@@ -345,6 +362,14 @@ impl Engine {
             let writes = rec_writes(&jobs, st.matcher.library(), &st.content_ids, today, |k| {
                 store.load(k)
             })?;
+            // A household deleted while this round ran gets no `rec` document.
+            let mut writes = writes;
+            writes.retain(|w| {
+                !matches!(
+                    cunyun_node::deletion::deleted(&self.store, &w.key),
+                    Ok(true)
+                )
+            });
             report.recs_written += writes.len();
             if !writes.is_empty() {
                 self.store.commit(writes)?;

@@ -239,11 +239,16 @@ pub async fn start(
     });
     if let Some(s) = &hub.sync {
         let mut feed = s.subscribe();
-        let h = hub.clone();
+        // Weak: the feed's sender lives in the hub's sync service, so a strong reference would
+        // keep the hub (and its store) alive after it stopped.
+        let h = Arc::downgrade(&hub);
         tokio::spawn(async move {
             loop {
                 match feed.recv().await {
-                    Ok(report) => h.metrics.record_sync(&report),
+                    Ok(report) => match h.upgrade() {
+                        Some(h) => h.metrics.record_sync(&report),
+                        None => break,
+                    },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }

@@ -20,11 +20,16 @@
 //!    change syncs back down with the need).
 //! 6. Feedback (`fb`) documents new or changed since the last round are read and summarised
 //!    (reached, viewed, helped) for [`Engine::coverage`]; an unreadable one counts as nothing.
+//! 7. The push-down plan: every village whose `rec` documents changed (every village with `rec`
+//!    documents in the first round after start, so a changed budget takes effect) is planned
+//!    again within its byte budget ([`PushdownConfig`], [`Engine::push_plan`]), and each of its
+//!    `rec` items gets `push` = whether its file was chosen (only documents whose flags differ
+//!    are written). A village whose plan could not be written is planned again next round.
 //!
 //! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
 //! hub-role peer refuses them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use automerge::Automerge;
@@ -41,6 +46,7 @@ use cunyun_protocol::need::{LocalNeed, NeedStatus};
 use cunyun_protocol::rec::{Rec, RecItem, Week};
 use serde::Serialize;
 
+use crate::config::PushdownConfig;
 use crate::library::ContentLibrary;
 use crate::matcher::Matcher;
 
@@ -64,6 +70,10 @@ pub struct RoundReport {
     pub unreadable: usize,
     /// `match` documents written (expert suggestions for local needs).
     pub matches_written: usize,
+    /// Villages whose push-down plan was computed.
+    pub villages_planned: usize,
+    /// `rec` documents whose `push` flags changed.
+    pub plans_written: usize,
 }
 
 /// Why a round failed.
@@ -95,12 +105,17 @@ struct State {
     experts: BTreeMap<String, Expert>,
     /// Feedback summaries by `fb` key.
     feedback: BTreeMap<DocKey, crate::coverage::FeedbackSummary>,
+    /// Villages whose push-down plan is to be computed (their `rec` documents changed).
+    plan_pending: BTreeSet<cunyun_protocol::area::AreaCode>,
+    /// Whether every village with `rec` documents was planned since start.
+    planned_all: bool,
 }
 
 /// The hub's matching engine over its store (see the module documentation).
 pub struct Engine {
     store: DocStore,
     scope: AreaScope,
+    pushdown: PushdownConfig,
     state: Mutex<State>,
 }
 
@@ -117,6 +132,7 @@ impl Engine {
         Engine {
             store,
             scope,
+            pushdown: PushdownConfig::default(),
             state: Mutex::new(State {
                 matcher: Matcher::new(today, per_week),
                 known: HashMap::new(),
@@ -127,8 +143,21 @@ impl Engine {
                 day: None,
                 experts: BTreeMap::new(),
                 feedback: BTreeMap::new(),
+                plan_pending: BTreeSet::new(),
+                planned_all: false,
             }),
         }
+    }
+
+    /// The same engine with these push-down budgets (default: [`PushdownConfig::default`]).
+    pub fn with_pushdown(mut self, pushdown: PushdownConfig) -> Engine {
+        self.pushdown = pushdown;
+        self
+    }
+
+    /// The configured byte budget of `village`.
+    pub fn budget_bytes(&self, village: &cunyun_protocol::area::AreaCode) -> u64 {
+        self.pushdown.budget_bytes(village)
     }
 
     /// Households known to the matcher.
@@ -140,15 +169,24 @@ impl Engine {
     }
 
     /// Which recommended files to push to `village` within `budget` bytes: every rendition its
-    /// `rec` documents name, with its size and how many households it was recommended to, chosen
-    /// by [`select_for_budget`] (most households per byte first). Returns the chosen files, then
+    /// `rec` documents name (with the content id of a signed manifest, so a node can fetch it),
+    /// with its size and how many households it was recommended to, chosen by
+    /// [`select_for_budget`] (most households per byte first). Returns the chosen files, then
     /// the ones left out.
     pub fn push_plan(
         &self,
         village: &cunyun_protocol::area::AreaCode,
         budget: u64,
     ) -> Result<(Vec<FileDemand>, Vec<FileDemand>), EngineError> {
-        let mut demand: BTreeMap<(String, String), FileDemand> = BTreeMap::new();
+        Ok(plan_of(&self.village_recs(village)?, budget))
+    }
+
+    /// The `rec` documents of `village` (unreadable ones skipped).
+    fn village_recs(
+        &self,
+        village: &cunyun_protocol::area::AreaCode,
+    ) -> Result<Vec<(DocKey, Automerge, Rec)>, EngineError> {
+        let mut out = Vec::new();
         for item in self.store.scan(&village.scope()) {
             let (key, _) = item?;
             if key.kind() != Kind::Rec {
@@ -157,35 +195,56 @@ impl Engine {
             let Some(doc) = self.store.load(&key)? else {
                 continue;
             };
-            let Ok(rec) = Rec::read_from(&doc) else {
-                continue;
-            };
-            for (id, it) in rec.items {
-                let d = demand
-                    .entry((id.clone(), it.rendition.clone()))
-                    .or_insert(FileDemand {
-                        content_id: id,
-                        rendition: it.rendition,
-                        bytes: it.bytes,
-                        households: 0,
-                    });
-                d.households += 1;
+            match Rec::read_from(&doc) {
+                Ok(rec) => out.push((key, doc, rec)),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "rec document unreadable; not planned")
+                }
             }
         }
-        let files: Vec<FileDemand> = demand.into_values().collect();
-        let chosen = select_for_budget(&files, budget);
-        let mut taken = vec![false; files.len()];
-        for &i in &chosen {
-            taken[i] = true;
-        }
-        let picked = chosen.iter().map(|&i| files[i].clone()).collect();
-        let left = files
+        Ok(out)
+    }
+
+    /// Plans `village` within its configured budget and writes each `rec` item's `push` flag
+    /// where it differs. Returns the number of `rec` documents written.
+    fn apply_plan(&self, village: &cunyun_protocol::area::AreaCode) -> Result<usize, EngineError> {
+        let mut recs = self.village_recs(village)?;
+        let budget = self.pushdown.budget_bytes(village);
+        let (picked, left) = plan_of(&recs, budget);
+        let chosen: HashSet<(&str, &str)> = picked
             .iter()
-            .zip(&taken)
-            .filter(|(_, t)| !**t)
-            .map(|(f, _)| f.clone())
+            .map(|f| (f.content_id.as_str(), f.rendition.as_str()))
             .collect();
-        Ok((picked, left))
+        let mut writes = Vec::new();
+        for (key, doc, rec) in &mut recs {
+            let mut changed = false;
+            for (id, item) in rec.items.iter_mut() {
+                let push = chosen.contains(&(id.as_str(), item.rendition.as_str()));
+                if item.push != push {
+                    item.push = push;
+                    changed = true;
+                }
+            }
+            if changed {
+                if let Some(w) = commit_view(doc, key, |tx| rec.write_to(tx))? {
+                    writes.push(w);
+                }
+            }
+        }
+        let written = writes.len();
+        if !writes.is_empty() {
+            self.store.commit(writes)?;
+        }
+        tracing::debug!(
+            target: "cunyun::_events::push_plan",
+            village = %village,
+            budget,
+            pushed = picked.len(),
+            pushed_bytes = picked.iter().map(|f| f.bytes).sum::<u64>(),
+            left_out = left.len(),
+            recs_written = written
+        );
+        Ok(written)
     }
 
     /// Coverage figures per area from the matching state.
@@ -247,6 +306,9 @@ impl Engine {
             let (key, entry) = item?;
             if key.kind() == Kind::Need {
                 all_needs.push(key.clone());
+            }
+            if key.kind() == Kind::Rec && !st.planned_all {
+                st.plan_pending.insert(*key.area());
             }
             if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
                 || st.known.get(&key) == Some(&entry.digest)
@@ -346,9 +408,11 @@ impl Engine {
                 store.load(k)
             })?;
             report.recs_written += writes.len();
+            let villages: Vec<_> = writes.iter().map(|w| *w.key.area()).collect();
             if !writes.is_empty() {
                 self.store.commit(writes)?;
             }
+            st.plan_pending.extend(villages);
         }
         let needs = if experts_changed {
             all_needs
@@ -356,6 +420,12 @@ impl Engine {
             changed_needs
         };
         report.matches_written = self.match_needs(&st.experts, &needs, today)?;
+        st.planned_all = true;
+        while let Some(village) = st.plan_pending.first().copied() {
+            report.plans_written += self.apply_plan(&village)?;
+            report.villages_planned += 1;
+            st.plan_pending.remove(&village);
+        }
         // The count from before the scan: anything written since (synced in during this round, or
         // our own writes) makes the next round look again.
         st.store_writes = writes;
@@ -365,7 +435,9 @@ impl Engine {
                 changed = report.households_changed,
                 matched = report.households_matched,
                 recs = report.recs_written,
-                items = report.items_added
+                items = report.items_added,
+                villages_planned = report.villages_planned,
+                plans = report.plans_written
             );
         }
         Ok(report)
@@ -460,6 +532,43 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The file demand of a village's `rec` documents and the files [`select_for_budget`] picks
+/// within `budget` (see [`Engine::push_plan`]).
+fn plan_of(recs: &[(DocKey, Automerge, Rec)], budget: u64) -> (Vec<FileDemand>, Vec<FileDemand>) {
+    let mut demand: BTreeMap<(&str, &str), FileDemand> = BTreeMap::new();
+    for (_, _, rec) in recs {
+        for (id, it) in &rec.items {
+            if it.content.is_none() {
+                // No signed manifest: nothing a node could fetch, so it takes no budget.
+                continue;
+            }
+            demand
+                .entry((id.as_str(), it.rendition.as_str()))
+                .or_insert_with(|| FileDemand {
+                    content_id: id.clone(),
+                    rendition: it.rendition.clone(),
+                    bytes: it.bytes,
+                    households: 0,
+                })
+                .households += 1;
+        }
+    }
+    let files: Vec<FileDemand> = demand.into_values().collect();
+    let chosen = select_for_budget(&files, budget);
+    let mut taken = vec![false; files.len()];
+    for &i in &chosen {
+        taken[i] = true;
+    }
+    let picked = chosen.iter().map(|&i| files[i].clone()).collect();
+    let left = files
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| !**t)
+        .map(|(f, _)| f.clone())
+        .collect();
+    (picked, left)
 }
 
 /// One household's new picks, to be written into its `rec` document.
@@ -638,7 +747,8 @@ mod tests {
             week: Week::of(today),
             tags: [Tag::LivAsf].into_iter().collect(),
             reason: String::new(),
-            content: None,
+            content: Some("ab".repeat(32)),
+            push: false,
         };
         let mut writes = Vec::new();
         for h in 0..4 {
@@ -649,6 +759,10 @@ mod tests {
             }
             if h == 0 {
                 rec.items.insert("leaflet".into(), item("main", 900_000));
+                // Without a signed manifest nothing could fetch it: it takes no budget.
+                let mut bare = item("main", 10);
+                bare.content = None;
+                rec.items.insert("bare".into(), bare);
             }
             let key = DocKey::new(village, Kind::Rec, format!("h{h}")).unwrap();
             let mut doc = Automerge::new();
@@ -684,5 +798,43 @@ mod tests {
         let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
+
+        // The plan is written into the village's rec documents as `push` flags, per the
+        // configured budget; raising the budget pushes more; the other village is untouched.
+        let flags = |engine: &Engine, key: &str| -> BTreeMap<String, bool> {
+            let key: DocKey = key.parse().unwrap();
+            let rec = Rec::read_from(&engine.store.load(&key).unwrap().unwrap()).unwrap();
+            rec.items.into_iter().map(|(id, i)| (id, i.push)).collect()
+        };
+        let mut cfg = PushdownConfig::default();
+        cfg.village_budget_mb = 1_000;
+        cfg.budget_mb
+            .insert(AreaScope::parse("511424104201").unwrap(), 10);
+        let engine = engine.with_pushdown(cfg.clone());
+        assert_eq!(engine.budget_bytes(&village), 10_000_000);
+        assert_eq!(engine.apply_plan(&village).unwrap(), 4);
+        let h0 = flags(&engine, "511424104201/rec/h0");
+        assert_eq!(
+            h0,
+            [
+                ("audio", true),
+                ("bare", false),
+                ("leaflet", true),
+                ("video", false)
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .collect()
+        );
+        assert!(!flags(&engine, "511424104201/rec/h1")["video"]);
+        assert!(!flags(&engine, "511424104202/rec/h9")["video"]);
+        // Planning again with the same budget writes nothing.
+        assert_eq!(engine.apply_plan(&village).unwrap(), 0);
+        cfg.budget_mb
+            .insert(AreaScope::parse("511424104201").unwrap(), 40);
+        let engine = engine.with_pushdown(cfg);
+        assert_eq!(engine.apply_plan(&village).unwrap(), 3);
+        assert!(flags(&engine, "511424104201/rec/h1")["video"]);
+        assert!(flags(&engine, "511424104201/rec/h0")["leaflet"]);
     }
 }

@@ -13,60 +13,17 @@
 //! file on demand when it is opened.
 
 mod common;
-use common::{hub_get, identity, start_hub, start_hub_with};
+use common::{hub_get, start_hub, start_hub_with, start_node, sync_addr, wait_for};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cunyun_node::config::NodeConfig;
-use cunyun_node::server::{self, RunningNode};
 use cunyun_protocol::key::Role;
 use cunyun_protocol::manifest::ContentId;
 use serde_json::json;
 
 const VILLAGE: &str = "511424104201";
 const COUNTY: &str = "511424";
-
-async fn start_node(
-    root: &Path,
-    n: u8,
-    role: Role,
-    scope: &str,
-    peers: Vec<std::net::SocketAddr>,
-    hub_key: &str,
-) -> RunningNode {
-    let id = identity(n, role, scope);
-    let dir = root.join(format!("node{n}"));
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
-    let mut c = NodeConfig::default();
-    c.data_dir = dir;
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.scope = id.scope;
-    c.role = id.role;
-    c.sync.enabled = true;
-    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
-    c.sync.mdns = false;
-    c.sync.static_peers = peers;
-    c.sync.interval_s = 1;
-    c.sync.debounce_ms = 100;
-    c.sync.backoff_ms = 200;
-    c.content.trusted_hub_keys = vec![hub_key.to_string()];
-    c.content.pushdown_interval_s = 1;
-    server::start(&c, std::future::pending())
-        .await
-        .expect("node starts")
-}
-
-fn sync_addr(n: &RunningNode) -> std::net::SocketAddr {
-    n.state.sync.as_ref().expect("sync").listen_addr()
-}
-
-async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recommended_file_reaches_county_then_village_and_is_served_identically() {

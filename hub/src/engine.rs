@@ -806,8 +806,10 @@ mod tests {
             let rec = Rec::read_from(&engine.store.load(&key).unwrap().unwrap()).unwrap();
             rec.items.into_iter().map(|(id, i)| (id, i.push)).collect()
         };
-        let mut cfg = PushdownConfig::default();
-        cfg.village_budget_mb = 1_000;
+        let mut cfg = PushdownConfig {
+            village_budget_mb: 1_000,
+            ..PushdownConfig::default()
+        };
         cfg.budget_mb
             .insert(AreaScope::parse("511424104201").unwrap(), 10);
         let engine = engine.with_pushdown(cfg.clone());

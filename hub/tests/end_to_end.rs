@@ -4,9 +4,10 @@
 //! A cadre records a household through the village node's HTTP API → it syncs up → the hub
 //! matches it against a library item → the `rec` document comes down through the county → the
 //! file arrives, verified, in the village's blob store → the villager page `/v/<id>` lists it and
-//! the content route serves the same bytes → the villager opens it and taps 「有帮助」 → the `fb`
-//! document syncs up → the hub's coverage (JSON API) shows the village's household reached,
-//! viewed and rated helpful. Every wait is bounded in time (and so in polls).
+//! the content route serves the same bytes; the village records the delivery in the household's
+//! `fb` document, which syncs up → the hub's coverage (JSON API) shows the household reached →
+//! the villager opens it and taps 「有帮助」 → the `fb` document syncs up again → the coverage
+//! shows it viewed and rated helpful. Every wait is bounded in time (and so in polls).
 
 mod common;
 use common::{hub_get, node_dir, start_hub, start_node, sync_addr, wait_for};
@@ -75,6 +76,31 @@ async fn cadre_client(url: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .expect("client")
+}
+
+/// The hub's coverage row of [`VILLAGE`] (through the one hub HTTP helper), polled until
+/// `ready` holds for it; fails the test at `deadline`.
+async fn village_coverage(
+    hub: &cunyun_hub::RunningHub,
+    deadline: Instant,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let cov = hub_get(hub, "/api/v1/coverage?level=village").await;
+        let row = cov["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["area"] == VILLAGE).cloned())
+            .unwrap_or(Value::Null);
+        if ready(&row) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {cov}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -203,7 +229,15 @@ async fn household_to_rec_to_file_to_feedback_to_coverage() {
     assert_eq!(got.status().as_u16(), 200);
     assert_eq!(got.bytes().await.expect("bytes").as_ref(), &body[..]);
 
-    // 5. The villager opens it and taps 「有帮助」: the fb document records both.
+    // 5. The delivery reaches the hub's coverage before anyone opened the item.
+    let row = village_coverage(&hub, deadline, "the delivery at the hub", |r| {
+        r["reached"] == 1
+    })
+    .await;
+    assert_eq!(row["viewed"], 0, "{row}");
+    assert_eq!(row["helped"], 0, "{row}");
+
+    // 6. The villager opens it and taps 「有帮助」: the fb document records both.
     for event in ["view", "helpful"] {
         let r: Value = anon
             .post(format!("{url}/v/{id}/items/{}/{event}", item.id))
@@ -223,30 +257,21 @@ async fn household_to_rec_to_file_to_feedback_to_coverage() {
         .load(&fb_key)
         .expect("load")
         .expect("fb written");
-    Feedback::read_from(&fb_doc).expect("fb readable");
+    let fb = Feedback::read_from(&fb_doc).expect("fb readable");
+    let fb_item = &fb.items[&item.id];
+    assert!(fb_item.delivered_on().is_some(), "{fb_item:?}");
+    assert_eq!(fb_item.view_count(), 1, "{fb_item:?}");
+    assert!(fb_item.is_helpful(), "{fb_item:?}");
 
-    // 6. The fb document reaches the hub, and its coverage shows the village's household
+    // 7. The fb document reaches the hub, and its coverage shows the village's household
     //    reached, viewed and rated helpful.
-    let hub_store = hub.hub.store.clone();
-    wait_for("the fb at the hub", deadline, || {
-        hub_store.load(&fb_key).ok().flatten().is_some()
-    })
+    let row = village_coverage(
+        &hub,
+        deadline,
+        "the view and 「有帮助」 at the hub",
+        |r| r["helped"] == 1,
+    )
     .await;
-    let row = loop {
-        let cov = hub_get(&hub, "/api/v1/coverage?level=village").await;
-        let row = cov["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["area"] == VILLAGE).cloned())
-            .unwrap_or(Value::Null);
-        if row["helped"] == 1 {
-            break row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the hub's coverage: {cov}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     assert_eq!(row["households"], 1, "{row}");
     assert_eq!(row["with_rec"], 1, "{row}");
     assert_eq!(row["reached"], 1, "{row}");

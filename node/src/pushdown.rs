@@ -20,6 +20,11 @@
 //! villages were recommended (within its quota): its villages fetch unplanned items on demand from
 //! it, usually with no other upstream in reach.
 //!
+//! **Delivered.** On a village node (once [`Pushdown::record_deliveries_to`] was called, as
+//! `server::start` does), each run records `delivered` in the `fb` document of every household
+//! whose `rec` names an item that is complete here (once per household and item while the node
+//! runs; the `fb` document keeps only the first day anyway): that is the hub's "reached".
+//!
 //! **On demand** ([`Pushdown::fetch_on_demand`]): an item that is recommended here but not
 //! planned (or not yet arrived) is fetched when a villager or cadre opens it: one background
 //! fetch per item (at most [`MAX_ON_DEMAND`] at a time) from the same peers, awaited for a
@@ -29,7 +34,7 @@
 //! `interval` (default 60 s). Counts are in [`PushdownStatus`] (`/api/v1/content`) and in
 //! `/metrics` (`cunyun_content_*`); each run logs `cunyun::_events::pushdown_run`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -88,6 +93,8 @@ pub struct Pushdown {
     items: Mutex<BTreeMap<String, ContentId>>,
     planned: Mutex<Vec<ContentId>>,
     on_demand: Mutex<HashMap<ContentId, Done>>,
+    app: Mutex<Option<std::sync::Weak<crate::api::AppState>>>,
+    delivered: Mutex<HashSet<(DocKey, String)>>,
     recs: Arc<Mutex<RecCache>>,
     status: Mutex<PushdownStatus>,
     run_lock: tokio::sync::Mutex<()>,
@@ -114,6 +121,8 @@ impl Pushdown {
             items: Mutex::new(BTreeMap::new()),
             planned: Mutex::new(Vec::new()),
             on_demand: Mutex::new(HashMap::new()),
+            app: Mutex::new(None),
+            delivered: Mutex::new(HashSet::new()),
             recs: Arc::default(),
             status: Mutex::new(PushdownStatus::default()),
             run_lock: tokio::sync::Mutex::new(()),
@@ -150,6 +159,63 @@ impl Pushdown {
             }
         }
         out
+    }
+
+    /// Makes each run record deliveries (see the module doc) through `app`'s records; only a
+    /// village node records them (a file at the county has not reached the village).
+    pub fn record_deliveries_to(&self, app: std::sync::Weak<crate::api::AppState>) {
+        if let Ok(mut a) = self.app.lock() {
+            *a = Some(app);
+        }
+    }
+
+    async fn record_deliveries(&self) {
+        if self.sync.identity().role != Role::Village {
+            return;
+        }
+        let Some(app) = self
+            .app
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().and_then(std::sync::Weak::upgrade))
+        else {
+            return;
+        };
+        let Some(day) = crate::feedback::today() else {
+            return;
+        };
+        let todo: Vec<(DocKey, String)> = {
+            let recs = self.recs.lock().unwrap_or_else(PoisonError::into_inner);
+            let done = self
+                .delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            recs.iter()
+                .flat_map(|(key, (_, items))| {
+                    items
+                        .iter()
+                        .filter(|(_, cid, _)| self.blobs.is_complete(cid))
+                        .map(move |(item, _, _)| (key.clone(), item.clone()))
+                })
+                .filter(|k| !done.contains(k))
+                .collect()
+        };
+        for (key, item) in todo {
+            match app
+                .records
+                .record_feedback(key.id(), &item, crate::feedback::Event::Delivered, day)
+                .await
+            {
+                Ok(_) | Err(crate::records::RecordError::NotFound(_)) => {
+                    if let Ok(mut d) = self.delivered.lock() {
+                        d.insert((key, item));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, item, error = %e, "delivery not recorded; next run retries");
+                }
+            }
+        }
     }
 
     /// Whether the hub's plan pushes the item with this content id here (as of the last run).
@@ -274,6 +340,7 @@ impl Pushdown {
                 }
             }
         }
+        self.record_deliveries().await;
         let mut st = PushdownStatus {
             wanted: wanted.len(),
             planned: planned.len(),

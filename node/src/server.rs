@@ -174,6 +174,9 @@ pub async fn start_with_principals(
         sync,
         pushdown,
     });
+    if let Some(p) = &state.pushdown {
+        p.record_deliveries_to(Arc::downgrade(&state));
+    }
     if let Some(mut feed) = metrics_feed {
         let state = state.clone();
         tokio::spawn(async move {

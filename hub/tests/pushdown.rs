@@ -216,8 +216,11 @@ async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
             )
             .expect("add")
     };
+    // 3 MB: outside both budgets (village 2's 5 MB holds the other two first).
+    let (huge_file, _) = file_of(root.path(), "huge.pdf", 3_000_000, 3);
     let small = add("非洲猪瘟防控明白纸", &small_file);
     let big = add("生猪养殖场消毒图解", &big_file);
+    let huge = add("猪场生物安全手册", &huge_file);
     let cid = |i: &cunyun_hub::library::ContentRecord| -> ContentId {
         i.content
             .as_deref()
@@ -225,7 +228,7 @@ async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
             .parse()
             .expect("hex")
     };
-    let (small_cid, big_cid) = (cid(&small), cid(&big));
+    let (small_cid, big_cid, huge_cid) = (cid(&small), cid(&big), cid(&huge));
     let key = hub.hub.files.public_key_hex();
     let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
     let county = start_node(root.path(), 2, Role::County, COUNTY, vec![hub_addr], &key).await;
@@ -267,28 +270,32 @@ async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
     // Village 1: both recommended, only the small file planned and pre-fetched.
     wait_for("village 1's plan pre-fetched", deadline, || {
         let s = p1.status();
-        s.wanted == 2 && s.planned == 1 && s.planned_complete == 1
+        s.wanted == 3 && s.planned == 1 && s.planned_complete == 1
     })
     .await;
     assert!(p1.is_planned(&small_cid) && !p1.is_planned(&big_cid));
     assert!(p1.blobs().is_complete(&small_cid));
     assert!(!p1.blobs().is_complete(&big_cid), "outside the budget");
-    // Village 2 (a larger budget): both planned and pre-fetched.
+    // Village 2 (a larger budget): two planned and pre-fetched.
     wait_for("village 2's plan pre-fetched", deadline, || {
         let s = p2.status();
-        s.wanted == 2 && s.planned == 2 && s.planned_complete == 2
+        s.wanted == 3 && s.planned == 2 && s.planned_complete == 2
     })
     .await;
+    assert!(p2.is_planned(&small_cid) && p2.is_planned(&big_cid) && !p2.is_planned(&huge_cid));
     // The hub's plan API agrees with what the nodes were told.
     let plan = hub_get(&hub, &format!("/api/v1/push-plan?village={VILLAGE}")).await;
     assert_eq!(plan["budget_bytes"], 1_000_000);
     assert_eq!(plan["push"][0]["content_id"], small.id.as_str());
-    assert_eq!(plan["left_out"][0]["content_id"], big.id.as_str());
-    // The county caches the union of its villages' plans (here: both files).
+    assert_eq!(plan["left_out"].as_array().map(Vec::len), Some(2), "{plan}");
+    // The county caches its villages' plans, then the rest they were recommended.
     wait_for("the county's cache", deadline, || {
-        pc.blobs().is_complete(&small_cid) && pc.blobs().is_complete(&big_cid)
+        [small_cid, big_cid, huge_cid]
+            .iter()
+            .all(|c| pc.blobs().is_complete(c))
     })
     .await;
+    assert_eq!(pc.status().planned, 2, "the union of the villages' plans");
     // A villager opens the big item in village 1: fetched on demand from the county.
     let st = p1.status();
     assert!(!p1.blobs().is_complete(&big_cid), "{st:?}");
@@ -326,7 +333,22 @@ async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
         .await
         .expect("missing");
     assert_eq!(resp.status(), 404);
-    for n in [v1, v2, county] {
+    // Offline (the county, its only upstream, is gone): an unplanned item cannot be fetched
+    // and the node says, in Chinese, that it is not downloaded yet.
+    county.stop().await.expect("stop");
+    let resp = http
+        .get(format!("{}/v/content/{}", v2.url(), huge.id))
+        .send()
+        .await
+        .expect("offline item");
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body.to_string().contains("尚未下载"),
+        "a zh-CN 'not yet downloaded': {body}"
+    );
+    assert!(!p2.blobs().is_complete(&huge_cid));
+    for n in [v1, v2] {
         n.stop().await.expect("stop");
     }
     hub.stop().await.expect("stop");

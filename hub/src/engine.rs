@@ -22,9 +22,13 @@
 //!    (reached, viewed, helped) for [`Engine::coverage`]; an unreadable one counts as nothing.
 //! 7. The push-down plan: every village whose `rec` documents changed (every village with `rec`
 //!    documents in the first round after start, so a changed budget takes effect) is planned
-//!    again within its byte budget ([`PushdownConfig`], [`Engine::push_plan`]), and each of its
-//!    `rec` items gets `push` = whether its file was chosen (only documents whose flags differ
-//!    are written). A village whose plan could not be written is planned again next round.
+//!    again within its byte budget ([`PushdownConfig`], [`Engine::push_plan`]), and its `rec`
+//!    items get `push` = whether their file was chosen (only documents whose flags differ are
+//!    written). The engine keeps each village's file demand in memory (`VillagePlan`: per file
+//!    its size and households, per `rec` document its files — built from the documents once per
+//!    village after start), so a round loads only the `rec` documents it wrote plus those holding
+//!    a file whose choice flipped, not the whole village. A village whose plan could not be
+//!    written is planned again next round.
 //!
 //! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
 //! hub-role peer refuses them).
@@ -105,8 +109,11 @@ struct State {
     experts: BTreeMap<String, Expert>,
     /// Feedback summaries by `fb` key.
     feedback: BTreeMap<DocKey, crate::coverage::FeedbackSummary>,
-    /// Villages whose push-down plan is to be computed (their `rec` documents changed).
-    plan_pending: BTreeSet<cunyun_protocol::area::AreaCode>,
+    /// Villages whose push-down plan is to be computed, with the `rec` documents written since
+    /// their last plan.
+    plan_pending: BTreeMap<cunyun_protocol::area::AreaCode, BTreeSet<DocKey>>,
+    /// Each village's file demand and current plan, once built.
+    plans: HashMap<cunyun_protocol::area::AreaCode, VillagePlan>,
     /// Whether every village with `rec` documents was planned since start.
     planned_all: bool,
 }
@@ -143,7 +150,8 @@ impl Engine {
                 day: None,
                 experts: BTreeMap::new(),
                 feedback: BTreeMap::new(),
-                plan_pending: BTreeSet::new(),
+                plan_pending: BTreeMap::new(),
+                plans: HashMap::new(),
                 planned_all: false,
             }),
         }
@@ -205,28 +213,71 @@ impl Engine {
         Ok(out)
     }
 
-    /// Plans `village` within its configured budget and writes each `rec` item's `push` flag
-    /// where it differs. Returns the number of `rec` documents written.
-    fn apply_plan(&self, village: &cunyun_protocol::area::AreaCode) -> Result<usize, EngineError> {
-        let mut recs = self.village_recs(village)?;
+    /// Plans `village` within its configured budget after its `rec` documents `written` changed
+    /// (see step 7 of the module doc) and writes each affected `rec` item's `push` flag where it
+    /// differs. Returns the number of `rec` documents written.
+    fn plan_village(
+        &self,
+        plans: &mut HashMap<cunyun_protocol::area::AreaCode, VillagePlan>,
+        village: &cunyun_protocol::area::AreaCode,
+        written: &BTreeSet<DocKey>,
+    ) -> Result<usize, EngineError> {
         let budget = self.pushdown.budget_bytes(village);
-        let (picked, left) = plan_of(&recs, budget);
-        let chosen: HashSet<(&str, &str)> = picked
-            .iter()
-            .map(|f| (f.content_id.as_str(), f.rendition.as_str()))
-            .collect();
+        let mut docs: BTreeMap<DocKey, (Automerge, Rec)> = BTreeMap::new();
+        let plan = match plans.entry(*village) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let plan = e.into_mut();
+                for key in written {
+                    match self.store.load(key)?.map(|d| (Rec::read_from(&d), d)) {
+                        Some((Ok(rec), doc)) => {
+                            plan.set_rec(key, Some(&rec));
+                            docs.insert(key.clone(), (doc, rec));
+                        }
+                        Some((Err(_), _)) | None => plan.set_rec(key, None),
+                    }
+                }
+                let flipped: HashSet<u32> = plan.replan(budget).into_iter().collect();
+                if !flipped.is_empty() {
+                    let holders: Vec<DocKey> = plan
+                        .by_rec
+                        .iter()
+                        .filter(|(k, files)| {
+                            !docs.contains_key(*k) && files.iter().any(|f| flipped.contains(f))
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in holders {
+                        if let Some(doc) = self.store.load(&key)? {
+                            if let Ok(rec) = Rec::read_from(&doc) {
+                                docs.insert(key, (doc, rec));
+                            }
+                        }
+                    }
+                }
+                plan
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut plan = VillagePlan::default();
+                for (key, doc, rec) in self.village_recs(village)? {
+                    plan.set_rec(&key, Some(&rec));
+                    docs.insert(key, (doc, rec));
+                }
+                plan.replan(budget);
+                e.insert(plan)
+            }
+        };
         let mut writes = Vec::new();
-        for (key, doc, rec) in &mut recs {
+        for (key, (mut doc, mut rec)) in docs {
             let mut changed = false;
             for (id, item) in rec.items.iter_mut() {
-                let push = chosen.contains(&(id.as_str(), item.rendition.as_str()));
+                let push = plan.is_chosen(id, &item.rendition);
                 if item.push != push {
                     item.push = push;
                     changed = true;
                 }
             }
             if changed {
-                if let Some(w) = commit_view(doc, key, |tx| rec.write_to(tx))? {
+                if let Some(w) = commit_view(&mut doc, &key, |tx| rec.write_to(tx))? {
                     writes.push(w);
                 }
             }
@@ -239,9 +290,8 @@ impl Engine {
             target: "cunyun::_events::push_plan",
             village = %village,
             budget,
-            pushed = picked.len(),
-            pushed_bytes = picked.iter().map(|f| f.bytes).sum::<u64>(),
-            left_out = left.len(),
+            files = plan.files.len(),
+            pushed = plan.chosen.iter().filter(|c| **c).count(),
             recs_written = written
         );
         Ok(written)
@@ -308,7 +358,7 @@ impl Engine {
                 all_needs.push(key.clone());
             }
             if key.kind() == Kind::Rec && !st.planned_all {
-                st.plan_pending.insert(*key.area());
+                st.plan_pending.entry(*key.area()).or_default();
             }
             if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
                 || st.known.get(&key) == Some(&entry.digest)
@@ -408,11 +458,13 @@ impl Engine {
                 store.load(k)
             })?;
             report.recs_written += writes.len();
-            let villages: Vec<_> = writes.iter().map(|w| *w.key.area()).collect();
+            let written: Vec<DocKey> = writes.iter().map(|w| w.key.clone()).collect();
             if !writes.is_empty() {
                 self.store.commit(writes)?;
             }
-            st.plan_pending.extend(villages);
+            for key in written {
+                st.plan_pending.entry(*key.area()).or_default().insert(key);
+            }
         }
         let needs = if experts_changed {
             all_needs
@@ -421,10 +473,17 @@ impl Engine {
         };
         report.matches_written = self.match_needs(&st.experts, &needs, today)?;
         st.planned_all = true;
-        while let Some(village) = st.plan_pending.first().copied() {
-            report.plans_written += self.apply_plan(&village)?;
+        while let Some((village, keys)) = st.plan_pending.pop_first() {
+            match self.plan_village(&mut st.plans, &village, &keys) {
+                Ok(n) => report.plans_written += n,
+                Err(e) => {
+                    // Built again from the documents next round.
+                    st.plans.remove(&village);
+                    st.plan_pending.insert(village, keys);
+                    return Err(e);
+                }
+            }
             report.villages_planned += 1;
-            st.plan_pending.remove(&village);
         }
         // The count from before the scan: anything written since (synced in during this round, or
         // our own writes) makes the next round look again.
@@ -531,6 +590,81 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// One village's file demand and push-down plan, kept by the engine between rounds (step 7 of
+/// the module doc). Files are indexed in order of first sight; a file no household wants any
+/// more keeps its slot with zero households (never chosen).
+#[derive(Debug, Default)]
+struct VillagePlan {
+    files: Vec<FileDemand>,
+    index: HashMap<(String, String), u32>,
+    /// Files (indices) of each `rec` document of the village.
+    by_rec: HashMap<DocKey, Vec<u32>>,
+    /// Whether each file is in the plan.
+    chosen: Vec<bool>,
+}
+
+impl VillagePlan {
+    /// Replaces what `key` contributes to the demand with the items of `rec` (none: the
+    /// document is gone or unreadable). Items without a signed manifest take no budget.
+    fn set_rec(&mut self, key: &DocKey, rec: Option<&Rec>) {
+        for i in self.by_rec.remove(key).unwrap_or_default() {
+            if let Some(f) = self.files.get_mut(i as usize) {
+                f.households = f.households.saturating_sub(1);
+            }
+        }
+        let Some(rec) = rec else { return };
+        let mut mine = Vec::with_capacity(rec.items.len());
+        for (id, it) in &rec.items {
+            if it.content.is_none() {
+                continue;
+            }
+            let slot = (id.clone(), it.rendition.clone());
+            let i = match self.index.get(&slot) {
+                Some(&i) => i,
+                None => {
+                    let i = self.files.len() as u32;
+                    self.files.push(FileDemand {
+                        content_id: id.clone(),
+                        rendition: it.rendition.clone(),
+                        bytes: it.bytes,
+                        households: 0,
+                    });
+                    self.chosen.push(false);
+                    self.index.insert(slot, i);
+                    i
+                }
+            };
+            let f = &mut self.files[i as usize];
+            f.bytes = it.bytes;
+            f.households += 1;
+            mine.push(i);
+        }
+        self.by_rec.insert(key.clone(), mine);
+    }
+
+    /// Chooses again within `budget` ([`select_for_budget`]); returns the files whose choice
+    /// changed.
+    fn replan(&mut self, budget: u64) -> Vec<u32> {
+        let mut now = vec![false; self.files.len()];
+        for i in select_for_budget(&self.files, budget) {
+            now[i] = true;
+        }
+        let flipped = (0..now.len())
+            .filter(|&i| now[i] != self.chosen[i])
+            .map(|i| i as u32)
+            .collect();
+        self.chosen = now;
+        flipped
+    }
+
+    /// Whether the plan pushes this item's rendition.
+    fn is_chosen(&self, id: &str, rendition: &str) -> bool {
+        self.index
+            .get(&(id.to_string(), rendition.to_string()))
+            .is_some_and(|&i| self.chosen[i as usize])
     }
 }
 
@@ -801,6 +935,11 @@ mod tests {
 
         // The plan is written into the village's rec documents as `push` flags, per the
         // configured budget; raising the budget pushes more; the other village is untouched.
+        let plan = |engine: &Engine, written: &[&str]| -> usize {
+            let keys: BTreeSet<DocKey> = written.iter().map(|k| k.parse().unwrap()).collect();
+            let mut st = engine.state.lock().unwrap();
+            engine.plan_village(&mut st.plans, &village, &keys).unwrap()
+        };
         let flags = |engine: &Engine, key: &str| -> BTreeMap<String, bool> {
             let key: DocKey = key.parse().unwrap();
             let rec = Rec::read_from(&engine.store.load(&key).unwrap().unwrap()).unwrap();
@@ -814,7 +953,7 @@ mod tests {
             .insert(AreaScope::parse("511424104201").unwrap(), 10);
         let engine = engine.with_pushdown(cfg.clone());
         assert_eq!(engine.budget_bytes(&village), 10_000_000);
-        assert_eq!(engine.apply_plan(&village).unwrap(), 4);
+        assert_eq!(plan(&engine, &[]), 4);
         let h0 = flags(&engine, "511424104201/rec/h0");
         assert_eq!(
             h0,
@@ -831,12 +970,38 @@ mod tests {
         assert!(!flags(&engine, "511424104201/rec/h1")["video"]);
         assert!(!flags(&engine, "511424104202/rec/h9")["video"]);
         // Planning again with the same budget writes nothing.
-        assert_eq!(engine.apply_plan(&village).unwrap(), 0);
+        assert_eq!(plan(&engine, &[]), 0);
         cfg.budget_mb
             .insert(AreaScope::parse("511424104201").unwrap(), 40);
         let engine = engine.with_pushdown(cfg);
-        assert_eq!(engine.apply_plan(&village).unwrap(), 3);
+        assert_eq!(plan(&engine, &[]), 3);
         assert!(flags(&engine, "511424104201/rec/h1")["video"]);
         assert!(flags(&engine, "511424104201/rec/h0")["leaflet"]);
+
+        // Incrementally: h3 is now recommended a 9 MB poster (one household: 1/9 MB beats the
+        // video's 3/30 MB). Within 40 MB both no longer fit with the rest (2 + 0.9 + 30 + 9 >
+        // 40), so the poster takes the video's place: h3 (written) and the video's holders h0–h2
+        // (flipped) are rewritten, nothing else is loaded.
+        let h3: DocKey = "511424104201/rec/h3".parse().unwrap();
+        let mut doc = engine.store.load(&h3).unwrap().unwrap();
+        let mut rec = Rec::read_from(&doc).unwrap();
+        rec.items.insert("poster".into(), item("main", 9_000_000));
+        let w = commit_view(&mut doc, &h3, |tx| rec.write_to(tx))
+            .unwrap()
+            .unwrap();
+        engine.store.commit(vec![w]).unwrap();
+        assert_eq!(plan(&engine, &["511424104201/rec/h3"]), 4);
+        assert!(flags(&engine, "511424104201/rec/h3")["poster"]);
+        for h in ["h0", "h1", "h2"] {
+            assert!(
+                !flags(&engine, &format!("511424104201/rec/{h}"))["video"],
+                "{h}"
+            );
+        }
+        // The incremental plan agrees with one built from the documents.
+        let (picked, _) = engine.push_plan(&village, 40_000_000).unwrap();
+        let mut ids: Vec<&str> = picked.iter().map(|f| f.content_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["audio", "leaflet", "poster"]);
     }
 }

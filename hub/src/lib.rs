@@ -228,7 +228,8 @@ pub async fn start(
             config.scope,
             today.unwrap_or_else(today_in_china),
             config.per_week,
-        ),
+        )
+        .with_pushdown(config.pushdown.clone()),
         store,
         library,
         files,
@@ -446,7 +447,9 @@ async fn content_csv(State(hub): State<Arc<Hub>>) -> Response {
     csv_response("content", content_table_csv(&hub.library.list()))
 }
 
-/// `?village=<12 digits>&budget_mb=<n>`: the files to push to a village within its byte budget.
+/// `?village=<12 digits>[&budget_mb=<n>]`: the files to push to a village within its byte budget
+/// (default: the configured one, `[pushdown]`, which is what the `rec` documents' `push` flags
+/// follow).
 async fn push_plan(
     State(hub): State<Arc<Hub>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -464,15 +467,18 @@ async fn push_plan(
             )
         }
     };
-    let Some(budget_mb) = q.get("budget_mb").and_then(|b| b.parse::<u64>().ok()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "需要村节点的空间预算 budget_mb（整数，单位MB）",
-        );
+    let budget = match q.get("budget_mb").map(|b| b.parse::<u64>()) {
+        None => hub.engine.budget_bytes(&village),
+        Some(Ok(mb)) => mb.saturating_mul(1_000_000),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "空间预算 budget_mb 应为整数（单位MB）",
+            )
+        }
     };
     let h = hub.clone();
-    let budget = budget_mb.saturating_mul(1_000_000);
     match tokio::task::spawn_blocking(move || h.engine.push_plan(&village, budget)).await {
         Ok(Ok((picked, left))) => {
             let row = |f: &cunyun_protocol::matching::FileDemand| {

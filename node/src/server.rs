@@ -174,6 +174,9 @@ pub async fn start_with_principals(
         sync,
         pushdown,
     });
+    if let Some(p) = &state.pushdown {
+        p.record_deliveries_to(Arc::downgrade(&state));
+    }
     if let Some(mut feed) = metrics_feed {
         // A weak reference: the feed's sender lives in the sync service inside the state, so a
         // strong one would keep the state (and the store) alive after the node stopped.

@@ -45,6 +45,7 @@ pub mod enroll;
 pub mod feedback;
 pub mod metrics;
 pub mod pushdown;
+pub mod ratelimit;
 pub mod records;
 pub mod revocation;
 pub mod sample;

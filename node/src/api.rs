@@ -85,6 +85,11 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/me", get(me))
         .merge(crate::webapp::api_routes())
         .merge(crate::content_api::api_routes())
+        // Inside the login guard: needs the cadre it hands on.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::village_guard::guard,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/status", get(status_page))
@@ -306,6 +311,7 @@ fn query_or_400<T: serde::de::DeserializeOwned>(
 
 async fn list_households(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     q: Result<Query<HouseholdQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -328,7 +334,8 @@ async fn list_households(
         updated_since_ms: parse_since(&q.updated_since)?,
         text: q.q.clone().filter(|s| !s.is_empty()),
     };
-    let items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    items.retain(|h| crate::village_guard::may_access(&cadre, &h.village));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -337,7 +344,10 @@ async fn create_household(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    if let Some(profile) = body.get_mut("profile") {
+        crate::village_guard::fill_area(&cadre, &state.records.scope(), profile, "village")?;
+    }
     let result = state.records.create_household(&cadre.name, &body).await;
     let record = count_write(&state, "hh", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -421,6 +431,7 @@ struct NeedQuery {
 
 async fn list_needs(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     q: Result<Query<NeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -429,7 +440,8 @@ async fn list_needs(
         status: q.status.clone(),
         updated_since_ms: parse_since(&q.updated_since)?,
     };
-    let items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    items.retain(|n| crate::village_guard::may_access(&cadre, n.key.area()));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -438,7 +450,8 @@ async fn create_need(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    crate::village_guard::fill_area(&cadre, &state.records.scope(), &mut body, "area")?;
     let result = state.records.create_need(&cadre.name, &body).await;
     let record = count_write(&state, "need", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())

@@ -55,4 +55,5 @@ pub mod sync;
 pub mod timefmt;
 pub mod tls;
 pub mod trust;
+pub mod village_guard;
 pub mod webapp;

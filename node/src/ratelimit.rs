@@ -1,5 +1,5 @@
-//! Per-address connection limits for the node's TCP listeners (the sync port and the enrollment
-//! port): how many connections one IP address may open per minute, and how many it may hold at
+//! Per-address connection limits for the node's TCP listeners (the sync port, the enrollment
+//! port, and the HTTP port through [`LimitedListener`]): how many connections one IP address may open per minute, and how many it may hold at
 //! once. A listener asks [`AddrLimiter::admit`] right after `accept` and before any TLS work; a
 //! refused connection is closed at once, and the first refusal of an address in a window is
 //! logged (in Chinese, for the operator) so a flood does not flood the log as well.
@@ -22,9 +22,11 @@ pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Limits per source address (the `per_address` tables of the config).
+/// Limits per source address (the `[sync.per_address]` and `[http_per_address]` tables of the
+/// config). A table that is given must set all three fields; without one, the listener's
+/// defaults ([`AddrLimits::SYNC`], [`AddrLimits::HTTP`]) apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AddrLimits {
     /// Connections one address may open in any 60 seconds; `0` turns the limit off.
     pub per_minute: u32,
@@ -43,18 +45,19 @@ impl AddrLimits {
         concurrent: 8,
         exempt_loopback: true,
     };
+    /// Defaults of the HTTP port (API, web app, villager pages, `/automerge`): a phone's browser
+    /// opens a handful of keep-alive connections, and a village office may share one address.
+    pub const HTTP: AddrLimits = AddrLimits {
+        per_minute: 600,
+        concurrent: 64,
+        exempt_loopback: true,
+    };
     /// Defaults of the enrollment port: an enrollment is one connection, rare.
     pub const ENROLL: AddrLimits = AddrLimits {
         per_minute: 20,
         concurrent: 2,
         exempt_loopback: true,
     };
-}
-
-impl Default for AddrLimits {
-    fn default() -> Self {
-        AddrLimits::SYNC
-    }
 }
 
 /// Why a connection was refused.
@@ -214,6 +217,95 @@ impl AddrLimiter {
             concurrent = limits.map(|l| l.concurrent),
             "来自 {ip} 的连接过于频繁（{why}），已拒绝；一分钟内不再重复记录"
         );
+    }
+}
+
+/// A TCP listener for `axum::serve` that closes connections over the per-address limits as
+/// soon as they are accepted; each admitted connection holds its [`AddrPermit`].
+#[derive(Debug)]
+pub struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    limiter: AddrLimiter,
+}
+
+impl LimitedListener {
+    /// Wraps `inner` with `limiter`.
+    pub fn new(inner: tokio::net::TcpListener, limiter: AddrLimiter) -> LimitedListener {
+        LimitedListener { inner, limiter }
+    }
+}
+
+/// An admitted connection of a [`LimitedListener`].
+#[derive(Debug)]
+pub struct LimitedStream {
+    inner: tokio::net::TcpStream,
+    _permit: AddrPermit,
+}
+
+impl tokio::io::AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    if let Ok(permit) = self.limiter.admit(addr) {
+                        let _ = tcp.set_nodelay(true);
+                        return (
+                            LimitedStream {
+                                inner: tcp,
+                                _permit: permit,
+                            },
+                            addr,
+                        );
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
     }
 }
 

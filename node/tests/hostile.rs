@@ -632,3 +632,28 @@ async fn bodies_over_the_limit_get_413_on_every_writing_route_and_change_nothing
     assert_eq!(node.state.records.store().stats().documents, documents);
     node.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_port_refuses_a_flooding_address_and_serves_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = NodeConfig::default();
+    c.data_dir = dir.path().to_path_buf();
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.scope = AreaScope::parse(VILLAGE_A).expect("scope");
+    c.http_per_address = TEST_LIMITS;
+    let node = server::start(&c, std::future::pending())
+        .await
+        .expect("node starts");
+    // An HTTP server waits for the request line, like a TLS server for its ClientHello.
+    exercise_limits(node.addr).await;
+    // A phone on 127.0.0.1 is served.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/healthz", node.url()))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(resp.status().as_u16(), 200);
+    refused(node.addr).await;
+    node.stop().await.expect("stop");
+}

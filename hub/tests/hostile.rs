@@ -115,3 +115,60 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A plain TCP connection from 127.0.0.2 (loopback, a different address from the operator's
+/// 127.0.0.1) that sends nothing; whether the hub closed it within `wait`.
+async fn flood_connect(to: std::net::SocketAddr, wait: Duration) -> (tokio::net::TcpStream, bool) {
+    use tokio::io::AsyncReadExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = tokio::time::timeout(Duration::from_secs(5), sock.connect(to))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = matches!(
+        tokio::time::timeout(wait, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    );
+    (s, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_port_refuses_a_flooding_address_and_serves_the_operator() {
+    let root = tempfile::tempdir().unwrap();
+    let mut c = cunyun_hub::config::HubConfig::default();
+    c.data_dir = root.path().join("hub");
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.http_per_address = cunyun_node::ratelimit::AddrLimits {
+        per_minute: 3,
+        concurrent: 2,
+        exempt_loopback: false,
+    };
+    let hub = cunyun_hub::start(&c, std::future::pending()).await.unwrap();
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(5);
+    let (a, closed) = flood_connect(hub.addr, short).await;
+    assert!(!closed, "first connection admitted");
+    let (b, closed) = flood_connect(hub.addr, short).await;
+    assert!(!closed, "second connection admitted");
+    let (_, closed) = flood_connect(hub.addr, long).await;
+    assert!(closed, "a third at once is refused");
+    drop((a, b));
+    tokio::time::sleep(short).await;
+    let (c3, closed) = flood_connect(hub.addr, short).await;
+    assert!(!closed, "third in the minute admitted");
+    drop(c3);
+    tokio::time::sleep(short).await;
+    let (_, closed) = flood_connect(hub.addr, long).await;
+    assert!(closed, "the fourth in the minute is refused");
+    // The operator on 127.0.0.1 is served.
+    let (status, _) = call(
+        reqwest::Method::GET,
+        &format!("{}/healthz", hub.url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    hub.stop().await.unwrap();
+}

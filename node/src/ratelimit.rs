@@ -391,6 +391,57 @@ mod tests {
         assert!(off.admit_at(ip("127.0.0.1"), now).is_err());
     }
 
+    /// Collects what the `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_throttled_address_is_logged_in_chinese_once_a_minute() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let l = AddrLimiter::new(
+            "sync",
+            AddrLimits {
+                per_minute: 1,
+                concurrent: 0,
+                exempt_loopback: false,
+            },
+        );
+        let t0 = Instant::now();
+        let a = ip("10.0.0.9");
+        tracing::subscriber::with_default(subscriber, || {
+            drop(l.admit_at(a, t0).unwrap());
+            for i in 1..5 {
+                assert!(l.admit_at(a, t0 + Duration::from_secs(i)).is_err());
+            }
+            // A minute after the first refusal it is logged again.
+            assert!(l.admit_at(a, t0 + Duration::from_secs(30)).is_err());
+            assert!(l.admit_at(a, t0 + Duration::from_secs(59)).is_err());
+            let _ = l.admit_at(a, t0 + Duration::from_secs(61));
+            assert!(l.admit_at(a, t0 + Duration::from_secs(62)).is_err());
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("10.0.0.9")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("来自 10.0.0.9 的连接过于频繁"), "{text}");
+        assert!(lines[0].contains("一分钟内连接次数超过 1 次"), "{text}");
+        assert!(lines[0].contains("listener=\"sync\""), "{text}");
+    }
+
     #[test]
     fn zero_turns_a_limit_off() {
         let l = AddrLimiter::new(

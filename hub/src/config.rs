@@ -49,6 +49,10 @@ pub struct HubConfig {
     pub today: Option<cunyun_protocol::fields::Date>,
     /// Largest operator request body, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP connections per source address (`[http_per_address]`: `per_minute`, `concurrent`,
+    /// `exempt_loopback`; default 600 a minute, 64 at once, loopback exempt); see
+    /// `cunyun_node::ratelimit`.
+    pub http_per_address: cunyun_node::ratelimit::AddrLimits,
     /// Document store settings.
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
@@ -104,6 +108,7 @@ impl Default for HubConfig {
             match_interval_ms: 2_000,
             today: None,
             max_body_bytes: 256 * 1024,
+            http_per_address: cunyun_node::ratelimit::AddrLimits::HTTP,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             pushdown: PushdownConfig::default(),

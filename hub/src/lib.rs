@@ -285,15 +285,19 @@ pub async fn start(
     let (tx, rx) = oneshot::channel::<()>();
     let router =
         router(hub.clone()).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
+    let limiter = cunyun_node::ratelimit::AddrLimiter::new("hub-http", config.http_per_address);
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = rx => {}
-                    _ = shutdown_signal => {}
-                }
-            })
-            .await
+        axum::serve(
+            cunyun_node::ratelimit::LimitedListener::new(listener, limiter),
+            router,
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = rx => {}
+                _ = shutdown_signal => {}
+            }
+        })
+        .await
     });
     tracing::info!(target: "cunyun::_events::hub_started", %addr, scope = %config.scope);
     Ok(RunningHub {

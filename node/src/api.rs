@@ -89,6 +89,11 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/me", get(me))
         .merge(crate::webapp::api_routes())
         .merge(crate::content_api::api_routes())
+        // Inside the login guard: needs the cadre it hands on.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::village_guard::guard,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
     Router::new()
         .route("/status", get(status_page))
@@ -310,6 +315,7 @@ fn query_or_400<T: serde::de::DeserializeOwned>(
 
 async fn list_households(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     q: Result<Query<HouseholdQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -332,7 +338,8 @@ async fn list_households(
         updated_since_ms: parse_since(&q.updated_since)?,
         text: q.q.clone().filter(|s| !s.is_empty()),
     };
-    let items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    items.retain(|h| crate::village_guard::may_access(&cadre, &h.village));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -341,7 +348,10 @@ async fn create_household(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    if let Some(profile) = body.get_mut("profile") {
+        crate::village_guard::fill_area(&cadre, &state.records.scope(), profile, "village")?;
+    }
     let result = state.records.create_household(&cadre.name, &body).await;
     let record = count_write(&state, "hh", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -483,6 +493,7 @@ struct NeedQuery {
 
 async fn list_needs(
     State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
     q: Result<Query<NeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -491,7 +502,8 @@ async fn list_needs(
         status: q.status.clone(),
         updated_since_ms: parse_since(&q.updated_since)?,
     };
-    let items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    items.retain(|n| crate::village_guard::may_access(&cadre, n.key.area()));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -500,7 +512,8 @@ async fn create_need(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    crate::village_guard::fill_area(&cadre, &state.records.scope(), &mut body, "area")?;
     let result = state.records.create_need(&cadre.name, &body).await;
     let record = count_write(&state, "need", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -661,10 +674,33 @@ async fn require_login(
 }
 
 /// Login body.
-#[derive(Debug, Deserialize)]
-struct LoginBody {
-    name: String,
-    password: String,
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// Account name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Longest account name and password a login may carry, in bytes (hashing a huge password is
+/// work an attacker should not get for free).
+pub const MAX_LOGIN_FIELD_BYTES: usize = 1024;
+
+/// Parses a login body; pure, so it is fuzzed (`node/fuzz`, target `api_json`).
+pub fn parse_login(body: &[u8]) -> Result<LoginBody, ApiError> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求应为 {\"name\": 用户名, \"password\": 密码}",
+        )
+    };
+    let body: LoginBody = serde_json::from_slice(body).map_err(|_| bad())?;
+    if body.name.len() > MAX_LOGIN_FIELD_BYTES || body.password.len() > MAX_LOGIN_FIELD_BYTES {
+        return Err(bad());
+    }
+    Ok(body)
 }
 
 /// The `Set-Cookie` value for `token` (empty and expired to log out). `Secure` is added when
@@ -685,13 +721,8 @@ async fn login(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: LoginBody = serde_json::from_value(json_body(&body)?).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "请求应为 {\"name\": 用户名, \"password\": 密码}",
-        )
-    })?;
+    json_body(&body)?;
+    let body = parse_login(&body)?;
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || st.accounts.login(&body.name, &body.password))
         .await

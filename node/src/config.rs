@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub default_author: String,
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP connections per source address (`[http_per_address]`: `per_minute`, `concurrent`,
+    /// `exempt_loopback`); see [`crate::ratelimit`].
+    pub http_per_address: crate::ratelimit::AddrLimits,
     /// Document store settings.
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-node init` first).
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             node_name: "村云节点".to_string(),
             default_author: "local-admin".to_string(),
             max_body_bytes: 256 * 1024,
+            http_per_address: crate::ratelimit::AddrLimits::HTTP,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             content: ContentConfig::default(),

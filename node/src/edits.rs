@@ -135,6 +135,109 @@ fn valid_edit_id(id: &str) -> bool {
     (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// An edit whose shape was checked: its patch parts and the parsed base heads.
+#[derive(Debug)]
+pub struct CheckedEdit<'a> {
+    /// `{"profile": …, "private": …}` (only those keys).
+    pub patch: &'a serde_json::Map<String, Value>,
+    /// Parsed heads of the profile document the edit was based on.
+    pub base_profile: Vec<ChangeHash>,
+    /// Parsed heads of the private document the edit was based on.
+    pub base_private: Vec<ChangeHash>,
+}
+
+impl OfflineEdit {
+    /// Most heads per part an edit may name (a document has a handful at most).
+    pub const MAX_HEADS: usize = 64;
+
+    /// Checks everything about the edit that needs no document: the edit id, the patch's shape
+    /// and the base heads. Pure, so it is fuzzed (`node/fuzz`, target `api_json`).
+    pub fn check(&self) -> Result<CheckedEdit<'_>, RecordError> {
+        if !valid_edit_id(&self.edit_id) {
+            return Err(invalid(
+                "edit_id",
+                "bad_edit_id",
+                "修改编号应为8–64个字母、数字或连字符",
+            ));
+        }
+        let Value::Object(patch) = &self.patch else {
+            return Err(RecordError::BadRequest(
+                "patch 应为JSON对象：{\"profile\": {…}, \"private\": {…}}".into(),
+            ));
+        };
+        let errs: Vec<FieldError> = patch
+            .keys()
+            .filter(|k| *k != "profile" && *k != "private")
+            .map(|k| FieldError {
+                field: format!("patch.{k}"),
+                code: "unknown_field",
+                message: format!("未知字段“{k}”，只能包含 profile 和 private"),
+            })
+            .collect();
+        if !errs.is_empty() {
+            return Err(RecordError::Invalid(FieldErrors(errs)));
+        }
+        for (part, heads) in [
+            ("profile", &self.base.profile),
+            ("private", &self.base.private),
+        ] {
+            if heads.len() > Self::MAX_HEADS {
+                return Err(invalid(
+                    &format!("base.{part}"),
+                    "bad_heads",
+                    format!("基础版本编号过多（最多 {} 个）", Self::MAX_HEADS),
+                ));
+            }
+        }
+        Ok(CheckedEdit {
+            patch,
+            base_profile: parse_heads("profile", &self.base.profile)?,
+            base_private: parse_heads("private", &self.base.private)?,
+        })
+    }
+}
+
+/// The two parts after applying `patch` to the parts the edit was based on, parsed and
+/// validated like any API input; `fill` completes the profile JSON first (the node's village
+/// as the default). The village of a household cannot change. Pure, so it is fuzzed.
+pub fn patched(
+    base_profile: &HouseholdProfile,
+    base_private: &HouseholdPrivate,
+    patch: &serde_json::Map<String, Value>,
+    fill: impl FnOnce(&mut Value),
+) -> Result<(HouseholdProfile, HouseholdPrivate), RecordError> {
+    let to_json = |v: serde_json::Result<Value>| {
+        v.map_err(|e| RecordError::BadRequest(format!("内部序列化失败: {e}")))
+    };
+    let mut profile_json = to_json(serde_json::to_value(base_profile))?;
+    let mut private_json = to_json(serde_json::to_value(base_private))?;
+    if let Some(p) = patch.get("profile") {
+        merge_patch(&mut profile_json, p);
+    }
+    if let Some(p) = patch.get("private") {
+        merge_patch(&mut private_json, p);
+    }
+    fill(&mut profile_json);
+    let mut errs = Vec::new();
+    let profile = HouseholdProfile::from_json(&profile_json)
+        .map_err(|e| errs.extend(prefixed("profile", e)))
+        .ok();
+    let private = HouseholdPrivate::from_json(&private_json)
+        .map_err(|e| errs.extend(prefixed("private", e)))
+        .ok();
+    let (Some(profile), Some(private)) = (profile, private) else {
+        return Err(RecordError::Invalid(FieldErrors(errs)));
+    };
+    if profile.village != base_profile.village {
+        return Err(invalid(
+            "profile.village",
+            "immutable",
+            "户所属村不能修改；迁出请删除后在新村重新登记",
+        ));
+    }
+    Ok((profile, private))
+}
+
 impl Records {
     /// Applies a queued edit of household `id` as `account`: on a fork of each document at the
     /// edit's base heads, then merged; durable when it returns. Invalid input changes nothing.
@@ -144,33 +247,11 @@ impl Records {
         id: &str,
         edit: &OfflineEdit,
     ) -> Result<EditOutcome, RecordError> {
-        if !valid_edit_id(&edit.edit_id) {
-            return Err(invalid(
-                "edit_id",
-                "bad_edit_id",
-                "修改编号应为8–64个字母、数字或连字符",
-            ));
-        }
-        let Value::Object(patch) = &edit.patch else {
-            return Err(RecordError::BadRequest(
-                "patch 应为JSON对象：{\"profile\": {…}, \"private\": {…}}".into(),
-            ));
-        };
-        let mut errs = Vec::new();
-        for k in patch.keys() {
-            if k != "profile" && k != "private" {
-                errs.push(FieldError {
-                    field: format!("patch.{k}"),
-                    code: "unknown_field",
-                    message: format!("未知字段“{k}”，只能包含 profile 和 private"),
-                });
-            }
-        }
-        if !errs.is_empty() {
-            return Err(RecordError::Invalid(FieldErrors(errs)));
-        }
-        let base_hh = parse_heads("profile", &edit.base.profile)?;
-        let base_hp = parse_heads("private", &edit.base.private)?;
+        let CheckedEdit {
+            patch,
+            base_profile: base_hh,
+            base_private: base_hp,
+        } = edit.check()?;
         let hh = self
             .find_household(id)?
             .ok_or_else(|| RecordError::NotFound(id.to_string()))?;
@@ -219,32 +300,9 @@ impl Records {
         } else {
             Self::read_private(&hp, &hp_fork)?
         };
-        let mut profile_json = to_json(serde_json::to_value(&base_profile))?;
-        let mut private_json = to_json(serde_json::to_value(&base_private))?;
-        if let Some(p) = patch.get("profile") {
-            merge_patch(&mut profile_json, p);
-        }
-        if let Some(p) = patch.get("private") {
-            merge_patch(&mut private_json, p);
-        }
-        self.default_village(&mut profile_json);
-        let mut errs = Vec::new();
-        let profile = HouseholdProfile::from_json(&profile_json)
-            .map_err(|e| errs.extend(prefixed("profile", e)))
-            .ok();
-        let private = HouseholdPrivate::from_json(&private_json)
-            .map_err(|e| errs.extend(prefixed("private", e)))
-            .ok();
-        let (Some(profile), Some(private)) = (profile, private) else {
-            return Err(RecordError::Invalid(FieldErrors(errs)));
-        };
-        if profile.village != base_profile.village {
-            return Err(invalid(
-                "profile.village",
-                "immutable",
-                "户所属村不能修改；迁出请删除后在新村重新登记",
-            ));
-        }
+        let (profile, private) = patched(&base_profile, &base_private, patch, |p| {
+            self.default_village(p)
+        })?;
 
         let now = now_ms();
         let message = format!("offline {marker} by {account}");

@@ -291,12 +291,53 @@ impl CaDir {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    v: u32,
-    token: String,
-    node_id: NodeId,
-    public_key_pem: String,
+/// An enrollment request (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Wire version, [`ENROLL_VERSION`].
+    pub v: u32,
+    /// The one-time token.
+    pub token: String,
+    /// The id of the node being enrolled.
+    pub node_id: NodeId,
+    /// Its public key, PEM (`PUBLIC KEY`).
+    pub public_key_pem: String,
+}
+
+/// Longest token text the endpoint looks at (a real one is 36 characters).
+const MAX_TOKEN_LEN: usize = 128;
+
+/// Decodes and checks a request message: JSON, the version, the token's length and the public
+/// key. Pure (no token store, no CA), so it is fuzzed (`node/fuzz`, target `api_json`).
+pub fn decode_request(raw: &[u8]) -> Result<(Request, rcgen::SubjectPublicKeyInfo), EnrollError> {
+    let req: Request =
+        serde_json::from_slice(raw).map_err(|e| EnrollError::BadRequest(e.to_string()))?;
+    if req.v != ENROLL_VERSION {
+        return Err(EnrollError::BadRequest(format!("不支持的版本 {}", req.v)));
+    }
+    if req.token.trim().is_empty() || req.token.len() > MAX_TOKEN_LEN {
+        return Err(EnrollError::UnknownToken);
+    }
+    let key = rcgen::SubjectPublicKeyInfo::from_pem(&req.public_key_pem)
+        .map_err(|e| EnrollError::BadRequest(format!("公钥无效: {e}")))?;
+    Ok((req, key))
+}
+
+/// Decodes a response message and checks it answers the request for `node_id`. Pure, so it
+/// is fuzzed.
+pub fn decode_response(raw: &[u8], node_id: NodeId) -> Result<Issued, EnrollError> {
+    let resp: Response =
+        serde_json::from_slice(raw).map_err(|e| EnrollError::BadResponse(e.to_string()))?;
+    if resp.v != ENROLL_VERSION {
+        return Err(EnrollError::BadResponse(format!("不支持的版本 {}", resp.v)));
+    }
+    match (resp.issued, resp.error) {
+        (Some(issued), None) if issued.identity.node_id == node_id => Ok(issued),
+        (Some(_), None) => Err(EnrollError::BadResponse("节点编号不符".into())),
+        (_, Some(e)) => Err(EnrollError::Refused(e)),
+        (None, None) => Err(EnrollError::BadResponse("空应答".into())),
+    }
 }
 
 /// What a successful enrollment returns.
@@ -342,13 +383,7 @@ async fn read_message<R: AsyncRead + Unpin>(r: R) -> Result<Vec<u8>, EnrollError
 
 /// Handles one decoded request: redeem the token, then issue.
 fn handle(ca: &CaDir, tokens: &TokenStore, raw: &[u8]) -> Result<Issued, EnrollError> {
-    let req: Request =
-        serde_json::from_slice(raw).map_err(|e| EnrollError::BadRequest(e.to_string()))?;
-    if req.v != ENROLL_VERSION {
-        return Err(EnrollError::BadRequest(format!("不支持的版本 {}", req.v)));
-    }
-    let key = rcgen::SubjectPublicKeyInfo::from_pem(&req.public_key_pem)
-        .map_err(|e| EnrollError::BadRequest(format!("公钥无效: {e}")))?;
+    let (req, key) = decode_request(raw)?;
     let (scope, role) = tokens.redeem(&req.token, req.node_id, system_time_s())?;
     let identity = NodeIdentity {
         node_id: req.node_id,
@@ -394,8 +429,21 @@ pub fn server_config(ca: &CaDir) -> Result<Arc<rustls::ServerConfig>, EnrollErro
     Ok(Arc::new(config))
 }
 
-/// Serves enrollment on `listener` until the task is dropped: one request per connection.
+/// Serves enrollment on `listener` until the task is dropped: one request per connection,
+/// with the default per-address limits ([`crate::ratelimit::AddrLimits::ENROLL`]).
 pub async fn serve(listener: TcpListener, ca: Arc<CaDir>, tokens: Arc<TokenStore>) {
+    serve_limited(listener, ca, tokens, crate::ratelimit::AddrLimits::ENROLL).await;
+}
+
+/// [`serve`] with the given limits per source address; a connection over them is closed
+/// before the TLS handshake.
+pub async fn serve_limited(
+    listener: TcpListener,
+    ca: Arc<CaDir>,
+    tokens: Arc<TokenStore>,
+    per_address: crate::ratelimit::AddrLimits,
+) {
+    let limiter = crate::ratelimit::AddrLimiter::new("enroll", per_address);
     let config = match server_config(&ca) {
         Ok(c) => c,
         Err(e) => {
@@ -411,11 +459,15 @@ pub async fn serve(listener: TcpListener, ca: Arc<CaDir>, tokens: Arc<TokenStore
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        let Ok(addr_permit) = limiter.admit(addr) else {
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let (acceptor, ca, tokens) = (acceptor.clone(), ca.clone(), tokens.clone());
         tokio::spawn(async move {
+            let _addr_permit = addr_permit;
             let work = async {
                 let mut tls = acceptor.accept(tcp).await?;
                 let answer = match read_message(&mut tls).await {
@@ -507,20 +559,13 @@ pub async fn request(
         tls.write_all(&out).await?;
         tls.flush().await?;
         let raw = read_message(&mut tls).await?;
-        let resp: Response =
-            serde_json::from_slice(&raw).map_err(|e| EnrollError::BadResponse(e.to_string()))?;
         let _ = write_shutdown(&mut tls).await;
-        Ok::<_, EnrollError>(resp)
+        Ok::<_, EnrollError>(raw)
     };
-    let resp = tokio::time::timeout(CONNECTION_TIMEOUT, work)
+    let raw = tokio::time::timeout(CONNECTION_TIMEOUT, work)
         .await
         .map_err(|_| EnrollError::Io(std::io::Error::other(format!("连接 {addr} 超时"))))??;
-    match (resp.issued, resp.error) {
-        (Some(issued), None) if issued.identity.node_id == node_id => Ok(issued),
-        (Some(_), None) => Err(EnrollError::BadResponse("节点编号不符".into())),
-        (_, Some(e)) => Err(EnrollError::Refused(e)),
-        (None, None) => Err(EnrollError::BadResponse("空应答".into())),
-    }
+    decode_response(&raw, node_id)
 }
 
 async fn write_shutdown<W: AsyncWrite + Unpin>(w: &mut W) -> std::io::Result<()> {

@@ -103,6 +103,12 @@ enum Command {
         /// 监听地址。
         #[arg(long, default_value = "0.0.0.0:7448")]
         listen: SocketAddr,
+        /// 每个来源地址每分钟最多连接次数（0 表示不限）。
+        #[arg(long, default_value_t = cunyun_node::ratelimit::AddrLimits::ENROLL.per_minute)]
+        per_address_per_minute: u32,
+        /// 每个来源地址最多同时连接数（0 表示不限）。
+        #[arg(long, default_value_t = cunyun_node::ratelimit::AddrLimits::ENROLL.concurrent)]
+        per_address_concurrent: u32,
     },
     /// 用一次性令牌向上级注册本节点（县级节点得到县级证书机构和本节点证书）。
     Enroll {
@@ -333,7 +339,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             ttl_hours,
         } => enroll_token(ca_dir, &scope, &role, ttl_hours),
-        Command::EnrollServe { ca_dir, listen } => enroll_serve(ca_dir, listen).await,
+        Command::EnrollServe {
+            ca_dir,
+            listen,
+            per_address_per_minute,
+            per_address_concurrent,
+        } => {
+            let limits = cunyun_node::ratelimit::AddrLimits {
+                per_minute: per_address_per_minute,
+                concurrent: per_address_concurrent,
+                ..cunyun_node::ratelimit::AddrLimits::ENROLL
+            };
+            enroll_serve(ca_dir, listen, limits).await
+        }
         Command::Enroll {
             server,
             token,
@@ -528,7 +546,11 @@ fn enroll_token(ca_dir: PathBuf, scope: &str, role: &str, ttl_hours: u64) -> any
     Ok(())
 }
 
-async fn enroll_serve(ca_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+async fn enroll_serve(
+    ca_dir: PathBuf,
+    listen: SocketAddr,
+    limits: cunyun_node::ratelimit::AddrLimits,
+) -> anyhow::Result<()> {
     use std::sync::Arc;
     let ca = Arc::new(cunyun_node::enroll::CaDir::load(&ca_dir)?);
     let tokens = Arc::new(cunyun_node::enroll::TokenStore::open(&ca_dir));
@@ -542,7 +564,7 @@ async fn enroll_serve(ca_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()>
         ca.ca.identity.scope
     );
     tokio::select! {
-        _ = cunyun_node::enroll::serve(listener, ca, tokens) => {}
+        _ = cunyun_node::enroll::serve_limited(listener, ca, tokens, limits) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -206,15 +206,20 @@ pub async fn start_with_principals(
     })?;
     let (tx, rx) = oneshot::channel::<()>();
     let router = app(state.clone(), config.max_body_bytes);
+    let http_limits = config.http_per_address;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = rx => {}
-                    _ = shutdown_signal => {}
-                }
-            })
-            .await
+        let limiter = crate::ratelimit::AddrLimiter::new("http", http_limits);
+        axum::serve(
+            crate::ratelimit::LimitedListener::new(listener, limiter),
+            router,
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = rx => {}
+                _ = shutdown_signal => {}
+            }
+        })
+        .await
     });
     tracing::info!(target: "cunyun::_events::node_started", %addr, scope = %config.scope);
     Ok(RunningNode {

@@ -170,3 +170,88 @@ async fn tokens_count_only_from_the_same_origin() {
     );
     node.stop().await.unwrap();
 }
+
+/// Logs `name` in through the web app and returns the session cookie pair.
+async fn session_cookie(addr: std::net::SocketAddr, name: &str, password: &str) -> String {
+    let login = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/login"))
+        .json(&serde_json::json!({"name": name, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cadre_of_another_village_gets_nothing_of_this_village_on_a_county_node() {
+    use cunyun_node::automerge_repo::docid::url_for_key;
+    use cunyun_protocol::key::Kind;
+    const OTHER: &str = "510116104202";
+    let data = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::default();
+    config.data_dir = data.path().to_path_buf();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.scope = AreaScope::parse("510116").unwrap();
+    config.role = cunyun_protocol::key::Role::County;
+    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    accounts
+        .add("cadre-a", VILLAGE, "甲村干部的密码2026")
+        .unwrap();
+    accounts
+        .add("cadre-b", OTHER, "乙村干部的密码2026")
+        .unwrap();
+    drop(accounts);
+    let node = server::start(&config, std::future::pending())
+        .await
+        .unwrap();
+    let records = &node.state.records;
+    let rec = records
+        .create_household(
+            "admin",
+            &serde_json::json!({"profile": {"village": VILLAGE, "group": 1, "residents": 1},
+                                "private": {"head_name": "周五"}}),
+        )
+        .await
+        .unwrap();
+    let need = records
+        .create_need(
+            "admin",
+            &serde_json::json!({"area": VILLAGE, "requester": "coop", "title": "柑橘黄龙病防控",
+                                "contact_role": "合作社理事长"}),
+        )
+        .await
+        .unwrap();
+    let docs: Vec<DocumentId> = [
+        rec.profile_key.clone(),
+        rec.private_key.clone(),
+        need.key.clone(),
+        rec.profile_key.with_kind(Kind::Rec),
+    ]
+    .iter()
+    .map(|k| DocumentId::parse(&url_for_key(k)).unwrap())
+    .collect();
+    let ws = format!("ws://{}/automerge", node.addr);
+
+    // Village A's cadre finds the household (the endpoint works for the right person).
+    let a = session_cookie(node.addr, "cadre-a", "甲村干部的密码2026").await;
+    let answer = ask_with(&ws, None, Some(&a), &docs[0]).await;
+    assert!(matches!(answer, Message::Sync { .. }), "{answer:?}");
+    // Village B's cadre, asking by id for each of village A's documents: unavailable, nothing
+    // of the document is sent (the first and only answer is doc-unavailable).
+    let b = session_cookie(node.addr, "cadre-b", "乙村干部的密码2026").await;
+    for doc in &docs {
+        let answer = ask_with(&ws, None, Some(&b), doc).await;
+        assert!(
+            matches!(answer, Message::DocUnavailable { .. }),
+            "{doc}: {answer:?}"
+        );
+    }
+    node.stop().await.unwrap();
+}

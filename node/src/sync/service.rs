@@ -68,6 +68,9 @@ pub struct SyncConfig {
     pub max_concurrent_sessions: usize,
     /// Seconds without a byte from the peer before a session is abandoned.
     pub idle_timeout_s: u64,
+    /// Inbound connections per source address (`[sync.per_address]`: `per_minute`,
+    /// `concurrent`); see [`crate::ratelimit`].
+    pub per_address: crate::ratelimit::AddrLimits,
 }
 
 impl Default for SyncConfig {
@@ -86,6 +89,7 @@ impl Default for SyncConfig {
             backoff_max_s: 300,
             max_concurrent_sessions: 4,
             idle_timeout_s: 60,
+            per_address: crate::ratelimit::AddrLimits::SYNC,
         }
     }
 }
@@ -649,6 +653,7 @@ async fn dial(service: &SyncService, addr: SocketAddr) -> Result<SessionReport, 
 }
 
 async fn accept_loop(service: SyncService, listener: TcpListener) {
+    let limiter = crate::ratelimit::AddrLimiter::new("sync", service.inner.config.per_address);
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -658,8 +663,14 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
                 continue;
             }
         };
+        // Per-address limits first, before any TLS work or a session slot is spent on it.
+        let Ok(addr_permit) = limiter.admit(addr) else {
+            drop(tcp);
+            continue;
+        };
         let service = service.clone();
         tokio::spawn(async move {
+            let _addr_permit = addr_permit;
             let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
                 // Busy: the peer retries later (its backoff); dropping closes the connection.
                 tracing::debug!(%addr, "sync busy; inbound connection refused");

@@ -41,6 +41,9 @@ pub struct HubConfig {
     pub today: Option<cunyun_protocol::fields::Date>,
     /// Largest operator request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest file the console's upload form (`POST /api/v1/content/upload`) accepts, in bytes;
+    /// larger files are added with `cunyun-hub content add` on the hub itself.
+    pub max_upload_bytes: u64,
     /// Document store settings.
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
@@ -57,6 +60,7 @@ impl Default for HubConfig {
             match_interval_ms: 2_000,
             today: None,
             max_body_bytes: 256 * 1024,
+            max_upload_bytes: 200 * 1024 * 1024,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
         }

@@ -188,6 +188,14 @@ pub(crate) async fn upload_content(State(hub): State<Arc<Hub>>, mut form: Multip
                         }
                     }
                 }
+                if total == 0 {
+                    let errs = FieldErrors(vec![FieldError::new(
+                        "file",
+                        "required",
+                        "文件是空的，请选择有内容的文件",
+                    )]);
+                    return invalid("文件是空的，请选择有内容的文件".to_string(), &errs);
+                }
                 if let Err(e) = out.sync_all() {
                     return internal("保存上传文件", e);
                 }

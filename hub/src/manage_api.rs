@@ -217,12 +217,21 @@ pub(crate) async fn upload_content(State(hub): State<Arc<Hub>>, mut form: Multip
         return error(StatusCode::BAD_REQUEST, "bad_request", "缺少资源信息 meta");
     };
     let Some(file) = file else {
-        let errs = FieldErrors(vec![FieldError::new(
-            "file",
-            "required",
-            "请选择要上传的文件",
-        )]);
-        return invalid("请选择要上传的文件".to_string(), &errs);
+        // Report the metadata's problems too, so the form shows every one at once (the size
+        // would come from the file).
+        let mut probe = meta.clone();
+        if let Value::Object(m) = &mut probe {
+            m.entry("bytes").or_insert(Value::from(1));
+        }
+        let mut errs = cunyun_protocol::library::ContentMeta::from_json(&probe)
+            .err()
+            .map_or(Vec::new(), |e| e.0);
+        errs.push(FieldError::new("file", "required", "请选择要上传的文件"));
+        let errs = FieldErrors(errs);
+        return invalid(
+            format!("资源信息有误，共{}处，请修改后重新提交", errs.len()),
+            &errs,
+        );
     };
     let h = hub.clone();
     let result = tokio::task::spawn_blocking(move || {

@@ -217,6 +217,8 @@ pub async fn start(
         path: dir.clone(),
         source,
     })?;
+    // Uploads left behind by a stop mid-request are never needed again.
+    let _ = std::fs::remove_dir_all(dir.join("uploads"));
     let store = DocStore::open(&dir.join("store"), config.store.clone())?;
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
@@ -330,6 +332,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route(
             "/api/v1/content/{id}",
             delete(remove_content).put(manage_api::edit_content),
+        )
+        .route(
+            "/api/v1/content/{id}/retire",
+            post(manage_api::retire_content),
         )
         .route("/api/v1/match", post(match_now))
         .route(

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /api/v1/content/upload` | multipart: part `meta` (the [`ContentMeta`](cunyun_protocol::library::ContentMeta) JSON), part `file` (the main file, at most `max_upload_bytes`) → 201 record |
 //! | `PUT /api/v1/content/{id}` | `{"meta": {…}}`: new metadata, manifest re-signed, id kept → 200 record |
+//! | `POST /api/v1/content/{id}/retire` | expires today (no longer recommended), record kept → 200 record |
 //! | `GET /api/v1/experts` | registered experts (`?all=1`: removed ones too) |
 //! | `POST /api/v1/experts` | add (same name and organisation = same expert) → 201 |
 //! | `GET`/`PUT`/`DELETE /api/v1/experts/{id}` | one expert; edit (id kept); remove (withdrawn) |
@@ -265,6 +266,37 @@ pub(crate) async fn edit_content(
         Ok(Ok(record)) => Json(json!(record)).into_response(),
         Ok(Err(e)) => library_error(e),
         Err(e) => internal("资源保存", e),
+    }
+}
+
+/// `POST /api/v1/content/{id}/retire`: the item expires today (never recommended again); its
+/// record stays, so it can be brought back by editing the expiry.
+pub(crate) async fn retire_content(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let today = hub.today();
+    let h = hub.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let record = h
+            .library
+            .get(&id)
+            .ok_or_else(|| LibraryError::NotFound(id.clone()))?;
+        if !record.meta.is_live(today) {
+            return Ok(record);
+        }
+        let mut meta = serde_json::to_value(&record.meta).map_err(|e| LibraryError::Corrupt {
+            path: PathBuf::from(&id),
+            message: e.to_string(),
+        })?;
+        meta["expires"] = Value::from(today.to_string());
+        h.library.update_meta(&id, &meta)
+    })
+    .await;
+    match result {
+        Ok(Ok(record)) => Json(json!(record)).into_response(),
+        Ok(Err(e)) => library_error(e),
+        Err(e) => internal("资源下架", e),
     }
 }
 

@@ -232,6 +232,24 @@ async fn content_form_upload_edit_and_remove() {
     assert!(has_error(&v, "tags", ""), "{v}");
     assert!(has_error(&v, "review_date", ""), "{v}");
     assert_eq!(hub.hub.library.get(&id).expect("item"), before);
+    // Retire: expires today (the hub's date), no longer live, record kept.
+    assert!(c.page("/content").await.1.contains("/retire"));
+    let (s, v) = c
+        .call(Method::POST, &format!("/api/v1/content/{id}/retire"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["meta"]["expires"], "2026-04-15");
+    assert_eq!(v["meta"]["title"], meta["title"]);
+    let (_, html) = c.page("/content").await;
+    assert!(html.contains("已失效") && !html.contains("/retire"));
+    let (s, _) = c
+        .call(
+            Method::POST,
+            "/api/v1/content/c0000000000000000/retire",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
     // Good edit: re-signed, same ids, shown; the expiry makes it 已失效.
     let mut edited = meta.clone();
     edited["title"] = json!("防非洲猪瘟（修订）");

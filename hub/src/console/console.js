@@ -176,6 +176,16 @@ document.addEventListener('click', async (ev) => {
       b.disabled = false;
       pageMessage((r.data && r.data.message) || ('删除失败（' + r.status + '）'), false);
     }
+  } else if (b.dataset.post) {
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
+    b.disabled = true;
+    const r = await api(b.dataset.post, { method: 'POST' });
+    if (r.ok) {
+      window.location.reload();
+    } else {
+      b.disabled = false;
+      pageMessage((r.data && r.data.message) || ('操作失败（' + r.status + '）'), false);
+    }
   } else if (b.dataset.status && b.dataset.url) {
     b.disabled = true;
     const r = await api(b.dataset.url, { method: 'POST', json: { status: b.dataset.status } });

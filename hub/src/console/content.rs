@@ -3,7 +3,8 @@
 //! plain words). The add form uploads the main file with the metadata
 //! (`POST /api/v1/content/upload`, size limit stated on the form); the edit form changes the
 //! metadata only (`PUT /api/v1/content/{id}`, the manifest is re-signed and the id stays);
-//! removal is `DELETE /api/v1/content/{id}`.
+//! retiring (expires today, record kept) is `POST /api/v1/content/{id}/retire`; removal is
+//! `DELETE /api/v1/content/{id}`.
 
 use std::sync::Arc;
 
@@ -81,7 +82,7 @@ pub fn render_list(items: &[ContentRecord], today: Date) -> String {
         let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
         html.push_str(&format!(
             "<tr data-id=\"{id}\"><td class=\"title\">{title}<br><small>{id}</small></td><td class=\"{sc}\">{st}</td><td>{fmt}</td><td>{tags}</td><td>{regions}</td><td>{months}</td><td>{review}</td><td>{expires}</td><td>{size}</td>\
-             <td><a href=\"/content/{id}/edit\">编辑</a> <button type=\"button\" class=\"danger\" data-delete=\"/api/v1/content/{id}\" data-confirm=\"删除资源“{title}”？已推荐给农户的文件仍可下载完。\">删除</button></td></tr>",
+             <td><a href=\"/content/{id}/edit\">编辑</a> {retire}<button type=\"button\" class=\"danger\" data-delete=\"/api/v1/content/{id}\" data-confirm=\"删除资源“{title}”？已推荐给农户的文件仍可下载完。\">删除</button></td></tr>",
             id = esc(&r.id),
             title = esc(&m.title),
             sc = status.class(),
@@ -93,6 +94,15 @@ pub fn render_list(items: &[ContentRecord], today: Date) -> String {
             review = m.review_date,
             expires = m.expires.map_or("—".to_string(), |d| d.to_string()),
             size = human_bytes(m.bytes),
+            retire = if status == ContentStatus::Expired {
+                String::new()
+            } else {
+                format!(
+                    "<button type=\"button\" data-post=\"/api/v1/content/{id}/retire\" data-confirm=\"下架“{title}”？从今天起不再推荐（可通过编辑失效日期恢复）。\">下架</button> ",
+                    id = esc(&r.id),
+                    title = esc(&m.title)
+                )
+            },
         ));
     }
     if items.is_empty() {

@@ -292,12 +292,26 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     s.click("#expert-form input[name=services][value='onsite']")
         .await?;
     s.screenshot(&img("hub-expert-form.png")).await?;
+    // The CSRF contract: a write sends the `cunyun_csrf` cookie's value as `x-csrf-token`
+    // (recorded across the page change after saving).
+    s.js(
+        "document.cookie = 'cunyun_csrf=test-token-42; path=/; SameSite=Strict'; \
+         const f = window.fetch; window.fetch = (u, o) => { \
+           sessionStorage.setItem('csrf', (o && o.headers && o.headers.get('x-csrf-token')) || 'none'); \
+           return f(u, o); };",
+        json!([]),
+    )
+    .await?;
     s.click("#expert-form button[type=submit]").await?;
     s.wait(
         "location.pathname === '/experts' && document.querySelector('#expert-table td.name')",
         20,
     )
     .await?;
+    let sent = s
+        .js("return sessionStorage.getItem('csrf')", json!([]))
+        .await?;
+    assert_eq!(sent, "test-token-42", "the save sent the CSRF header");
     let text = page_text(&s).await?;
     assert!(
         text.contains(XSS_NAME),

@@ -26,21 +26,31 @@ pub fn backlog(store: &DocStore, province: &AreaScope, peer: &PeerStatus) -> Opt
     let scope = AreaScope::parse(peer.scope.as_deref()?).ok()?;
     let mut n = 0u64;
     let mut read = 0usize;
-    let province_docs = province.area().as_str().to_string();
-    let ranges = [scope, AreaScope::parse(&province_docs).ok()?];
-    for (i, r) in ranges.iter().enumerate() {
-        if i == 1 && scope.prefix().len() == province.prefix().len() {
-            break; // the province's own documents were in the first range
+    let mut count = |entry: &cunyun_node::store::IndexEntry| {
+        read += 1;
+        if entry.updated_at_ms > since {
+            n += 1;
         }
-        for item in store.scan(r) {
-            read += 1;
-            if read > BACKLOG_SCAN_LIMIT {
+        read <= BACKLOG_SCAN_LIMIT
+    };
+    for item in store.scan(&scope) {
+        if let Ok((_, e)) = item {
+            if !count(&e) {
                 return Some((n, true));
             }
-            if let Ok((_, e)) = item {
-                if e.updated_at_ms > since {
-                    n += 1;
-                }
+        }
+    }
+    if scope.prefix().len() > province.prefix().len() {
+        // Documents keyed at the province itself (experts, revocation lists) flow down to every
+        // node; the province's code is the smallest key of its range, so they come first.
+        let province_area = province.area();
+        for item in store.scan(province) {
+            let Ok((k, e)) = item else { continue };
+            if k.area() != &province_area {
+                break;
+            }
+            if !count(&e) {
+                return Some((n, true));
             }
         }
     }
@@ -120,4 +130,43 @@ pub(crate) async fn page_handler(State(hub): State<Arc<Hub>>) -> Response {
     .await
     .unwrap_or_default();
     page("节点", "/nodes", &render(&rows)).into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use cunyun_node::store::{DocWrite, StoreConfig};
+    use cunyun_protocol::key::DocKey;
+
+    fn put(store: &DocStore, key: &str, at: u64) {
+        let mut doc = automerge::AutoCommit::new();
+        automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "v", 1).unwrap();
+        store
+            .commit(vec![DocWrite {
+                key: key.parse::<DocKey>().unwrap(),
+                chunk: doc.save(),
+                heads: doc.get_heads(),
+                updated_at_ms: at,
+            }])
+            .unwrap();
+    }
+
+    #[test]
+    fn backlog_counts_changes_in_scope_and_at_the_province_since_the_last_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::open(&dir.path().join("s"), StoreConfig::default()).unwrap();
+        put(&store, "511424104201/rec/h1", 100); // before the last session
+        put(&store, "511424104201/rec/h2", 300); // after: in its scope
+        put(&store, "511424104202/rec/h3", 300); // another village
+        put(&store, "510000000000/expert/e1", 300); // flows down to everyone
+        let province = AreaScope::parse("51").unwrap();
+        let mut peer = PeerStatus::default();
+        peer.scope = Some("511424104201".into());
+        assert_eq!(backlog(&store, &province, &peer), None, "never synced");
+        peer.last_sync_ms = Some(200);
+        assert_eq!(backlog(&store, &province, &peer), Some((2, false)));
+        peer.scope = Some("51".into());
+        assert_eq!(backlog(&store, &province, &peer), Some((3, false)));
+    }
 }

@@ -33,11 +33,9 @@ pub fn backlog(store: &DocStore, province: &AreaScope, peer: &PeerStatus) -> Opt
         }
         read <= BACKLOG_SCAN_LIMIT
     };
-    for item in store.scan(&scope) {
-        if let Ok((_, e)) = item {
-            if !count(&e) {
-                return Some((n, true));
-            }
+    for (_, e) in store.scan(&scope).flatten() {
+        if !count(&e) {
+            return Some((n, true));
         }
     }
     if scope.prefix().len() > province.prefix().len() {

@@ -98,8 +98,8 @@ pub(crate) async fn upload_content(State(hub): State<Arc<Hub>>, mut form: Multip
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!(
-                "文件超过上传上限 {} MB；更大的文件请在枢纽上用 cunyun-hub content add 添加",
-                limit / (1024 * 1024)
+                "文件超过上传上限 {}；更大的文件请在枢纽上用 cunyun-hub content add 添加",
+                crate::console::content::human_bytes(limit)
             ),
         )
     };

@@ -75,6 +75,7 @@ async fn start_hub(root: &Path) -> anyhow::Result<RunningHub> {
     c.listen = "127.0.0.1:0".parse()?;
     c.today = Date::parse("2026-04-15");
     c.match_interval_ms = 300;
+    c.max_upload_bytes = 4096;
     c.sync.enabled = true;
     c.sync.listen = "127.0.0.1:0".parse()?;
     c.sync.mdns = false;
@@ -240,6 +241,27 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     set_value(&s, "#f-format", "article").await?;
     set_value(&s, "#f-review_date", "2026-03-01").await?;
     s.fill("#f-regions", "5114").await?;
+    // A file over the upload limit (4 KiB here) is refused in the page, before it is sent.
+    let big = dir.path().join("大文件.md");
+    std::fs::write(&big, vec![b'x'; 5000])?;
+    s.fill("#f-file", &big.display().to_string()).await?;
+    s.js(
+        "document.querySelector('.form-msg').textContent = ''",
+        json!([]),
+    )
+    .await?;
+    s.click("#content-form button[type=submit]").await?;
+    let err = s
+        .wait(
+            "document.querySelector(\".field[data-field='file'].bad .err\")?.textContent",
+            20,
+        )
+        .await?;
+    assert!(
+        err.as_str().is_some_and(|e| e.contains("超过上传上限")),
+        "{err}"
+    );
+    assert!(hub.hub.library.list().is_empty());
     s.fill("#f-file", &file.display().to_string()).await?;
     // Clear the first attempt's messages, so only this attempt's can show.
     s.js(

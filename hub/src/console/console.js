@@ -79,6 +79,13 @@ function words(s) {
   return String(s || '').split(/[\s,，、]+/).filter((w) => w.length > 0);
 }
 
+// `1.5 MB`-style size, as the server writes it.
+function sizeText(b) {
+  if (b >= 1048576) return (b / 1048576).toFixed(1) + ' MB';
+  if (b >= 1024) return (b / 1024).toFixed(1) + ' KB';
+  return b + ' B';
+}
+
 function asMap(list) {
   const m = {};
   for (const v of list) m[v] = true;
@@ -124,6 +131,13 @@ async function submitForm(form) {
     const fd = new FormData();
     fd.append('meta', JSON.stringify(contentMeta(form)));
     const file = form.elements.namedItem('file').files[0];
+    const max = Number(form.dataset.maxBytes || 0);
+    if (file && max > 0 && file.size > max) {
+      // Refused before sending: no point pushing a large file over a slow link for a 413.
+      showErrors(form, { message: '文件太大', fields: [{ field: 'file',
+        message: '文件有 ' + sizeText(file.size) + '，超过上传上限 ' + sizeText(max) }] }, 413);
+      return;
+    }
     if (file) fd.append('file', file, file.name);
     r = await api(url, { method, body: fd });
   } else if (kind === 'content-edit') {

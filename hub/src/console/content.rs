@@ -136,7 +136,7 @@ pub fn render_form(existing: Option<&ContentRecord>, max_upload_bytes: u64) -> S
         Some(r) => (format!("/api/v1/content/{}", r.id), "PUT", "content-edit"),
     };
     let mut html = format!(
-        "<form id=\"content-form\" class=\"form\" data-api=\"{}\" data-method=\"{method}\" data-kind=\"{kind}\" data-done=\"/content\" novalidate>",
+        "<form id=\"content-form\" class=\"form\" data-api=\"{}\" data-method=\"{method}\" data-kind=\"{kind}\" data-done=\"/content\" data-max-bytes=\"{max_upload_bytes}\" novalidate>",
         esc(&api)
     );
     let text = |name: &str, value: &str, max: usize| {
@@ -260,8 +260,8 @@ pub fn render_form(existing: Option<&ContentRecord>, max_upload_bytes: u64) -> S
             "文件（必填）",
             "<input id=\"f-file\" name=\"file\" type=\"file\">",
             &format!(
-                "图文（Markdown/HTML）、图片、音频、视频或PDF，最大 {} MB；更大的文件请在枢纽上用 cunyun-hub content add 添加",
-                max_upload_bytes / (1024 * 1024)
+                "图文（Markdown/HTML）、图片、音频、视频或PDF，最大 {}；更大的文件请在枢纽上用 cunyun-hub content add 添加",
+                human_bytes(max_upload_bytes)
             ),
         ));
     }

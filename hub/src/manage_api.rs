@@ -409,26 +409,16 @@ pub(crate) async fn remove_expert(
     }
 }
 
-/// Parses `?area=<prefix>&status=<id>`.
-pub(crate) fn need_filter(q: &BTreeMap<String, String>) -> Result<NeedFilter, Box<Response>> {
+/// Parses `?area=<prefix>&status=<id>`; the error is the Chinese message.
+pub(crate) fn need_filter(q: &BTreeMap<String, String>) -> Result<NeedFilter, String> {
     let mut f = NeedFilter::default();
     if let Some(a) = q.get("area").map(|a| a.trim()).filter(|a| !a.is_empty()) {
-        f.area = Some(AreaScope::parse(a).map_err(|e| {
-            Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("地区“{a}”无效：{e}"),
-            ))
-        })?);
+        f.area = Some(AreaScope::parse(a).map_err(|e| format!("地区“{a}”无效：{e}"))?);
     }
     if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
         f.status = Some(NeedStatus::parse(s).ok_or_else(|| {
             let ids: Vec<&str> = NeedStatus::ALL.iter().map(|s| s.id()).collect();
-            Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("未知的需求状态“{s}”，可选 {}", ids.join("、")),
-            ))
+            format!("未知的需求状态“{s}”，可选 {}", ids.join("、"))
         })?);
     }
     Ok(f)
@@ -441,7 +431,7 @@ pub(crate) async fn list_needs(
 ) -> Response {
     let filter = match need_filter(&q) {
         Ok(f) => f,
-        Err(r) => return *r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
     };
     match needs::list(&hub.store, &hub.scope, hub.scope.area(), &filter) {
         Ok(rows) => Json(json!({ "needs": rows })).into_response(),

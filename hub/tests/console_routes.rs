@@ -516,5 +516,8 @@ async fn need_status_button_and_filters() {
         html.contains("data-status=\"matched\" data-url=\"/api/v1/needs/511424104201/n1/status\"")
     );
     assert!(!html.contains("/n2/status"));
+    let (s, html) = c.page("/needs?area=51x").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("地区“51x”无效") && html.contains("需求"));
     hub.stop().await.expect("stop");
 }

@@ -201,6 +201,7 @@ document.addEventListener('click', async (ev) => {
       pageMessage((r.data && r.data.message) || ('操作失败（' + r.status + '）'), false);
     }
   } else if (b.dataset.status && b.dataset.url) {
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
     b.disabled = true;
     const r = await api(b.dataset.url, { method: 'POST', json: { status: b.dataset.status } });
     if (r.ok) {

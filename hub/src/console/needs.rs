@@ -58,8 +58,17 @@ pub fn render(rows: &[NeedRow], filter: &NeedFilter) -> String {
             .collect();
         let mut actions = String::new();
         for next in n.status.next() {
+            let confirm = if *next == NeedStatus::InService {
+                String::new()
+            } else {
+                format!(
+                    " data-confirm=\"把需求“{}”改为{}？\"",
+                    esc(&n.title),
+                    next.zh_name()
+                )
+            };
             actions.push_str(&format!(
-                "<button type=\"button\" data-status=\"{}\" data-url=\"/api/v1/needs/{}/{}/status\">改为{}</button> ",
+                "<button type=\"button\" data-status=\"{}\" data-url=\"/api/v1/needs/{}/{}/status\"{confirm}>改为{}</button> ",
                 next.id(),
                 esc(n.area.as_str()),
                 esc(&r.id),
@@ -94,7 +103,7 @@ pub(crate) async fn page_handler(
 ) -> Response {
     let filter = match crate::manage_api::need_filter(&q) {
         Ok(f) => f,
-        Err(r) => return *r,
+        Err(m) => return error_page(StatusCode::BAD_REQUEST, "/needs", &m),
     };
     match needs::list(&hub.store, &hub.scope, hub.scope.area(), &filter) {
         Ok(rows) => page("需求", "/needs", &render(&rows, &filter)).into_response(),

@@ -211,12 +211,28 @@ async fn need_status_flows_up_and_down_over_tls() {
         .await;
     assert_eq!(s, 422, "{v}");
 
-    // The node status page lists the village with its last contact.
+    // The node status page lists the village with its last contact, protocol version and
+    // document count.
     let html = c.page("/nodes").await;
     assert!(
         html.contains("村级节点") && html.contains(VILLAGE),
         "{html}"
     );
+    let (_, v) = c.call(Method::GET, "/api/v1/sync", None).await;
+    let peer = v["peers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["scope"] == VILLAGE).cloned())
+        .expect("village peer");
+    assert_eq!(
+        peer["protocol_version"],
+        u64::from(cunyun_protocol::sync::wire::PROTOCOL_VERSION),
+        "{peer}"
+    );
+    assert!(peer["documents"].as_u64().is_some_and(|d| d >= 2), "{peer}");
+    assert!(html.contains(&format!(
+        "<td>v{}</td>",
+        cunyun_protocol::sync::wire::PROTOCOL_VERSION
+    )));
     village.stop().await.expect("village stops");
     hub.stop().await.expect("hub stops");
 }

@@ -1,5 +1,6 @@
 //! `/nodes`: the peers that synced with the hub, from the sync service's records — node id,
-//! role, scope, how it was found, last contact and attempt, sessions, documents and bytes each
+//! role, scope, how it was found, the protocol version and shared-scope document count of its
+//! last hello (the sync wire carries no software version), last contact and attempt, sessions, documents and bytes each
 //! way, the last error — and a backlog per peer: documents in its scope (or keyed at the
 //! province, which flow down to every node) that changed at the hub after its last successful
 //! session, counted from the store index (no document is loaded; counting stops at
@@ -61,7 +62,7 @@ pub fn render(peers: &[(PeerStatus, Option<(u64, bool)>)]) -> String {
         "<p>共{}个节点。「待下发」：该节点范围内在它最近一次成功同步之后枢纽上有变更的文档数，下次同步时发出。</p>",
         peers.len()
     );
-    html.push_str("<div class=\"scroll\"><table id=\"node-table\"><tr><th>节点编号</th><th>角色</th><th>范围</th><th>来源</th><th>最近同步</th><th>最近尝试</th><th>成功/失败</th><th>收到/发出文档</th><th>收到/发出字节</th><th>待下发</th><th>最近错误</th></tr>");
+    html.push_str("<div class=\"scroll\"><table id=\"node-table\"><tr><th>节点编号</th><th>角色</th><th>范围</th><th>来源</th><th>协议版本</th><th>对方文档数</th><th>最近同步</th><th>最近尝试</th><th>成功/失败</th><th>收到/发出文档</th><th>收到/发出字节</th><th>待下发</th><th>最近错误</th></tr>");
     for (p, backlog) in peers {
         let role = p.role.map_or("—", |r| match r {
             cunyun_protocol::key::Role::Hub => "省级枢纽",
@@ -70,7 +71,7 @@ pub fn render(peers: &[(PeerStatus, Option<(u64, bool)>)]) -> String {
             cunyun_protocol::key::Role::Mule => "数据摆渡",
         });
         html.push_str(&format!(
-            "<tr><td><code>{id}</code>{active}</td><td>{role}</td><td>{scope}</td><td>{source}</td><td>{last}</td><td>{attempt}</td><td>{ok}/{failed}</td><td>{rx}/{tx}</td><td>{bin}/{bout}</td><td>{backlog}</td><td class=\"bad\">{err}</td></tr>",
+            "<tr><td><code>{id}</code>{active}</td><td>{role}</td><td>{scope}</td><td>{source}</td><td>{version}</td><td>{docs}</td><td>{last}</td><td>{attempt}</td><td>{ok}/{failed}</td><td>{rx}/{tx}</td><td>{bin}/{bout}</td><td>{backlog}</td><td class=\"bad\">{err}</td></tr>",
             id = esc(&p.node_id),
             active = if p.active { " <small>（同步中）</small>" } else { "" },
             role = esc(role),
@@ -82,6 +83,8 @@ pub fn render(peers: &[(PeerStatus, Option<(u64, bool)>)]) -> String {
                 "inbound" => "对方连入",
                 other => other,
             }),
+            version = p.protocol_version.map_or("—".to_string(), |v| format!("v{v}")),
+            docs = p.documents.map_or("—".to_string(), |d| d.to_string()),
             last = p.last_sync_ms.map_or("从未".to_string(), ago),
             attempt = p.last_attempt_ms.map_or("—".to_string(), ago),
             ok = p.sessions_ok,
@@ -99,7 +102,7 @@ pub fn render(peers: &[(PeerStatus, Option<(u64, bool)>)]) -> String {
         ));
     }
     if peers.is_empty() {
-        html.push_str("<tr><td colspan=\"11\">还没有节点来同步过。</td></tr>");
+        html.push_str("<tr><td colspan=\"13\">还没有节点来同步过。</td></tr>");
     }
     html.push_str("</table></div>");
     html

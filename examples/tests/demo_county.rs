@@ -1,8 +1,10 @@
 //! The README's first command: `demo-county` run as a process in a temporary directory.
 //!
-//! First run: the printed village app URL accepts the demo login and, within a bounded time, the
-//! village has `rec` documents (recommendations that went village → county → hub, were matched
-//! against the seed library and came back down). Ctrl-C (SIGINT) stops it cleanly. Second run on
+//! First run: the printed village app URL accepts the demo login and, within a minute of the demo
+//! being ready, a household's recommendations list in the village app is non-empty (the household
+//! went village → county → hub, was matched against the seed library and its `rec` came back
+//! down) and at least one recommended file has been pushed down and is complete at the village
+//! (and is served by the content route). Ctrl-C (SIGINT) stops it cleanly. Second run on
 //! the same directory: nothing is generated again, the same households are there and the
 //! recommendations are already in the village store.
 
@@ -160,21 +162,61 @@ async fn coverage(http: &reqwest::Client, url: &str, cookie: &str) -> Value {
     resp.json().await.expect("coverage json")
 }
 
-/// Polls (bounded in count and time) until the village has at least one `rec` document.
-async fn wait_for_recs(http: &reqwest::Client, url: &str, cookie: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = Value::Null;
-    for _ in 0..450 {
-        last = coverage(http, url, cookie).await;
-        if last["with_recommendations"].as_u64().unwrap_or(0) >= 1 {
-            return last;
+async fn get_json(http: &reqwest::Client, url: &str, cookie: &str) -> Value {
+    let resp = http
+        .get(url)
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .expect("request");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.json().await.expect("json")
+}
+
+/// The first non-empty recommendations list of a household of the village, if any.
+async fn some_recommendations(http: &reqwest::Client, url: &str, cookie: &str) -> Option<Value> {
+    let list = get_json(http, &format!("{url}/api/v1/households"), cookie).await;
+    for h in list["items"].as_array()?.iter().take(HOUSEHOLDS) {
+        let id = h["id"].as_str()?;
+        let recs = get_json(
+            http,
+            &format!("{url}/api/v1/households/{id}/recommendations"),
+            cookie,
+        )
+        .await;
+        if recs["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            return Some(recs["items"].clone());
+        }
+    }
+    None
+}
+
+/// Polls (at most 300 times, until 60 s after `ready`) until the village app shows a non-empty
+/// recommendations list and the village's push-down has at least one file complete. Returns the
+/// list and the push-down status.
+async fn wait_for_recs_and_a_file(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    ready: Instant,
+) -> (Value, Value) {
+    let deadline = ready + Duration::from_secs(60);
+    let (mut recs, mut content) = (None, Value::Null);
+    for _ in 0..300 {
+        if recs.is_none() {
+            recs = some_recommendations(http, url, cookie).await;
+        }
+        content = get_json(http, &format!("{url}/api/v1/content"), cookie).await;
+        let files = content["status"]["complete"].as_u64().unwrap_or(0);
+        if let (Some(r), true) = (&recs, files >= 1) {
+            return (r.clone(), content);
         }
         if Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no recommendations reached the village in time: {last}");
+    panic!("within a minute: recommendations {recs:?}, push-down {content}",);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,14 +249,36 @@ async fn demo_county_brings_recommendations_to_a_village_and_reuses_its_data() {
         .await
         .expect("console body")
         .contains("村云省级枢纽"));
-    let started = Instant::now();
+    let ready = Instant::now();
     let cookie = login(&http, &urls[1]).await;
-    let cov = wait_for_recs(&http, &urls[1], &cookie).await;
+    let (recs, content) = wait_for_recs_and_a_file(&http, &urls[1], &cookie, ready).await;
     eprintln!(
-        "first recommendations in the village after {:.1} s of polling: {cov}",
-        started.elapsed().as_secs_f64()
+        "recommendations and a pushed-down file in the village {:.1} s after the demo was ready: {content}",
+        ready.elapsed().as_secs_f64()
     );
+    assert!(
+        content["status"]["planned"].as_u64().unwrap_or(0) >= 1,
+        "{content}"
+    );
+    let item = &recs[0];
+    let file = http
+        .get(format!(
+            "{}{}",
+            urls[1],
+            item["file"].as_str().expect("file link")
+        ))
+        .send()
+        .await
+        .expect("file request");
+    assert_eq!(file.status().as_u16(), 200, "{item}");
+    let bytes = file.bytes().await.expect("file bytes");
+    assert_eq!(Some(bytes.len() as u64), item["bytes"].as_u64(), "{item}");
+    let cov = coverage(&http, &urls[1], &cookie).await;
     assert_eq!(cov["households"], json!(HOUSEHOLDS));
+    assert!(
+        cov["with_recommendations"].as_u64().unwrap_or(0) >= 1,
+        "{cov}"
+    );
     demo.wait_line("已生成推荐", Duration::from_secs(30));
     let err = demo.stderr();
     assert!(err.contains("首次运行：已向资源库加入"), "{err}");

@@ -12,14 +12,22 @@
 //! enabled = true
 //! listen = "0.0.0.0:7447"
 //! mdns = false
+//!
+//! [pushdown]
+//! village_budget_mb = 2000     # files pushed to each village, MB (10^6 bytes)
+//!
+//! [pushdown.budget_mb]         # overrides: the longest matching area prefix wins
+//! "511424" = 500               # every village of this county
+//! "511424104201" = 100         # one village
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cunyun_node::store::StoreConfig;
 use cunyun_node::sync::SyncConfig;
-use cunyun_protocol::area::AreaScope;
+use cunyun_protocol::area::{AreaCode, AreaScope};
 use serde::Deserialize;
 
 /// Everything the hub needs to start. Every field has a default (see [`HubConfig::default`]).
@@ -48,6 +56,45 @@ pub struct HubConfig {
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
     pub sync: SyncConfig,
+    /// The per-village byte budget of the content push-down.
+    pub pushdown: PushdownConfig,
+}
+
+/// How many bytes of recommended files the hub plans to push to each village (the rest stays
+/// recommended and is fetched when opened). The plan is written into the village's `rec`
+/// documents as each item's `push` flag ([`cunyun_protocol::rec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PushdownConfig {
+    /// Budget of a village without an override, in MB (10^6 bytes). Default 2000: a village
+    /// node's default content quota (`[content] quota_mb`, 4096) holds it with room to spare for
+    /// files opened on demand.
+    pub village_budget_mb: u64,
+    /// Overrides by area prefix (a county, a township or one village), in MB; the longest prefix
+    /// containing the village wins.
+    pub budget_mb: BTreeMap<AreaScope, u64>,
+}
+
+impl Default for PushdownConfig {
+    fn default() -> Self {
+        PushdownConfig {
+            village_budget_mb: 2_000,
+            budget_mb: BTreeMap::new(),
+        }
+    }
+}
+
+impl PushdownConfig {
+    /// The budget of `village`, in bytes.
+    pub fn budget_bytes(&self, village: &AreaCode) -> u64 {
+        self.budget_mb
+            .iter()
+            .filter(|(scope, _)| scope.contains(village))
+            .max_by_key(|(scope, _)| scope.prefix().len())
+            .map_or(self.village_budget_mb, |(_, mb)| *mb)
+            .saturating_mul(1_000_000)
+    }
 }
 
 impl Default for HubConfig {
@@ -63,6 +110,7 @@ impl Default for HubConfig {
             max_upload_bytes: 200 * 1024 * 1024,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
+            pushdown: PushdownConfig::default(),
         }
     }
 }
@@ -123,5 +171,19 @@ mod tests {
         assert_eq!(c.per_week, 3);
         assert!(c.sync.enabled);
         assert!(toml::from_str::<HubConfig>("colour = 1").is_err());
+        let village = |s: &str| AreaCode::parse(s).unwrap();
+        assert_eq!(
+            c.pushdown.budget_bytes(&village("511424104201")),
+            100_000_000
+        );
+        assert_eq!(
+            c.pushdown.budget_bytes(&village("511424104202")),
+            500_000_000
+        );
+        assert_eq!(
+            c.pushdown.budget_bytes(&village("510101001001")),
+            2_000_000_000
+        );
+        assert!(toml::from_str::<HubConfig>("[pushdown.budget_mb]\n\"51x\" = 1").is_err());
     }
 }

@@ -20,11 +20,20 @@
 //!    change syncs back down with the need).
 //! 6. Feedback (`fb`) documents new or changed since the last round are read and summarised
 //!    (reached, viewed, helped) for [`Engine::coverage`]; an unreadable one counts as nothing.
+//! 7. The push-down plan: every village whose `rec` documents changed (every village with `rec`
+//!    documents in the first round after start, so a changed budget takes effect) is planned
+//!    again within its byte budget ([`PushdownConfig`], [`Engine::push_plan`]), and its `rec`
+//!    items get `push` = whether their file was chosen (only documents whose flags differ are
+//!    written). The engine keeps each village's file demand in memory (`VillagePlan`: per file
+//!    its size and households, per `rec` document its files — built from the documents once per
+//!    village after start), so a round loads only the `rec` documents it wrote plus those holding
+//!    a file whose choice flipped, not the whole village. A village whose plan could not be
+//!    written is planned again next round.
 //!
 //! The hub only reads `hh` documents: it never asks for, reads or writes `hp` (the sync scope of a
 //! hub-role peer refuses them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use automerge::Automerge;
@@ -41,6 +50,7 @@ use cunyun_protocol::need::{LocalNeed, NeedStatus};
 use cunyun_protocol::rec::{Rec, RecItem, Week};
 use serde::Serialize;
 
+use crate::config::PushdownConfig;
 use crate::library::ContentLibrary;
 use crate::matcher::Matcher;
 
@@ -64,6 +74,12 @@ pub struct RoundReport {
     pub unreadable: usize,
     /// `match` documents written (expert suggestions for local needs).
     pub matches_written: usize,
+    /// Households dropped from matching and coverage because their tombstone (`del`) arrived.
+    pub households_deleted: usize,
+    /// Villages whose push-down plan was computed.
+    pub villages_planned: usize,
+    /// `rec` documents whose `push` flags changed.
+    pub plans_written: usize,
 }
 
 /// Why a round failed.
@@ -95,12 +111,20 @@ struct State {
     experts: BTreeMap<String, Expert>,
     /// Feedback summaries by `fb` key.
     feedback: BTreeMap<DocKey, crate::coverage::FeedbackSummary>,
+    /// Villages whose push-down plan is to be computed, with the `rec` documents written since
+    /// their last plan.
+    plan_pending: BTreeMap<cunyun_protocol::area::AreaCode, BTreeSet<DocKey>>,
+    /// Each village's file demand and current plan, once built.
+    plans: HashMap<cunyun_protocol::area::AreaCode, VillagePlan>,
+    /// Whether every village with `rec` documents was planned since start.
+    planned_all: bool,
 }
 
 /// The hub's matching engine over its store (see the module documentation).
 pub struct Engine {
     store: DocStore,
     scope: AreaScope,
+    pushdown: PushdownConfig,
     state: Mutex<State>,
 }
 
@@ -117,6 +141,7 @@ impl Engine {
         Engine {
             store,
             scope,
+            pushdown: PushdownConfig::default(),
             state: Mutex::new(State {
                 matcher: Matcher::new(today, per_week),
                 known: HashMap::new(),
@@ -127,8 +152,22 @@ impl Engine {
                 day: None,
                 experts: BTreeMap::new(),
                 feedback: BTreeMap::new(),
+                plan_pending: BTreeMap::new(),
+                plans: HashMap::new(),
+                planned_all: false,
             }),
         }
+    }
+
+    /// The same engine with these push-down budgets (default: [`PushdownConfig::default`]).
+    pub fn with_pushdown(mut self, pushdown: PushdownConfig) -> Engine {
+        self.pushdown = pushdown;
+        self
+    }
+
+    /// The configured byte budget of `village`.
+    pub fn budget_bytes(&self, village: &cunyun_protocol::area::AreaCode) -> u64 {
+        self.pushdown.budget_bytes(village)
     }
 
     /// Households known to the matcher.
@@ -140,15 +179,24 @@ impl Engine {
     }
 
     /// Which recommended files to push to `village` within `budget` bytes: every rendition its
-    /// `rec` documents name, with its size and how many households it was recommended to, chosen
-    /// by [`select_for_budget`] (most households per byte first). Returns the chosen files, then
+    /// `rec` documents name (with the content id of a signed manifest, so a node can fetch it),
+    /// with its size and how many households it was recommended to, chosen by
+    /// [`select_for_budget`] (most households per byte first). Returns the chosen files, then
     /// the ones left out.
     pub fn push_plan(
         &self,
         village: &cunyun_protocol::area::AreaCode,
         budget: u64,
     ) -> Result<(Vec<FileDemand>, Vec<FileDemand>), EngineError> {
-        let mut demand: BTreeMap<(String, String), FileDemand> = BTreeMap::new();
+        Ok(plan_of(&self.village_recs(village)?, budget))
+    }
+
+    /// The `rec` documents of `village` (unreadable ones skipped).
+    fn village_recs(
+        &self,
+        village: &cunyun_protocol::area::AreaCode,
+    ) -> Result<Vec<(DocKey, Automerge, Rec)>, EngineError> {
+        let mut out = Vec::new();
         for item in self.store.scan(&village.scope()) {
             let (key, _) = item?;
             if key.kind() != Kind::Rec {
@@ -157,35 +205,98 @@ impl Engine {
             let Some(doc) = self.store.load(&key)? else {
                 continue;
             };
-            let Ok(rec) = Rec::read_from(&doc) else {
-                continue;
-            };
-            for (id, it) in rec.items {
-                let d = demand
-                    .entry((id.clone(), it.rendition.clone()))
-                    .or_insert(FileDemand {
-                        content_id: id,
-                        rendition: it.rendition,
-                        bytes: it.bytes,
-                        households: 0,
-                    });
-                d.households += 1;
+            match Rec::read_from(&doc) {
+                Ok(rec) => out.push((key, doc, rec)),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "rec document unreadable; not planned")
+                }
             }
         }
-        let files: Vec<FileDemand> = demand.into_values().collect();
-        let chosen = select_for_budget(&files, budget);
-        let mut taken = vec![false; files.len()];
-        for &i in &chosen {
-            taken[i] = true;
+        Ok(out)
+    }
+
+    /// Plans `village` within its configured budget after its `rec` documents `written` changed
+    /// (see step 7 of the module doc) and writes each affected `rec` item's `push` flag where it
+    /// differs. Returns the number of `rec` documents written.
+    fn plan_village(
+        &self,
+        plans: &mut HashMap<cunyun_protocol::area::AreaCode, VillagePlan>,
+        village: &cunyun_protocol::area::AreaCode,
+        written: &BTreeSet<DocKey>,
+    ) -> Result<usize, EngineError> {
+        let budget = self.pushdown.budget_bytes(village);
+        let mut docs: BTreeMap<DocKey, (Automerge, Rec)> = BTreeMap::new();
+        let plan = match plans.entry(*village) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let plan = e.into_mut();
+                for key in written {
+                    match self.store.load(key)?.map(|d| (Rec::read_from(&d), d)) {
+                        Some((Ok(rec), doc)) => {
+                            plan.set_rec(key, Some(&rec));
+                            docs.insert(key.clone(), (doc, rec));
+                        }
+                        Some((Err(_), _)) | None => plan.set_rec(key, None),
+                    }
+                }
+                let flipped: HashSet<u32> = plan.replan(budget).into_iter().collect();
+                if !flipped.is_empty() {
+                    let holders: Vec<DocKey> = plan
+                        .by_rec
+                        .iter()
+                        .filter(|(k, files)| {
+                            !docs.contains_key(*k) && files.iter().any(|f| flipped.contains(f))
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in holders {
+                        if let Some(doc) = self.store.load(&key)? {
+                            if let Ok(rec) = Rec::read_from(&doc) {
+                                docs.insert(key, (doc, rec));
+                            }
+                        }
+                    }
+                }
+                plan
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut plan = VillagePlan::default();
+                for (key, doc, rec) in self.village_recs(village)? {
+                    plan.set_rec(&key, Some(&rec));
+                    docs.insert(key, (doc, rec));
+                }
+                plan.replan(budget);
+                e.insert(plan)
+            }
+        };
+        let mut writes = Vec::new();
+        for (key, (mut doc, mut rec)) in docs {
+            let mut changed = false;
+            for (id, item) in rec.items.iter_mut() {
+                let push = plan.is_chosen(id, &item.rendition);
+                if item.push != push {
+                    item.push = push;
+                    changed = true;
+                }
+            }
+            if changed {
+                if let Some(w) = commit_view(&mut doc, &key, |tx| rec.write_to(tx))? {
+                    writes.push(w);
+                }
+            }
         }
-        let picked = chosen.iter().map(|&i| files[i].clone()).collect();
-        let left = files
-            .iter()
-            .zip(&taken)
-            .filter(|(_, t)| !**t)
-            .map(|(f, _)| f.clone())
-            .collect();
-        Ok((picked, left))
+        let written = writes.len();
+        if !writes.is_empty() {
+            self.store.commit(writes)?;
+        }
+        tracing::debug!(
+            target: "cunyun::_events::push_plan",
+            village = %village,
+            budget,
+            files = plan.files.len(),
+            pushed = plan.chosen.iter().filter(|c| **c).count(),
+            recs_written = written
+        );
+        Ok(written)
     }
 
     /// Runs `f` while no matching round runs: operator writes to documents a round also writes
@@ -254,6 +365,29 @@ impl Engine {
             let (key, entry) = item?;
             if key.kind() == Kind::Need {
                 all_needs.push(key.clone());
+            }
+            if key.kind() == Kind::Del {
+                // A deleted household: out of matching and coverage (its documents were removed
+                // from the store when the tombstone arrived).
+                if st.known.insert(key.clone(), entry.digest).is_none() {
+                    let hh = key.with_kind(Kind::Hh);
+                    let fb = key.with_kind(Kind::Fb);
+                    st.matcher.remove_household(&hh);
+                    st.known.remove(&hh);
+                    st.known.remove(&fb);
+                    st.feedback.remove(&fb);
+                    profiles.remove(&hh);
+                    // Its `rec` is gone too: the village's plan no longer counts its files.
+                    st.plan_pending
+                        .entry(*key.area())
+                        .or_default()
+                        .insert(key.with_kind(Kind::Rec));
+                    report.households_deleted += 1;
+                }
+                continue;
+            }
+            if key.kind() == Kind::Rec && !st.planned_all {
+                st.plan_pending.entry(*key.area()).or_default();
             }
             if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
                 || st.known.get(&key) == Some(&entry.digest)
@@ -352,9 +486,21 @@ impl Engine {
             let writes = rec_writes(&jobs, st.matcher.library(), &st.content_ids, today, |k| {
                 store.load(k)
             })?;
+            // A household deleted while this round ran gets no `rec` document.
+            let mut writes = writes;
+            writes.retain(|w| {
+                !matches!(
+                    cunyun_node::deletion::deleted(&self.store, &w.key),
+                    Ok(true)
+                )
+            });
             report.recs_written += writes.len();
+            let written: Vec<DocKey> = writes.iter().map(|w| w.key.clone()).collect();
             if !writes.is_empty() {
                 self.store.commit(writes)?;
+            }
+            for key in written {
+                st.plan_pending.entry(*key.area()).or_default().insert(key);
             }
         }
         let needs = if experts_changed {
@@ -363,6 +509,19 @@ impl Engine {
             changed_needs
         };
         report.matches_written = self.match_needs(&st.experts, &needs, today)?;
+        st.planned_all = true;
+        while let Some((village, keys)) = st.plan_pending.pop_first() {
+            match self.plan_village(&mut st.plans, &village, &keys) {
+                Ok(n) => report.plans_written += n,
+                Err(e) => {
+                    // Built again from the documents next round.
+                    st.plans.remove(&village);
+                    st.plan_pending.insert(village, keys);
+                    return Err(e);
+                }
+            }
+            report.villages_planned += 1;
+        }
         // The count from before the scan: anything written since (synced in during this round, or
         // our own writes) makes the next round look again.
         st.store_writes = writes;
@@ -372,7 +531,9 @@ impl Engine {
                 changed = report.households_changed,
                 matched = report.households_matched,
                 recs = report.recs_written,
-                items = report.items_added
+                items = report.items_added,
+                villages_planned = report.villages_planned,
+                plans = report.plans_written
             );
         }
         Ok(report)
@@ -467,6 +628,118 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// One village's file demand and push-down plan, kept by the engine between rounds (step 7 of
+/// the module doc). Files are indexed in order of first sight; a file no household wants any
+/// more keeps its slot with zero households (never chosen).
+#[derive(Debug, Default)]
+struct VillagePlan {
+    files: Vec<FileDemand>,
+    index: HashMap<(String, String), u32>,
+    /// Files (indices) of each `rec` document of the village.
+    by_rec: HashMap<DocKey, Vec<u32>>,
+    /// Whether each file is in the plan.
+    chosen: Vec<bool>,
+}
+
+impl VillagePlan {
+    /// Replaces what `key` contributes to the demand with the items of `rec` (none: the
+    /// document is gone or unreadable). Items without a signed manifest take no budget.
+    fn set_rec(&mut self, key: &DocKey, rec: Option<&Rec>) {
+        for i in self.by_rec.remove(key).unwrap_or_default() {
+            if let Some(f) = self.files.get_mut(i as usize) {
+                f.households = f.households.saturating_sub(1);
+            }
+        }
+        let Some(rec) = rec else { return };
+        let mut mine = Vec::with_capacity(rec.items.len());
+        for (id, it) in &rec.items {
+            if it.content.is_none() {
+                continue;
+            }
+            let slot = (id.clone(), it.rendition.clone());
+            let i = match self.index.get(&slot) {
+                Some(&i) => i,
+                None => {
+                    let i = self.files.len() as u32;
+                    self.files.push(FileDemand {
+                        content_id: id.clone(),
+                        rendition: it.rendition.clone(),
+                        bytes: it.bytes,
+                        households: 0,
+                    });
+                    self.chosen.push(false);
+                    self.index.insert(slot, i);
+                    i
+                }
+            };
+            let f = &mut self.files[i as usize];
+            f.bytes = it.bytes;
+            f.households += 1;
+            mine.push(i);
+        }
+        self.by_rec.insert(key.clone(), mine);
+    }
+
+    /// Chooses again within `budget` ([`select_for_budget`]); returns the files whose choice
+    /// changed.
+    fn replan(&mut self, budget: u64) -> Vec<u32> {
+        let mut now = vec![false; self.files.len()];
+        for i in select_for_budget(&self.files, budget) {
+            now[i] = true;
+        }
+        let flipped = (0..now.len())
+            .filter(|&i| now[i] != self.chosen[i])
+            .map(|i| i as u32)
+            .collect();
+        self.chosen = now;
+        flipped
+    }
+
+    /// Whether the plan pushes this item's rendition.
+    fn is_chosen(&self, id: &str, rendition: &str) -> bool {
+        self.index
+            .get(&(id.to_string(), rendition.to_string()))
+            .is_some_and(|&i| self.chosen[i as usize])
+    }
+}
+
+/// The file demand of a village's `rec` documents and the files [`select_for_budget`] picks
+/// within `budget` (see [`Engine::push_plan`]).
+fn plan_of(recs: &[(DocKey, Automerge, Rec)], budget: u64) -> (Vec<FileDemand>, Vec<FileDemand>) {
+    let mut demand: BTreeMap<(&str, &str), FileDemand> = BTreeMap::new();
+    for (_, _, rec) in recs {
+        for (id, it) in &rec.items {
+            if it.content.is_none() {
+                // No signed manifest: nothing a node could fetch, so it takes no budget.
+                continue;
+            }
+            demand
+                .entry((id.as_str(), it.rendition.as_str()))
+                .or_insert_with(|| FileDemand {
+                    content_id: id.clone(),
+                    rendition: it.rendition.clone(),
+                    bytes: it.bytes,
+                    households: 0,
+                })
+                .households += 1;
+        }
+    }
+    let files: Vec<FileDemand> = demand.into_values().collect();
+    let chosen = select_for_budget(&files, budget);
+    let mut taken = vec![false; files.len()];
+    for &i in &chosen {
+        taken[i] = true;
+    }
+    let picked = chosen.iter().map(|&i| files[i].clone()).collect();
+    let left = files
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| !**t)
+        .map(|(f, _)| f.clone())
+        .collect();
+    (picked, left)
 }
 
 /// One household's new picks, to be written into its `rec` document.
@@ -645,7 +918,8 @@ mod tests {
             week: Week::of(today),
             tags: [Tag::LivAsf].into_iter().collect(),
             reason: String::new(),
-            content: None,
+            content: Some("ab".repeat(32)),
+            push: false,
         };
         let mut writes = Vec::new();
         for h in 0..4 {
@@ -656,6 +930,10 @@ mod tests {
             }
             if h == 0 {
                 rec.items.insert("leaflet".into(), item("main", 900_000));
+                // Without a signed manifest nothing could fetch it: it takes no budget.
+                let mut bare = item("main", 10);
+                bare.content = None;
+                rec.items.insert("bare".into(), bare);
             }
             let key = DocKey::new(village, Kind::Rec, format!("h{h}")).unwrap();
             let mut doc = Automerge::new();
@@ -691,5 +969,76 @@ mod tests {
         let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
+
+        // The plan is written into the village's rec documents as `push` flags, per the
+        // configured budget; raising the budget pushes more; the other village is untouched.
+        let plan = |engine: &Engine, written: &[&str]| -> usize {
+            let keys: BTreeSet<DocKey> = written.iter().map(|k| k.parse().unwrap()).collect();
+            let mut st = engine.state.lock().unwrap();
+            engine.plan_village(&mut st.plans, &village, &keys).unwrap()
+        };
+        let flags = |engine: &Engine, key: &str| -> BTreeMap<String, bool> {
+            let key: DocKey = key.parse().unwrap();
+            let rec = Rec::read_from(&engine.store.load(&key).unwrap().unwrap()).unwrap();
+            rec.items.into_iter().map(|(id, i)| (id, i.push)).collect()
+        };
+        let mut cfg = PushdownConfig {
+            village_budget_mb: 1_000,
+            ..PushdownConfig::default()
+        };
+        cfg.budget_mb
+            .insert(AreaScope::parse("511424104201").unwrap(), 10);
+        let engine = engine.with_pushdown(cfg.clone());
+        assert_eq!(engine.budget_bytes(&village), 10_000_000);
+        assert_eq!(plan(&engine, &[]), 4);
+        let h0 = flags(&engine, "511424104201/rec/h0");
+        assert_eq!(
+            h0,
+            [
+                ("audio", true),
+                ("bare", false),
+                ("leaflet", true),
+                ("video", false)
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .collect()
+        );
+        assert!(!flags(&engine, "511424104201/rec/h1")["video"]);
+        assert!(!flags(&engine, "511424104202/rec/h9")["video"]);
+        // Planning again with the same budget writes nothing.
+        assert_eq!(plan(&engine, &[]), 0);
+        cfg.budget_mb
+            .insert(AreaScope::parse("511424104201").unwrap(), 40);
+        let engine = engine.with_pushdown(cfg);
+        assert_eq!(plan(&engine, &[]), 3);
+        assert!(flags(&engine, "511424104201/rec/h1")["video"]);
+        assert!(flags(&engine, "511424104201/rec/h0")["leaflet"]);
+
+        // Incrementally: h3 is now recommended a 9 MB poster (one household: 1/9 MB beats the
+        // video's 3/30 MB). Within 40 MB both no longer fit with the rest (2 + 0.9 + 30 + 9 >
+        // 40), so the poster takes the video's place: h3 (written) and the video's holders h0–h2
+        // (flipped) are rewritten, nothing else is loaded.
+        let h3: DocKey = "511424104201/rec/h3".parse().unwrap();
+        let mut doc = engine.store.load(&h3).unwrap().unwrap();
+        let mut rec = Rec::read_from(&doc).unwrap();
+        rec.items.insert("poster".into(), item("main", 9_000_000));
+        let w = commit_view(&mut doc, &h3, |tx| rec.write_to(tx))
+            .unwrap()
+            .unwrap();
+        engine.store.commit(vec![w]).unwrap();
+        assert_eq!(plan(&engine, &["511424104201/rec/h3"]), 4);
+        assert!(flags(&engine, "511424104201/rec/h3")["poster"]);
+        for h in ["h0", "h1", "h2"] {
+            assert!(
+                !flags(&engine, &format!("511424104201/rec/{h}"))["video"],
+                "{h}"
+            );
+        }
+        // The incremental plan agrees with one built from the documents.
+        let (picked, _) = engine.push_plan(&village, 40_000_000).unwrap();
+        let mut ids: Vec<&str> = picked.iter().map(|f| f.content_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["audio", "leaflet", "poster"]);
     }
 }

@@ -245,7 +245,8 @@ pub async fn start(
             config.scope,
             today.unwrap_or_else(today_in_china),
             config.per_week,
-        ),
+        )
+        .with_pushdown(config.pushdown.clone()),
         store,
         library,
         files,
@@ -258,11 +259,16 @@ pub async fn start(
     });
     if let Some(s) = &hub.sync {
         let mut feed = s.subscribe();
-        let h = hub.clone();
+        // Weak: the feed's sender lives in the hub's sync service, so a strong reference would
+        // keep the hub (and its store) alive after it stopped.
+        let h = Arc::downgrade(&hub);
         tokio::spawn(async move {
             loop {
                 match feed.recv().await {
-                    Ok(report) => h.metrics.record_sync(&report),
+                    Ok(report) => match h.upgrade() {
+                        Some(h) => h.metrics.record_sync(&report),
+                        None => break,
+                    },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -486,7 +492,9 @@ async fn content_csv(State(hub): State<Arc<Hub>>) -> Response {
     csv_response("content", content_table_csv(&hub.library.list()))
 }
 
-/// `?village=<12 digits>&budget_mb=<n>`: the files to push to a village within its byte budget.
+/// `?village=<12 digits>[&budget_mb=<n>]`: the files to push to a village within its byte budget
+/// (default: the configured one, `[pushdown]`, which is what the `rec` documents' `push` flags
+/// follow).
 async fn push_plan(
     State(hub): State<Arc<Hub>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -504,15 +512,18 @@ async fn push_plan(
             )
         }
     };
-    let Some(budget_mb) = q.get("budget_mb").and_then(|b| b.parse::<u64>().ok()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "需要村节点的空间预算 budget_mb（整数，单位MB）",
-        );
+    let budget = match q.get("budget_mb").map(|b| b.parse::<u64>()) {
+        None => hub.engine.budget_bytes(&village),
+        Some(Ok(mb)) => mb.saturating_mul(1_000_000),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "空间预算 budget_mb 应为整数（单位MB）",
+            )
+        }
     };
     let h = hub.clone();
-    let budget = budget_mb.saturating_mul(1_000_000);
     match tokio::task::spawn_blocking(move || h.engine.push_plan(&village, budget)).await {
         Ok(Ok((picked, left))) => {
             let row = |f: &cunyun_protocol::matching::FileDemand| {

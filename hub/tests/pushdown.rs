@@ -6,62 +6,24 @@
 //! village from the county (its only live peer; the first one it is given is a closed port);
 //! the village serves identical bytes at
 //! `GET /content/{item}/main` (with `Range`), and the item JSON at `/v/content/{item}`.
+//!
+//! The per-village byte budget: two villages with the same two recommended files, one with a
+//! budget that fits only the smaller, one (an override) that fits both; each pre-fetches exactly
+//! its plan, the county caches both, and the village with the small budget fetches the other
+//! file on demand when it is opened.
 
 mod common;
-use common::{identity, start_hub};
+use common::{hub_get, start_hub, start_hub_with, start_node, sync_addr, wait_for};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cunyun_node::config::NodeConfig;
-use cunyun_node::server::{self, RunningNode};
 use cunyun_protocol::key::Role;
 use cunyun_protocol::manifest::ContentId;
 use serde_json::json;
 
 const VILLAGE: &str = "511424104201";
 const COUNTY: &str = "511424";
-
-async fn start_node(
-    root: &Path,
-    n: u8,
-    role: Role,
-    scope: &str,
-    peers: Vec<std::net::SocketAddr>,
-    hub_key: &str,
-) -> RunningNode {
-    let id = identity(n, role, scope);
-    let dir = root.join(format!("node{n}"));
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
-    let mut c = NodeConfig::default();
-    c.data_dir = dir;
-    c.listen = "127.0.0.1:0".parse().expect("addr");
-    c.scope = id.scope;
-    c.role = id.role;
-    c.sync.enabled = true;
-    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
-    c.sync.mdns = false;
-    c.sync.static_peers = peers;
-    c.sync.interval_s = 1;
-    c.sync.debounce_ms = 100;
-    c.sync.backoff_ms = 200;
-    c.content.trusted_hub_keys = vec![hub_key.to_string()];
-    c.content.pushdown_interval_s = 1;
-    server::start(&c, std::future::pending())
-        .await
-        .expect("node starts")
-}
-
-fn sync_addr(n: &RunningNode) -> std::net::SocketAddr {
-    n.state.sync.as_ref().expect("sync").listen_addr()
-}
-
-async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recommended_file_reaches_county_then_village_and_is_served_identically() {
@@ -219,5 +181,175 @@ async fn recommended_file_reaches_county_then_village_and_is_served_identically(
     assert!(st.wanted >= 1 && st.complete == st.wanted, "{st:?}");
     county.stop().await.expect("stop");
     village.stop().await.expect("stop");
+    hub.stop().await.expect("stop");
+}
+
+fn file_of(root: &Path, name: &str, len: u32, seed: u32) -> (std::path::PathBuf, Vec<u8>) {
+    let body: Vec<u8> = (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect();
+    let file = root.join(name);
+    std::fs::write(&file, &body).expect("write");
+    (file, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
+    const VILLAGE2: &str = "511424104202";
+    let root = tempfile::tempdir().expect("tempdir");
+    let hub = start_hub_with(root.path(), |c| {
+        c.pushdown.village_budget_mb = 1;
+        c.pushdown
+            .budget_mb
+            .insert(VILLAGE2.parse().expect("scope"), 5);
+    })
+    .await;
+    // Same tags, so every pig-raising household gets both; 300 kB fits a 1 MB budget, 2 MB does not.
+    let (small_file, _) = file_of(root.path(), "small.pdf", 300_000, 1);
+    let (big_file, big_body) = file_of(root.path(), "big.pdf", 2_000_000, 2);
+    let add = |title: &str, file: &Path| {
+        hub.hub
+            .library
+            .add(
+                &json!({"title": title, "tags": ["liv.asf"], "format": "pdf",
+                    "review_date": "2026-03-01"}),
+                file,
+                &Default::default(),
+            )
+            .expect("add")
+    };
+    // 3 MB: outside both budgets (village 2's 5 MB holds the other two first).
+    let (huge_file, _) = file_of(root.path(), "huge.pdf", 3_000_000, 3);
+    let small = add("非洲猪瘟防控明白纸", &small_file);
+    let big = add("生猪养殖场消毒图解", &big_file);
+    let huge = add("猪场生物安全手册", &huge_file);
+    let cid = |i: &cunyun_hub::library::ContentRecord| -> ContentId {
+        i.content
+            .as_deref()
+            .expect("content id")
+            .parse()
+            .expect("hex")
+    };
+    let (small_cid, big_cid, huge_cid) = (cid(&small), cid(&big), cid(&huge));
+    let key = hub.hub.files.public_key_hex();
+    let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
+    let county = start_node(root.path(), 2, Role::County, COUNTY, vec![hub_addr], &key).await;
+    let v1 = start_node(
+        root.path(),
+        1,
+        Role::Village,
+        VILLAGE,
+        vec![sync_addr(&county)],
+        &key,
+    )
+    .await;
+    let v2 = start_node(
+        root.path(),
+        3,
+        Role::Village,
+        VILLAGE2,
+        vec![sync_addr(&county)],
+        &key,
+    )
+    .await;
+    for v in [&v1, &v2] {
+        for _ in 0..2 {
+            v.state
+                .records
+                .create_household(
+                    "cadre",
+                    &json!({"profile": {"group": 1, "residents": 2, "age_18_59": 2,
+                        "livestock": {"pig": {"herd_band": 1}}}}),
+                )
+                .await
+                .expect("create");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let p1 = v1.state.pushdown.clone().expect("pushdown");
+    let p2 = v2.state.pushdown.clone().expect("pushdown");
+    let pc = county.state.pushdown.clone().expect("pushdown");
+    // Village 1: both recommended, only the small file planned and pre-fetched.
+    wait_for("village 1's plan pre-fetched", deadline, || {
+        let s = p1.status();
+        s.wanted == 3 && s.planned == 1 && s.planned_complete == 1
+    })
+    .await;
+    assert!(p1.is_planned(&small_cid) && !p1.is_planned(&big_cid));
+    assert!(p1.blobs().is_complete(&small_cid));
+    assert!(!p1.blobs().is_complete(&big_cid), "outside the budget");
+    // Village 2 (a larger budget): two planned and pre-fetched.
+    wait_for("village 2's plan pre-fetched", deadline, || {
+        let s = p2.status();
+        s.wanted == 3 && s.planned == 2 && s.planned_complete == 2
+    })
+    .await;
+    assert!(p2.is_planned(&small_cid) && p2.is_planned(&big_cid) && !p2.is_planned(&huge_cid));
+    // The hub's plan API agrees with what the nodes were told.
+    let plan = hub_get(&hub, &format!("/api/v1/push-plan?village={VILLAGE}")).await;
+    assert_eq!(plan["budget_bytes"], 1_000_000);
+    assert_eq!(plan["push"][0]["content_id"], small.id.as_str());
+    assert_eq!(plan["left_out"].as_array().map(Vec::len), Some(2), "{plan}");
+    // The county caches its villages' plans, then the rest they were recommended.
+    wait_for("the county's cache", deadline, || {
+        [small_cid, big_cid, huge_cid]
+            .iter()
+            .all(|c| pc.blobs().is_complete(c))
+    })
+    .await;
+    assert_eq!(pc.status().planned, 2, "the union of the villages' plans");
+    // A villager opens the big item in village 1: fetched on demand from the county.
+    let st = p1.status();
+    assert!(!p1.blobs().is_complete(&big_cid), "{st:?}");
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .get(format!("{}/v/content/{}", v1.url(), big.id))
+        .send()
+        .await
+        .expect("item")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["renditions"][0]["available"], true, "{v}");
+    p1.blobs().verify_content(&big_cid).expect("verified");
+    let got = http
+        .get(format!("{}/content/{}/main", v1.url(), big.id))
+        .send()
+        .await
+        .expect("file")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(got.as_ref(), &big_body[..]);
+    // Still only the small one is planned, and the next run keeps what was opened.
+    let runs = p1.status().runs;
+    wait_for("another push-down run", deadline, || {
+        p1.status().runs > runs
+    })
+    .await;
+    assert!(!p1.is_planned(&big_cid) && p1.blobs().is_complete(&big_cid));
+    // An id not recommended here is never fetched.
+    let resp = http
+        .get(format!("{}/v/content/c0000000000000000", v1.url()))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(resp.status(), 404);
+    // Offline (the county, its only upstream, is gone): an unplanned item cannot be fetched
+    // and the node says, in Chinese, that it is not downloaded yet.
+    county.stop().await.expect("stop");
+    let resp = http
+        .get(format!("{}/v/content/{}", v2.url(), huge.id))
+        .send()
+        .await
+        .expect("offline item");
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body.to_string().contains("尚未下载"),
+        "a zh-CN 'not yet downloaded': {body}"
+    );
+    assert!(!p2.blobs().is_complete(&huge_cid));
+    for n in [v1, v2] {
+        n.stop().await.expect("stop");
+    }
     hub.stop().await.expect("stop");
 }

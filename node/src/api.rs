@@ -35,6 +35,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
+use cunyun_protocol::deletion::DeletionReason;
 use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,7 +73,10 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/api/v1/households/{id}",
-            get(get_household).put(put_household).patch(patch_household),
+            get(get_household)
+                .put(put_household)
+                .patch(patch_household)
+                .delete(delete_household),
         )
         .route("/api/v1/needs", get(list_needs).post(create_need))
         .route(
@@ -408,6 +412,64 @@ async fn update_household(
         .update_household(&cadre.name, &id, &body, mode)
         .await;
     Ok(Json(count_write(&state, "hh", "update", result)?).into_response())
+}
+
+/// What a cadre types to confirm a deletion (it cannot be undone).
+pub const DELETE_CONFIRMATION: &str = "确认删除";
+
+/// `DELETE /api/v1/households/{id}` with `{"reason": <id>, "confirm": "确认删除"}`: deletes the
+/// household on request (a cadre of its village only). Answered after the tombstone and the
+/// removal are durable; the deletion then propagates by sync (`crate::deletion`).
+async fn delete_household(
+    State(state): State<Arc<AppState>>,
+    Extension(cadre): Extension<Cadre>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let reason = body.get("reason").and_then(Value::as_str);
+    let Some(reason) = reason.and_then(DeletionReason::parse) else {
+        let ids: Vec<&str> = DeletionReason::ALL.iter().map(|r| r.id()).collect();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("请选择删除原因（reason）：{}", ids.join("、")),
+        ));
+    };
+    if body.get("confirm").and_then(Value::as_str) != Some(DELETE_CONFIRMATION) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "confirm_required",
+            format!("删除后无法恢复，并会同步删除所有节点上的该户数据。确认删除请在 confirm 中填写“{DELETE_CONFIRMATION}”"),
+        ));
+    }
+    let hh = {
+        let id = id.clone();
+        blocking(&state, move |r| r.find_household(&id)).await?
+    }
+    .ok_or_else(|| RecordError::NotFound(id.clone()))?;
+    if *hh.area() != cadre.village {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "只能删除本村的农户",
+        ));
+    }
+    let result = state
+        .records
+        .delete_household(&cadre.name, &id, reason)
+        .await;
+    let tomb = count_write(&state, "hh", "delete", result)?;
+    Ok(Json(json!({
+        "deleted": id,
+        "village": tomb.village,
+        "date": tomb.date.to_string(),
+        "reason": tomb.reason.id(),
+        "reason_name": tomb.reason.zh_name(),
+        "by": tomb.by,
+        "message": "已删除该户，删除将同步到所有存有该户数据的节点",
+    }))
+    .into_response())
 }
 
 /// Query of the needs list.

@@ -10,6 +10,13 @@
 //!
 //! `item_id` is the key of the `rec` item (the hub library's id); its `content` field names
 //! the manifest.
+//!
+//! An item recommended here but not complete (outside the hub's push-down plan for this village,
+//! or still on its way) is fetched on demand when either of the item routes asks for it
+//! ([`Pushdown::fetch_on_demand`]), waiting at most [`ON_DEMAND_WAIT`]; after that, or with no
+//! upstream reachable, the description says `"available": false` (the pages show that the
+//! content is still being downloaded) or the route answers 404 with a zh-CN message. Only items
+//! of this node's `rec` documents are ever fetched.
 
 use std::sync::Arc;
 
@@ -38,11 +45,14 @@ pub fn public_routes() -> Router<Arc<AppState>> {
         .route("/content/{item_id}/{rendition}", get(file))
 }
 
+/// How long an item route waits for an on-demand fetch before answering.
+pub const ON_DEMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 fn no_content() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "本节点还没有这份资源（可能尚未从上级下载）",
+        "本节点还没有这份资源（尚未下载；联网时打开会自动下载，请稍后再试）",
     )
 }
 
@@ -59,6 +69,9 @@ async fn manifest_of(
 ) -> Result<(Arc<Pushdown>, ContentId, ContentManifest), ApiError> {
     let p = state.pushdown.clone().ok_or_else(no_content)?;
     let cid = p.content_of(&item_id).ok_or_else(no_content)?;
+    if !p.blobs().is_complete(&cid) {
+        p.fetch_on_demand(cid, ON_DEMAND_WAIT).await;
+    }
     let m = p.blobs().manifest(&cid).ok_or_else(no_content)?;
     Ok((p, cid, m))
 }
@@ -194,6 +207,12 @@ pub fn metrics_text(p: &Pushdown) -> String {
             s.wanted as u64,
         ),
         (
+            "cunyun_content_planned",
+            "Wanted content items the hub's byte budget pushes here (pre-fetched).",
+            "",
+            s.planned as u64,
+        ),
+        (
             "cunyun_content_complete",
             "Wanted content items complete in the blob store.",
             "",
@@ -201,7 +220,7 @@ pub fn metrics_text(p: &Pushdown) -> String {
         ),
         (
             "cunyun_content_missing_bytes",
-            "Bytes of wanted items still to fetch.",
+            "Bytes of planned items still to fetch.",
             "bytes",
             s.missing_bytes,
         ),

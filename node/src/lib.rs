@@ -39,6 +39,7 @@ pub mod automerge_repo;
 pub mod blobs;
 pub mod config;
 pub mod content_api;
+pub mod deletion;
 pub mod discovery;
 pub mod edits;
 pub mod enroll;

@@ -149,6 +149,24 @@ enum Command {
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
     },
+    /// 应农户要求删除一户（须先停止本节点）：写入删除记录并删去该户全部文档，整理文档库使数据从磁盘上消失；节点启动后删除随同步传到所有存有该户数据的节点。需在标准输入中输入“确认删除”。
+    DeleteHousehold {
+        /// 本节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 农户所属村代码（12位）。
+        #[arg(long)]
+        village: String,
+        /// 农户编号。
+        #[arg(long)]
+        id: String,
+        /// 删除原因：withdrawn（本人撤回同意）、moved（迁出本村）、duplicate（重复登记）、mistake（误录）、other（其他）。
+        #[arg(long)]
+        reason: String,
+        /// 操作人（记入删除记录）。
+        #[arg(long)]
+        by: String,
+    },
     /// 查看运行中节点的同步状态：对端、最近同步时间、交换的文档与流量、错误。
     Status {
         /// 节点的 HTTP 地址。
@@ -302,6 +320,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             nodes,
         } => revoke(ca_dir, data_dir, &nodes),
+        Command::DeleteHousehold {
+            data_dir,
+            village,
+            id,
+            reason,
+            by,
+        } => delete_household(data_dir, &village, &id, &reason, &by),
         Command::EnrollToken {
             ca_dir,
             scope,
@@ -567,6 +592,59 @@ fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Resul
         "吊销列表已更新（第 {} 版，共吊销 {} 个节点）；节点启动后随同步传到所有节点。",
         list.seq,
         list.nodes.len()
+    );
+    Ok(())
+}
+
+fn delete_household(
+    data_dir: PathBuf,
+    village: &str,
+    id: &str,
+    reason: &str,
+    by: &str,
+) -> anyhow::Result<()> {
+    use cunyun_protocol::deletion::DeletionReason;
+    let village = AreaCode::parse(village).context("村代码无效")?;
+    anyhow::ensure!(
+        village.level() == Level::Village,
+        "村代码应为12位村级代码：{village}"
+    );
+    let reason = DeletionReason::parse(reason).with_context(|| {
+        let ids: Vec<&str> = DeletionReason::ALL.iter().map(|r| r.id()).collect();
+        format!("删除原因“{reason}”无效，可选：{}", ids.join("、"))
+    })?;
+    let hh = cunyun_protocol::key::DocKey::new(village, cunyun_protocol::key::Kind::Hh, id)
+        .context("农户编号无效")?;
+    eprintln!(
+        "将删除 {village} 村农户 {id}（原因：{}），删除后无法恢复。请输入“{}”并回车：",
+        reason.zh_name(),
+        cunyun_node::api::DELETE_CONFIRMATION
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("无法读取确认")?;
+    anyhow::ensure!(
+        line.trim() == cunyun_node::api::DELETE_CONFIRMATION,
+        "未确认，未做任何删除"
+    );
+    let mut config = NodeConfig::default();
+    config.data_dir = data_dir;
+    let store =
+        server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
+    let tomb = cunyun_node::deletion::delete_in_store(&store, &hh, by, reason)
+        .map_err(|e| anyhow::anyhow!("删除失败：{e}"))?;
+    drop(store);
+    let stats = cunyun_node::store::DocStore::vacuum(&config.data_dir.join("store"), &config.store)
+        .context("文档库整理失败（删除已生效，下次启动时会再次整理）")?;
+    println!(
+        "已删除 {} 村农户 {}（{}，{}），文档库已整理（{} → {} 字节）；节点启动后删除随同步传到所有存有该户数据的节点。",
+        tomb.village,
+        tomb.household,
+        tomb.reason.zh_name(),
+        tomb.date,
+        stats.bytes_before,
+        stats.bytes_after
     );
     Ok(())
 }

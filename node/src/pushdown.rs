@@ -4,19 +4,37 @@
 //! The **wanted set** is every item named by a `rec` document in the node's scope (a county
 //! node's scope covers its villages, so it caches for them) that carries the content id of
 //! its hub-signed manifest (`rec` item field `content`; items written before the hub signed
-//! manifests have none and are skipped). [`Pushdown::run_once`] computes it, records it with
-//! `mark_wanted`, and fetches what is missing with [`fetch_wanted`] from the node's upstream
+//! manifests have none and are skipped). The **planned set** is the part of it the hub's
+//! per-village byte budget pushes down: items flagged `push` in at least one `rec` document in
+//! scope (a county: the union of its villages' plans). [`Pushdown::run_once`] computes both,
+//! records the wanted set with `mark_wanted` (so recommended items are evicted last), and
+//! fetches what is missing of the planned set with [`fetch_keeping`] from the node's upstream
 //! peers, in order: the configured `upstream`, the static peers, then every county or hub peer
 //! the sync service has reached by an address of its own (not inbound). A missing manifest or
 //! chunk on one peer, or a peer that cannot be reached, is not an error for the loop: the next
-//! peer is tried and the next run retries. Room is made by evicting items no longer wanted,
-//! least recently wanted first (the store's quota rule).
+//! peer is tried and the next run retries. Room is made by evicting items outside the planned
+//! set, least recently wanted first (the store's quota rule): first items no longer
+//! recommended, then recommended items that were fetched on demand.
+//!
+//! A **county** node pre-fetches its villages' planned union first and then the rest of what its
+//! villages were recommended (within its quota): its villages fetch unplanned items on demand from
+//! it, usually with no other upstream in reach.
+//!
+//! **Delivered.** On a village node (once [`Pushdown::record_deliveries_to`] was called, as
+//! `server::start` does), each run records `delivered` in the `fb` document of every household
+//! whose `rec` names an item that is complete here (once per household and item while the node
+//! runs; the `fb` document keeps only the first day anyway): that is the hub's "reached".
+//!
+//! **On demand** ([`Pushdown::fetch_on_demand`]): an item that is recommended here but not
+//! planned (or not yet arrived) is fetched when a villager or cadre opens it: one background
+//! fetch per item (at most [`MAX_ON_DEMAND`] at a time) from the same peers, awaited for a
+//! bounded time by the request that started or joined it; it keeps the planned files.
 //!
 //! [`Pushdown::spawn`] runs it after every converged sync session and every
 //! `interval` (default 60 s). Counts are in [`PushdownStatus`] (`/api/v1/content`) and in
 //! `/metrics` (`cunyun_content_*`); each run logs `cunyun::_events::pushdown_run`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,7 +46,7 @@ use cunyun_protocol::manifest::ContentId;
 use cunyun_protocol::rec::Rec;
 use serde::Serialize;
 
-use crate::blobs::{fetch_wanted, BlobStore};
+use crate::blobs::{fetch_keeping, BlobStore};
 use crate::store::DocStore;
 use crate::sync::SyncService;
 
@@ -37,9 +55,13 @@ use crate::sync::SyncService;
 pub struct PushdownStatus {
     /// Items wanted (recommended here and carrying a content id).
     pub wanted: usize,
-    /// Of those, items complete in the blob store.
+    /// Of those, items the hub's byte budget plans to push here (pre-fetched).
+    pub planned: usize,
+    /// Of the wanted items, those complete in the blob store.
     pub complete: usize,
-    /// Bytes of the wanted items' files.
+    /// Of the planned items, those complete in the blob store.
+    pub planned_complete: usize,
+    /// Bytes of the planned items' files (as far as their manifests are known).
     pub wanted_bytes: u64,
     /// Bytes of those still missing.
     pub missing_bytes: u64,
@@ -51,9 +73,15 @@ pub struct PushdownStatus {
     pub runs: u64,
     /// Last run, ms since the epoch.
     pub last_run_ms: Option<u64>,
-    /// Last problem (Chinese), if the last run left anything missing.
+    /// Last problem (Chinese), if the last run left anything planned missing.
     pub last_error: Option<String>,
 }
+
+/// Most on-demand fetches running at once.
+pub const MAX_ON_DEMAND: usize = 4;
+
+/// Whether an on-demand fetch has ended (`true`) or is running (`false`).
+type Done = tokio::sync::watch::Receiver<bool>;
 
 /// The push-down loop's state (see the module documentation).
 pub struct Pushdown {
@@ -63,6 +91,10 @@ pub struct Pushdown {
     sync: SyncService,
     peers: Vec<SocketAddr>,
     items: Mutex<BTreeMap<String, ContentId>>,
+    planned: Mutex<Vec<ContentId>>,
+    on_demand: Mutex<HashMap<ContentId, Done>>,
+    app: Mutex<Option<std::sync::Weak<crate::api::AppState>>>,
+    delivered: Mutex<HashSet<(DocKey, String)>>,
     recs: Arc<Mutex<RecCache>>,
     status: Mutex<PushdownStatus>,
     run_lock: tokio::sync::Mutex<()>,
@@ -87,6 +119,10 @@ impl Pushdown {
             sync,
             peers,
             items: Mutex::new(BTreeMap::new()),
+            planned: Mutex::new(Vec::new()),
+            on_demand: Mutex::new(HashMap::new()),
+            app: Mutex::new(None),
+            delivered: Mutex::new(HashSet::new()),
             recs: Arc::default(),
             status: Mutex::new(PushdownStatus::default()),
             run_lock: tokio::sync::Mutex::new(()),
@@ -125,10 +161,138 @@ impl Pushdown {
         out
     }
 
-    /// One pass: compute the wanted set and fetch what is missing (see the module doc).
+    /// Makes each run record deliveries (see the module doc) through `app`'s records; only a
+    /// village node records them (a file at the county has not reached the village).
+    pub fn record_deliveries_to(&self, app: std::sync::Weak<crate::api::AppState>) {
+        if let Ok(mut a) = self.app.lock() {
+            *a = Some(app);
+        }
+    }
+
+    async fn record_deliveries(&self) {
+        if self.sync.identity().role != Role::Village {
+            return;
+        }
+        let Some(app) = self
+            .app
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().and_then(std::sync::Weak::upgrade))
+        else {
+            return;
+        };
+        let Some(day) = crate::feedback::today() else {
+            return;
+        };
+        let todo: Vec<(DocKey, String)> = {
+            let recs = self.recs.lock().unwrap_or_else(PoisonError::into_inner);
+            let done = self
+                .delivered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            recs.iter()
+                .flat_map(|(key, (_, items))| {
+                    items
+                        .iter()
+                        .filter(|(_, cid, _)| self.blobs.is_complete(cid))
+                        .map(move |(item, _, _)| (key.clone(), item.clone()))
+                })
+                .filter(|k| !done.contains(k))
+                .collect()
+        };
+        for (key, item) in todo {
+            match app
+                .records
+                .record_feedback(key.id(), &item, crate::feedback::Event::Delivered, day)
+                .await
+            {
+                Ok(_) | Err(crate::records::RecordError::NotFound(_)) => {
+                    if let Ok(mut d) = self.delivered.lock() {
+                        d.insert((key, item));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, item, error = %e, "delivery not recorded; next run retries");
+                }
+            }
+        }
+    }
+
+    /// Whether the hub's plan pushes the item with this content id here (as of the last run).
+    pub fn is_planned(&self, id: &ContentId) -> bool {
+        self.planned
+            .lock()
+            .map(|p| p.binary_search(id).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Fetches a recommended item now (see the module doc), waiting at most `wait` for it;
+    /// returns whether it is complete here. An item not recommended here is never fetched; an
+    /// item already being fetched is waited for, not fetched twice; beyond [`MAX_ON_DEMAND`]
+    /// running fetches nothing new is started.
+    pub async fn fetch_on_demand(self: &Arc<Self>, id: ContentId, wait: Duration) -> bool {
+        if self.blobs.is_complete(&id) {
+            return true;
+        }
+        let known = self
+            .items
+            .lock()
+            .map(|m| m.values().any(|c| *c == id))
+            .unwrap_or(false);
+        if !known {
+            return false;
+        }
+        let mut done = {
+            let Ok(mut running) = self.on_demand.lock() else {
+                return false;
+            };
+            running.retain(|_, rx| !*rx.borrow());
+            match running.get(&id) {
+                Some(rx) => rx.clone(),
+                None if running.len() >= MAX_ON_DEMAND => return false,
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    running.insert(id, rx.clone());
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move {
+                        me.fetch_one(id).await;
+                        let _ = tx.send(true);
+                    });
+                    rx
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+        self.blobs.is_complete(&id)
+    }
+
+    async fn fetch_one(&self, id: ContentId) {
+        let mut keep = self.planned.lock().map(|p| p.clone()).unwrap_or_default();
+        keep.push(id);
+        for peer in self.candidates() {
+            if self.blobs.is_complete(&id) {
+                break;
+            }
+            match fetch_keeping(self.sync.tls(), peer, &self.blobs, &[id], &keep).await {
+                Ok(r) => tracing::debug!(%peer, content = %id, complete = r.complete.len(),
+                    failed = r.failed.len(), bytes_in = r.bytes_in, "on-demand fetch"),
+                Err(e) => {
+                    tracing::debug!(%peer, content = %id, error = %e, "on-demand fetch failed; next peer");
+                }
+            }
+        }
+        tracing::info!(
+            target: "cunyun::_events::content_on_demand",
+            content = %id,
+            complete = self.blobs.is_complete(&id)
+        );
+    }
+
+    /// One pass: compute the wanted and planned sets and fetch what is missing of the planned
+    /// set (see the module doc).
     pub async fn run_once(&self) -> PushdownStatus {
         let _guard = self.run_lock.lock().await;
-        let items = {
+        let (items, planned) = {
             let me = (self.store.clone(), self.scope, Arc::clone(&self.recs));
             tokio::task::spawn_blocking(move || scan(&me.0, &me.1, &me.2))
                 .await
@@ -140,24 +304,28 @@ impl Pushdown {
             w.dedup();
             w
         };
+        let planned: Vec<ContentId> = planned.into_iter().collect();
         if let Ok(mut m) = self.items.lock() {
             *m = items;
+        }
+        if let Ok(mut p) = self.planned.lock() {
+            p.clone_from(&planned);
         }
         let mut last_error = None;
         if let Err(e) = self.blobs.mark_wanted(&wanted, crate::records::now_ms()) {
             last_error = Some(e.to_string());
         }
+        let mut fetch = planned.clone();
+        if self.sync.identity().role == Role::County {
+            fetch.extend(wanted.iter().filter(|c| planned.binary_search(c).is_err()));
+        }
         let mut fetched = 0usize;
         for peer in self.candidates() {
-            let missing: Vec<ContentId> = wanted
-                .iter()
-                .filter(|c| !self.blobs.is_complete(c))
-                .copied()
-                .collect();
-            if missing.is_empty() {
+            let missing = fetch.iter().any(|c| !self.blobs.is_complete(c));
+            if !missing {
                 break;
             }
-            match fetch_wanted(self.sync.tls(), peer, &self.blobs, &wanted).await {
+            match fetch_keeping(self.sync.tls(), peer, &self.blobs, &fetch, &planned).await {
                 Ok(r) => {
                     fetched += r.complete.len();
                     if let Some((id, why)) = r.failed.first() {
@@ -172,8 +340,10 @@ impl Pushdown {
                 }
             }
         }
+        self.record_deliveries().await;
         let mut st = PushdownStatus {
             wanted: wanted.len(),
+            planned: planned.len(),
             quota_bytes: self.blobs.quota_bytes(),
             store_bytes: self.blobs.usage_bytes(),
             ..PushdownStatus::default()
@@ -182,12 +352,17 @@ impl Pushdown {
             if self.blobs.is_complete(c) {
                 st.complete += 1;
             }
+        }
+        for c in &planned {
+            if self.blobs.is_complete(c) {
+                st.planned_complete += 1;
+            }
             if let Some(m) = self.blobs.manifest(c) {
                 st.wanted_bytes += m.total_bytes();
                 st.missing_bytes += self.blobs.missing_bytes(&m);
             }
         }
-        if st.complete == st.wanted {
+        if st.planned_complete == st.planned {
             last_error = None;
         }
         st.last_error = last_error;
@@ -199,6 +374,7 @@ impl Pushdown {
         tracing::info!(
             target: "cunyun::_events::pushdown_run",
             wanted = st.wanted,
+            planned = st.planned,
             complete = st.complete,
             fetched,
             missing_bytes = st.missing_bytes,
@@ -242,16 +418,18 @@ impl Pushdown {
     }
 }
 
-/// The content items of one `rec` document, as of the heads digest they were read at.
-type RecCache = BTreeMap<DocKey, (HeadsDigest, Vec<(String, ContentId)>)>;
+/// The content items of one `rec` document (item id, content id, planned), as of the heads
+/// digest they were read at.
+type RecCache = BTreeMap<DocKey, (HeadsDigest, Vec<(String, ContentId, bool)>)>;
 
-/// Item id → content id of every `rec` item in scope that carries one. Only `rec` documents
-/// whose heads digest changed since the previous run are loaded again (`cache`).
+/// Item id → content id of every `rec` item in scope that carries one, and the content ids
+/// flagged `push` in at least one of them. Only `rec` documents whose heads digest changed
+/// since the previous run are loaded again (`cache`).
 fn scan(
     store: &DocStore,
     scope: &AreaScope,
     cache: &Mutex<RecCache>,
-) -> BTreeMap<String, ContentId> {
+) -> (BTreeMap<String, ContentId>, BTreeSet<ContentId>) {
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     let mut seen = RecCache::new();
     for entry in store.scan(scope) {
@@ -271,7 +449,7 @@ fn scan(
                 let items = rec
                     .items
                     .into_iter()
-                    .filter_map(|(id, item)| Some((id, item.content?.parse().ok()?)))
+                    .filter_map(|(id, item)| Some((id, item.content?.parse().ok()?, item.push)))
                     .collect();
                 seen.insert(key, (index.digest, items));
             }
@@ -279,8 +457,13 @@ fn scan(
         }
     }
     *cache = seen;
-    cache
-        .values()
-        .flat_map(|(_, items)| items.iter().cloned())
-        .collect()
+    let mut items = BTreeMap::new();
+    let mut planned = BTreeSet::new();
+    for (id, cid, push) in cache.values().flat_map(|(_, items)| items.iter()) {
+        items.insert(id.clone(), *cid);
+        if *push {
+            planned.insert(*cid);
+        }
+    }
+    (items, planned)
 }

@@ -485,6 +485,18 @@ impl Records {
         Ok(ids.as_ref().and_then(|m| m.get(id).cloned()))
     }
 
+    /// Drops household `id` from the in-memory id map and list summaries (after a deletion).
+    pub(crate) fn forget_household(&self, id: &str) {
+        if let Ok(mut ids) = self.ids.lock() {
+            if let Some(ids) = ids.as_mut() {
+                ids.remove(id);
+            }
+        }
+        if let Ok(mut cache) = self.summaries.lock() {
+            cache.retain(|k, _| k.id() != id);
+        }
+    }
+
     pub(crate) fn load(&self, key: &DocKey) -> Result<Automerge, RecordError> {
         self.store
             .load(key)?

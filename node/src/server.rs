@@ -174,12 +174,20 @@ pub async fn start_with_principals(
         sync,
         pushdown,
     });
+    if let Some(p) = &state.pushdown {
+        p.record_deliveries_to(Arc::downgrade(&state));
+    }
     if let Some(mut feed) = metrics_feed {
-        let state = state.clone();
+        // A weak reference: the feed's sender lives in the sync service inside the state, so a
+        // strong one would keep the state (and the store) alive after the node stopped.
+        let state = Arc::downgrade(&state);
         tokio::spawn(async move {
             loop {
                 match feed.recv().await {
-                    Ok(report) => state.metrics.record_sync(&report),
+                    Ok(report) => match state.upgrade() {
+                        Some(state) => state.metrics.record_sync(&report),
+                        None => break,
+                    },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }

@@ -435,6 +435,71 @@ pub struct HouseholdPrivate {
 /// Free-text fields of the private document, stored as Automerge `Text`.
 pub const PRIVATE_TEXT_FIELDS: [&str; 3] = ["head_name", "notes", "stated_need_text"];
 
+/// Every field of the private document (`hp`): none of them may appear in a profile.
+pub const PRIVATE_FIELDS: [&str; 8] = [
+    "head_name",
+    "phone",
+    "roster_no",
+    "notes",
+    "stated_need_text",
+    "health_interests",
+    "aid_monitoring",
+    "separate_consent",
+];
+
+/// What in a profile document (`hh`) is sensitive and so may not travel above the county: a
+/// field of the private part ([`PRIVATE_FIELDS`]) at the root, and a sensitive (voluntary)
+/// taxonomy tag anywhere — as a map key (a stated need, a derived tag) or as a string value.
+/// Returns the JSON paths found, empty for a clean profile.
+///
+/// [`HouseholdProfile::read_from`] already drops such tags and the typed writers never write
+/// them; this check is for the sync boundary, where a document may come from anything that
+/// wrote the store directly.
+pub fn sensitive_in_profile<R: ReadDoc>(doc: &R) -> Result<Vec<String>, ViewError> {
+    let json = doc_to_json(doc)?;
+    let mut found = Vec::new();
+    if let Value::Object(root) = &json {
+        for field in PRIVATE_FIELDS {
+            if root.contains_key(field) {
+                found.push(field.to_string());
+            }
+        }
+    }
+    sensitive_tags_in(&json, "", &mut found);
+    Ok(found)
+}
+
+fn is_sensitive_tag(s: &str) -> bool {
+    Tag::parse(s).is_some_and(|t| t.flag() == crate::taxonomy::TagFlag::Voluntary)
+}
+
+fn sensitive_tags_in(v: &Value, path: &str, found: &mut Vec<String>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            for (k, inner) in map {
+                if is_sensitive_tag(k) {
+                    found.push(join(k));
+                }
+                sensitive_tags_in(inner, &join(k), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                sensitive_tags_in(inner, &join(&i.to_string()), found);
+            }
+        }
+        Value::String(s) if is_sensitive_tag(s) => found.push(path.to_string()),
+        _ => {}
+    }
+}
+
 const SURVEYOR: TextRule = TextRule {
     max_chars: 32,
     required: false,
@@ -1518,6 +1583,41 @@ mod tests {
         assert_eq!(json["stated_needs"], json!({"plt.tea": {}}));
         assert_eq!(json["future_field"], "x");
         assert_eq!(HouseholdProfile::read_from(&doc).expect("read"), p);
+    }
+
+    #[test]
+    fn sensitive_content_in_a_profile_is_found() {
+        let p = HouseholdProfile::from_json(&example()).expect("valid");
+        let mut doc = AutoCommit::new();
+        p.write_to(&mut doc).expect("write");
+        doc.commit();
+        assert_eq!(
+            sensitive_in_profile(&doc).expect("check"),
+            Vec::<String>::new()
+        );
+        // Written raw, bypassing the typed layer: a sensitive stated need, a derived tag list, a
+        // private field.
+        let needs = match doc.get(ROOT, "stated_needs").expect("get") {
+            Some((_, id)) => id,
+            None => panic!("stated_needs missing"),
+        };
+        let _ = doc
+            .put_object(&needs, "hlt.mental", ObjType::Map)
+            .expect("map");
+        let tags = doc
+            .put_object(ROOT, "derived", ObjType::List)
+            .expect("list");
+        doc.insert(&tags, 0, "pol.aid").expect("insert");
+        doc.put(ROOT, "phone", "13812345678").expect("put");
+        doc.commit();
+        let found = sensitive_in_profile(&doc).expect("check");
+        assert_eq!(found, ["phone", "derived.0", "stated_needs.hlt.mental"]);
+        // An askable health tag (hlt.bp) is not sensitive: it may be a stated need in `hh`.
+        let mut clean = AutoCommit::new();
+        let mut q = p.clone();
+        q.stated_needs.insert(Tag::HltBp, StatedNeed::default());
+        q.write_to(&mut clean).expect("write");
+        assert!(sensitive_in_profile(&clean).expect("check").is_empty());
     }
 
     #[test]

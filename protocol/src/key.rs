@@ -41,6 +41,10 @@ pub enum Kind {
     Expert,
     /// The hub's expert suggestions for a local need.
     Match,
+    /// A household deletion (tombstone), keyed `<village>/del/<household id>`: no personal
+    /// data; wherever it arrives the household's `hh`, `hp`, `rec` and `fb` are removed and
+    /// refused from then on ([`crate::deletion`]).
+    Del,
     /// A revocation list signed by a CA (province root or county CA), keyed at the province
     /// area with the issuer's node id as its id, so it reaches every node of the province.
     Rev,
@@ -91,8 +95,9 @@ pub struct Reach {
 
 impl Kind {
     /// Every kind, in key order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Content,
+        Kind::Del,
         Kind::Expert,
         Kind::Fb,
         Kind::Hh,
@@ -115,6 +120,7 @@ impl Kind {
             Kind::Expert => "expert",
             Kind::Match => "match",
             Kind::Rev => "rev",
+            Kind::Del => "del",
         }
     }
 
@@ -126,7 +132,8 @@ impl Kind {
                 up_to: Role::County,
                 flows_down: false,
             },
-            Kind::Hh | Kind::Need | Kind::Fb | Kind::Rec | Kind::Match => Reach {
+            // A tombstone goes wherever the household's `hh`, `rec` and `fb` went.
+            Kind::Hh | Kind::Need | Kind::Fb | Kind::Rec | Kind::Match | Kind::Del => Reach {
                 up_to: Role::Hub,
                 flows_down: false,
             },

@@ -36,6 +36,7 @@ pub mod blob;
 
 pub mod cert;
 mod codec;
+pub mod deletion;
 pub mod digest;
 pub mod expert;
 pub mod feedback;

@@ -23,6 +23,15 @@
 //! | `tags` | `{tag id: true}` | the household's tags the item answers, at least one |
 //! | `reason` | string | ≤ 100 characters, zh-CN, e.g. `家中养猪：防非洲猪瘟` |
 //! | `content` | string, 64 hex digits | optional: the [`ContentId`](crate::manifest::ContentId) of the item's hub-signed manifest, so a node knows which manifest to fetch (absent in documents written before the hub signed manifests) |
+//! | `push` | boolean (default `true`) | the hub's push-down plan: whether the file is within the village's byte budget, so nodes pre-fetch it; `false` = still recommended, fetched on demand when opened. Absent (documents written before the budget) reads as `true` |
+//!
+//! **The push-down plan.** The hub decides per village which files to push within that village's
+//! byte budget ([`crate::matching::select_for_budget`]) and writes the decision into every `rec`
+//! item of the village as `push`; the same item carries the same flag in every `rec` document of
+//! one village. A node pre-fetches the files of the items flagged `push` in any `rec` document in
+//! its scope (a county: the union of its villages' plans). Adding `push` kept the schema at 1:
+//! document readers ignore fields they do not know, so an older node reads the flag as absent and
+//! pre-fetches everything, as it did before.
 //!
 //! ```
 //! use cunyun_protocol::rec::{Rec, Week};
@@ -141,6 +150,8 @@ pub struct RecItem {
     /// The content id (hex) of the item's signed manifest, when the hub knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Whether the village's byte budget pushes the file down (see the module documentation).
+    pub push: bool,
 }
 
 impl RecItem {
@@ -155,6 +166,8 @@ impl RecItem {
             tags: pick.tags.iter().copied().collect(),
             reason: pick.reason.chars().take(REASON.max_chars).collect(),
             content: None,
+            // Not planned until the hub's budget pass for the village says so.
+            push: false,
         }
     }
 }
@@ -341,11 +354,26 @@ fn decode(value: &Value, mode: Mode) -> Result<Rec, FieldErrors> {
                         None
                     }
                 };
+                let push_path = e.path("push");
+                let push = match e.raw("push") {
+                    None | Some(Value::Null) => Some(true),
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(_) => {
+                        d.push(
+                            push_path,
+                            code::WRONG_TYPE,
+                            "是否推送应为是或否（true/false）",
+                        );
+                        None
+                    }
+                };
                 e.finish(d);
                 if let (Some(title), Some(rendition), Some(bytes), Some(score), Some(week)) =
                     (title, rendition, bytes, score, week)
                 {
-                    if let (Some(tags), Some(reason), Some(content)) = (tags, reason, content) {
+                    if let (Some(tags), Some(reason), Some(content), Some(push)) =
+                        (tags, reason, content, push)
+                    {
                         items.insert(
                             id.clone(),
                             RecItem {
@@ -357,6 +385,7 @@ fn decode(value: &Value, mode: Mode) -> Result<Rec, FieldErrors> {
                                 tags,
                                 reason,
                                 content,
+                                push,
                             },
                         );
                     }
@@ -406,6 +435,7 @@ mod tests {
             tags: [Tag::LivAsf].into_iter().collect(),
             reason: "家中养猪：防非洲猪瘟".into(),
             content: None,
+            push: true,
         }
     }
 
@@ -479,7 +509,8 @@ mod tests {
     fn bad_input_reports_every_error() {
         let errors = Rec::from_json(&json!({
             "village": "511424000000", "items": {"bad id!": {}, "x": {"title": "", "rendition": "main",
-            "week": "2026-16", "tags": {}, "reason": "a\nb", "extra": 1, "content": "abc"}}
+            "week": "2026-16", "tags": {}, "reason": "a\nb", "extra": 1, "content": "abc",
+            "push": "yes"}}
         }))
         .unwrap_err();
         for (f, c) in [
@@ -492,9 +523,26 @@ mod tests {
             ("items.x.reason", code::BAD_FORMAT),
             ("items.x.extra", code::UNKNOWN_FIELD),
             ("items.x.content", code::BAD_FORMAT),
+            ("items.x.push", code::WRONG_TYPE),
         ] {
             assert!(errors.has(f, c), "{f} {c}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn push_defaults_to_planned_when_absent() {
+        let mut v = json!({"village": "511424104201", "updated": "2026-04-15",
+            "items": {"asf-10": {"title": "非洲猪瘟防控十要点", "rendition": "main",
+                "week": "2026-W16", "tags": {"liv.asf": true}}}});
+        assert!(Rec::from_json(&v).unwrap().items["asf-10"].push);
+        v["items"]["asf-10"]["push"] = json!(false);
+        let rec = Rec::from_json(&v).unwrap();
+        assert!(!rec.items["asf-10"].push);
+        // Always written, so a reader never has to guess.
+        assert_eq!(
+            serde_json::to_value(&rec).unwrap()["items"]["asf-10"]["push"],
+            false
+        );
     }
 
     fn arb_rec() -> impl Strategy<Value = Rec> {
@@ -507,6 +555,7 @@ mod tests {
                 1u8..=52,
                 proptest::collection::btree_set(proptest::sample::select(Tag::ALL), 1..4),
                 proptest::option::of("[0-9a-f]{64}"),
+                any::<bool>(),
             ),
             0..10,
         )
@@ -515,7 +564,7 @@ mod tests {
                 AreaCode::parse("511424104201").unwrap(),
                 Date::parse("2026-04-15").unwrap(),
             );
-            for (id, (title, bytes, score, week, tags, content)) in m {
+            for (id, (title, bytes, score, week, tags, content, push)) in m {
                 rec.items.insert(
                     id,
                     RecItem {
@@ -527,6 +576,7 @@ mod tests {
                         tags,
                         reason: "家中养猪：防非洲猪瘟".into(),
                         content,
+                        push,
                     },
                 );
             }

@@ -11,7 +11,9 @@
 //! a demo cadre account per village. It then starts the hub (console + sync listener), the county
 //! node and the three village nodes on 127.0.0.1 (HTTP on `--port`, `--port`+1, … ; sync on
 //! ephemeral ports), with sync as upstream links village → county → hub and short intervals, and
-//! prints the URLs and progress (「已同步」「已生成推荐 N 条」). A second run reuses everything.
+//! prints the URLs and progress (「已同步」「已生成推荐 N 条」「已下载资源 N 份」). The nodes trust the
+//! hub's content key, so the files of recommended items (within each village's byte budget)
+//! are pushed down hub → county → village. A second run reuses everything.
 //! Ctrl-C stops every node cleanly.
 
 use std::net::SocketAddr;
@@ -158,6 +160,7 @@ fn node_config(
     scope: AreaScope,
     name: String,
     upstream: SocketAddr,
+    hub_key: &str,
 ) -> NodeConfig {
     let mut c = NodeConfig::default();
     c.data_dir = data_dir;
@@ -173,6 +176,8 @@ fn node_config(
     c.sync.debounce_ms = 200;
     c.sync.backoff_ms = 500;
     c.sync.backoff_max_s = 5;
+    c.content.trusted_hub_keys = vec![hub_key.to_string()];
+    c.content.pushdown_interval_s = 5;
     c
 }
 
@@ -190,6 +195,7 @@ async fn start_village(
     port: u16,
     i: usize,
     upstream: SocketAddr,
+    hub_key: &str,
     households: usize,
     seed: u64,
 ) -> anyhow::Result<RunningNode> {
@@ -202,6 +208,7 @@ async fn start_village(
         village.scope(),
         format!("{}{name}", COUNTY.1),
         upstream,
+        hub_key,
     );
     {
         let accounts = cunyun_node::accounts::Accounts::open(&c.data_dir)?;
@@ -259,7 +266,16 @@ fn synced_upstream(node: &RunningNode, since_ms: u64) -> bool {
     })
 }
 
-/// Prints 「已同步」 once per village and 「已生成推荐 N 条」 whenever N changes.
+/// Content items complete in a node's blob store among those recommended there.
+fn files_present(node: &RunningNode) -> usize {
+    node.state
+        .pushdown
+        .as_ref()
+        .map_or(0, |p| p.status().complete)
+}
+
+/// Prints 「已同步」 once per village, and 「已生成推荐 N 条」 and 「已下载资源 N 份」 whenever N
+/// changes.
 async fn progress(villages: std::sync::Arc<Vec<RunningNode>>, started: std::time::Instant) {
     let since_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -267,6 +283,7 @@ async fn progress(villages: std::sync::Arc<Vec<RunningNode>>, started: std::time
         .saturating_sub(started.elapsed().as_millis() as u64);
     let mut synced = vec![false; villages.len()];
     let mut recs = vec![0usize; villages.len()];
+    let mut files = vec![0usize; villages.len()];
     loop {
         for (i, v) in villages.iter().enumerate() {
             let name = VILLAGES[i].1;
@@ -282,6 +299,14 @@ async fn progress(villages: std::sync::Arc<Vec<RunningNode>>, started: std::time
                 recs[i] = n;
                 println!(
                     "[{name}] 已生成推荐 {n} 条（启动后 {} 秒）",
+                    started.elapsed().as_secs()
+                );
+            }
+            let f = files_present(v);
+            if f != files[i] {
+                files[i] = f;
+                println!(
+                    "[{name}] 已下载资源 {f} 份（启动后 {} 秒）",
                     started.elapsed().as_secs()
                 );
             }
@@ -309,6 +334,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .context("枢纽同步未启动")?
         .listen_addr();
+    let hub_key = hub.hub.files.public_key_hex();
     let county = server::start(
         &node_config(
             dir.join("county"),
@@ -317,6 +343,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             scope(COUNTY.0)?,
             format!("{}（演示县级节点）", COUNTY.1),
             hub_sync,
+            &hub_key,
         ),
         std::future::pending(),
     )
@@ -325,8 +352,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let county_sync = sync_addr(&county)?;
     let mut villages = Vec::new();
     for i in 0..VILLAGES.len() {
-        villages
-            .push(start_village(dir, args.port, i, county_sync, args.households, args.seed).await?);
+        villages.push(
+            start_village(
+                dir,
+                args.port,
+                i,
+                county_sync,
+                &hub_key,
+                args.households,
+                args.seed,
+            )
+            .await?,
+        );
     }
     println!("村云演示县已启动（四川省眉山市{}）：", COUNTY.1);
     println!(

@@ -1,10 +1,14 @@
 //! Setup shared by the hub's integration tests: node identities and a hub with fast timers on
 //! loopback, its certificate from a development CA under `root/ca`.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use cunyun_hub::config::HubConfig;
 use cunyun_hub::RunningHub;
+use cunyun_node::config::NodeConfig;
+use cunyun_node::server::{self, RunningNode};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
@@ -20,7 +24,14 @@ pub(crate) fn identity(n: u8, role: Role, scope: &str) -> NodeIdentity {
 }
 
 /// A province hub under `root/hub` (today 2026-04-15, matching every 200 ms, sync every second).
+#[allow(dead_code)] // not every test file uses both
 pub(crate) async fn start_hub(root: &Path) -> RunningHub {
+    start_hub_with(root, |_| {}).await
+}
+
+/// [`start_hub`] with `tune` applied to its configuration last.
+#[allow(dead_code)]
+pub(crate) async fn start_hub_with(root: &Path, tune: impl FnOnce(&mut HubConfig)) -> RunningHub {
     let id = identity(9, Role::Hub, "51");
     let dir = root.join("hub");
     cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
@@ -35,7 +46,76 @@ pub(crate) async fn start_hub(root: &Path) -> RunningHub {
     c.sync.interval_s = 1;
     c.sync.debounce_ms = 100;
     c.sync.backoff_ms = 200;
+    tune(&mut c);
     cunyun_hub::start(&c, std::future::pending())
         .await
         .expect("hub starts")
+}
+
+/// `GET <hub>/<path>` as JSON: every hub HTTP call of these tests goes through here, so the one
+/// place to add an operator login is this function.
+#[allow(dead_code)]
+pub(crate) async fn hub_get(hub: &RunningHub, path: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", hub.url()))
+        .send()
+        .await
+        .expect("hub request");
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.expect("hub JSON")
+}
+
+/// The data directory of test node `n` under `root`.
+#[allow(dead_code)]
+pub(crate) fn node_dir(root: &Path, n: u8) -> PathBuf {
+    root.join(format!("node{n}"))
+}
+
+/// A node `n` (identity [`identity`]`(n, role, scope)`, certificate from the CA under
+/// `root/ca`) in [`node_dir`], on loopback with fast timers, syncing with `peers`, trusting the
+/// hub content key `hub_key`, push-down every second.
+#[allow(dead_code)]
+pub(crate) async fn start_node(
+    root: &Path,
+    n: u8,
+    role: Role,
+    scope: &str,
+    peers: Vec<SocketAddr>,
+    hub_key: &str,
+) -> RunningNode {
+    let id = identity(n, role, scope);
+    let dir = node_dir(root, n);
+    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    let mut c = NodeConfig::default();
+    c.data_dir = dir;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.scope = id.scope;
+    c.role = id.role;
+    c.sync.enabled = true;
+    c.sync.listen = "127.0.0.1:0".parse().expect("addr");
+    c.sync.mdns = false;
+    c.sync.static_peers = peers;
+    c.sync.interval_s = 1;
+    c.sync.debounce_ms = 100;
+    c.sync.backoff_ms = 200;
+    c.content.trusted_hub_keys = vec![hub_key.to_string()];
+    c.content.pushdown_interval_s = 1;
+    server::start(&c, std::future::pending())
+        .await
+        .expect("node starts")
+}
+
+/// The sync (and blob) listener of a node.
+#[allow(dead_code)]
+pub(crate) fn sync_addr(n: &RunningNode) -> SocketAddr {
+    n.state.sync.as_ref().expect("sync").listen_addr()
+}
+
+/// Polls `f` every 200 ms until it holds; fails the test at `deadline`.
+#[allow(dead_code)]
+pub(crate) async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -55,7 +55,7 @@ use serde::Deserialize;
 
 pub use store::{BlobError, BlobStore, VerifyReport};
 pub use transfer::{
-    fetch_over, fetch_wanted, serve_over, FetchReport, TransferError, TransferLimits,
+    fetch_keeping, fetch_over, fetch_wanted, serve_over, FetchReport, TransferError, TransferLimits,
 };
 
 /// Chunk size of files put into the store (see the module doc).

@@ -93,6 +93,18 @@ pub async fn fetch_wanted(
     store: &BlobStore,
     wanted: &[ContentId],
 ) -> Result<FetchReport, TransferError> {
+    fetch_keeping(tls, peer, store, wanted, wanted).await
+}
+
+/// Like [`fetch_wanted`], but room is made by evicting only items outside `keep` (which should
+/// include `wanted`): the push-down keeps its planned files while fetching one item on demand.
+pub async fn fetch_keeping(
+    tls: &TlsContext,
+    peer: SocketAddr,
+    store: &BlobStore,
+    wanted: &[ContentId],
+    keep: &[ContentId],
+) -> Result<FetchReport, TransferError> {
     if wanted.iter().all(|id| store.is_complete(id)) {
         store.mark_wanted(wanted, now_ms())?;
         return Ok(FetchReport {
@@ -110,10 +122,11 @@ pub async fn fetch_wanted(
             addr: peer,
             reason: e.to_string(),
         })?;
-    fetch_over(
+    fetch_over_keeping(
         stream,
         store,
         wanted,
+        keep,
         FetchConfig::default(),
         TransferLimits::default(),
     )
@@ -125,6 +138,20 @@ pub async fn fetch_over<S>(
     stream: S,
     store: &BlobStore,
     wanted: &[ContentId],
+    config: FetchConfig,
+    limits: TransferLimits,
+) -> Result<FetchReport, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fetch_over_keeping(stream, store, wanted, wanted, config, limits).await
+}
+
+async fn fetch_over_keeping<S>(
+    stream: S,
+    store: &BlobStore,
+    wanted: &[ContentId],
+    keep: &[ContentId],
     config: FetchConfig,
     limits: TransferLimits,
 ) -> Result<FetchReport, TransferError>
@@ -147,7 +174,9 @@ where
         return Ok(report);
     }
     let mut fetcher = Fetcher::new(&todo, store.trusted().clone(), config);
-    let result = fetch_loop(stream, store, wanted, &mut fetcher, limits, &mut report).await;
+    let mut keep = keep.to_vec();
+    keep.extend_from_slice(wanted);
+    let result = fetch_loop(stream, store, &keep, &mut fetcher, limits, &mut report).await;
     report.stats = fetcher.stats();
     report.duration = started.elapsed();
     if result.is_err() {

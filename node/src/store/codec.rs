@@ -5,7 +5,7 @@
 //!   document's chunks are contiguous, in commit order, and no other document's key falls in
 //!   `[dockey ++ 0x00, dockey ++ 0x01)`.
 //! - `index` and `quarantine`: the document key bytes ([`DocKey::to_bytes`]).
-//! - `meta`: [`META_COUNTERS`].
+//! - `meta`: [`META_COUNTERS`], [`META_VACUUM_DUE`].
 //!
 //! Values are envelopes `version (1 byte) ++ crc32 (4 bytes LE) ++ body`. The CRC covers a tag
 //! naming the tree, the version, the key and the body, so a value that is damaged, truncated or
@@ -25,6 +25,12 @@ const HEADER_LEN: usize = 5;
 
 /// The `meta` key of the persisted totals.
 pub(crate) const META_COUNTERS: &[u8] = b"counters";
+
+/// Set (to a sealed empty body) by a batch that removed documents; [`DocStore::open`] vacuums
+/// the store while it is there, so removed bytes leave sled's files at the next open.
+///
+/// [`DocStore::open`]: super::DocStore::open
+pub(crate) const META_VACUUM_DUE: &[u8] = b"vacuum_due";
 
 /// The first bytes of every automerge chunk (document, change or bundle).
 pub(crate) const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];

@@ -53,6 +53,10 @@
 //! [`DocStore::vacuum`] rewrites a closed store compactly, and [`DocStore::open`] does so when
 //! the files have grown to several times the data.
 //!
+//! [`DocStore::commit_with_removals`] removes documents whole (a household deleted on request);
+//! it sets a `vacuum_due` flag in `meta`, and the next open vacuums, so the removed bytes leave
+//! sled's files as well.
+//!
 //! [`AreaScope`]: cunyun_protocol::area::AreaScope
 
 mod backend;
@@ -92,6 +96,7 @@ pub use vacuum::VacuumStats;
 
 use codec::{
     decode_entry, decode_quarantine, decode_totals, Totals, AUTOMERGE_MAGIC, META_COUNTERS,
+    META_VACUUM_DUE,
 };
 use read::{decode_doc, read_consistent, read_entry, ReadError};
 use shared::{Damage, Found, Shared};
@@ -173,7 +178,8 @@ impl DocStore {
             })
         };
         let mut backend = Arc::new(open_sled()?);
-        if bloated(backend.as_ref(), &cfg)? {
+        let removed = vacuum_due(backend.as_ref());
+        if removed || bloated(backend.as_ref(), &cfg)? {
             drop(backend);
             DocStore::vacuum(dir, &cfg)?;
             backend = Arc::new(open_sled()?);
@@ -255,13 +261,27 @@ impl DocStore {
     /// Stores `writes` atomically (all or none) and returns once they are durable. Blocks the
     /// calling thread; from async code use [`DocStore::commit_async`].
     pub fn commit(&self, writes: Vec<DocWrite>) -> Result<(), StoreError> {
-        if writes.is_empty() {
+        self.commit_with_removals(writes, Vec::new())
+    }
+
+    /// Stores `writes` and removes the documents `removes` whole (every chunk and the index
+    /// entry; removing a missing document is a no-op) in one atomic, durable batch. This is how
+    /// a household deletion drops its documents while writing the tombstone. The removed bytes
+    /// leave sled's files once its log segments are rewritten: [`DocStore::vacuum`] (run at
+    /// open when the store has grown, or by the operator) guarantees it.
+    pub fn commit_with_removals(
+        &self,
+        writes: Vec<DocWrite>,
+        removes: Vec<DocKey>,
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() && removes.is_empty() {
             return Ok(());
         }
         self.validate(&writes)?;
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Request::Commit {
             writes,
+            removes,
             ack: Ack::Blocking(tx),
         })?;
         rx.recv().map_err(|_| StoreError::Closed)?
@@ -277,6 +297,7 @@ impl DocStore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Request::Commit {
             writes,
+            removes: Vec::new(),
             ack: Ack::Async(tx),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -424,6 +445,12 @@ impl DocStore {
 const VACUUM_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether the store's files are so much larger than its data that opening should vacuum it.
+/// Whether documents were removed since the last vacuum (their bytes may still be in sled's
+/// log segments).
+fn vacuum_due(backend: &SledBackend) -> bool {
+    matches!(backend.get(TreeId::Meta, META_VACUUM_DUE), Ok(Some(_)))
+}
+
 fn bloated(backend: &SledBackend, cfg: &StoreConfig) -> Result<bool, StoreError> {
     if cfg.vacuum_at_open_ratio == 0 {
         return Ok(false);

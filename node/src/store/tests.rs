@@ -848,3 +848,90 @@ fn interrupted_vacuum_is_finished_or_rolled_back_at_open() {
     assert!(!base.path().join("store.vacuum-old").exists());
     assert!(!dir.join("cunyun-vacuum-complete").exists());
 }
+
+/// Whether any file under `dir` contains `needle`.
+fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    walk(dir).iter().any(|f| {
+        std::fs::read(f)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+    })
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn removal_drops_chunks_index_and_totals_and_the_next_open_vacuums_the_bytes_away() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("store");
+    let marker = "MARKER-removal-7d1f";
+    let mut gone = Editor::new("510122104201/hh/gone");
+    let mut kept = Editor::new("510122104201/hh/kept");
+    {
+        let store = DocStore::open(&dir, cfg()).expect("open");
+        for r in 0..3 {
+            store
+                .commit(vec![gone.edit("r", r), kept.edit("r", r)])
+                .expect("commit");
+        }
+        gone.doc.put(ROOT, "secret", marker).expect("put");
+        let mut w = gone.edit("r", 9);
+        // A write and a removal of the same document in one commit is refused, changing nothing.
+        assert!(store
+            .commit_with_removals(vec![w.clone()], vec![gone.key.clone()])
+            .is_err());
+        store.commit(vec![w.clone()]).expect("commit marker");
+        assert!(
+            files_contain(&dir, marker.as_bytes()),
+            "the marker is on disk before"
+        );
+        let before = store.stats();
+        // The removal and another document's write in one batch; a missing document is a no-op.
+        w = kept.edit("r", 10);
+        store
+            .commit_with_removals(vec![w], vec![gone.key.clone(), key("510122104201/hh/none")])
+            .expect("remove");
+        assert!(store.load(&gone.key).expect("load").is_none());
+        assert!(store.entry(&gone.key).expect("entry").is_none());
+        let listed: Vec<DocKey> = store
+            .scan(&scope("510122104201"))
+            .map(|r| r.expect("scan").0)
+            .collect();
+        assert_eq!(listed, vec![kept.key.clone()]);
+        let after = store.stats();
+        assert_eq!(after.documents, before.documents - 1);
+        assert!(store.verify().expect("verify").is_ok());
+        same_doc(
+            &store.load(&kept.key).expect("load").expect("kept"),
+            &mut kept,
+        );
+    }
+    // The next open finds the vacuum flag, rewrites the store and clears the flag.
+    let store = DocStore::open(&dir, cfg()).expect("reopen");
+    assert!(
+        !files_contain(&dir, marker.as_bytes()),
+        "removed bytes left in sled's files"
+    );
+    assert!(store.load(&gone.key).expect("load").is_none());
+    same_doc(
+        &store.load(&kept.key).expect("load").expect("kept"),
+        &mut kept,
+    );
+    assert!(store.verify().expect("verify").is_ok());
+    assert_eq!(store.stats().documents, 1);
+    drop(store);
+    // The vacuum dropped the flag: the next open does not vacuum again.
+    let backend = SledBackend::open(&dir, &cfg()).expect("open backend");
+    assert!(!vacuum_due(&backend));
+}

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::backend::{KvBackend, TreeId, WriteBatch};
+use super::codec::META_VACUUM_DUE;
 use super::config::StoreConfig;
 use super::error::StoreError;
 use super::sled_backend::SledBackend;
@@ -105,7 +106,8 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Copies every tree of `from` into `to`, in key order.
+/// Copies every tree of `from` into `to`, in key order, except the `vacuum_due` flag (the copy
+/// is the vacuum it asked for).
 fn copy_trees(from: &dyn KvBackend, to: &dyn KvBackend, dir: &Path) -> Result<u64, StoreError> {
     let mut keys = 0u64;
     for tree in TreeId::ALL {
@@ -118,6 +120,9 @@ fn copy_trees(from: &dyn KvBackend, to: &dyn KvBackend, dir: &Path) -> Result<u6
                     "reading the store to vacuum it",
                 )
             })?;
+            if tree == TreeId::Meta && k == META_VACUUM_DUE {
+                continue;
+            }
             batch.put(tree, k, v);
             keys += 1;
             if batch.len() >= BATCH {

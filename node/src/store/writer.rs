@@ -31,11 +31,12 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
 
 use cunyun_protocol::digest::heads_digest;
+use cunyun_protocol::key::DocKey;
 
 use super::backend::{panic_message, BackendError, TreeId, WriteBatch};
 use super::codec::{
-    chunk_key, decode_entry, encode_entry, encode_quarantine, encode_totals, seal, StoredEntry,
-    Tag, Totals, META_COUNTERS,
+    chunk_key, chunk_range, decode_entry, encode_entry, encode_quarantine, encode_totals, seal,
+    StoredEntry, Tag, Totals, META_COUNTERS, META_VACUUM_DUE,
 };
 use super::error::StoreError;
 use super::read::{decode_doc, read_consistent, read_entry, ReadError};
@@ -54,6 +55,8 @@ pub(crate) enum Request {
     Commit {
         /// The writes.
         writes: Vec<DocWrite>,
+        /// Documents to remove whole (chunks and index entry), in the same atomic batch.
+        removes: Vec<DocKey>,
         /// Where to send the outcome.
         ack: Ack,
     },
@@ -92,6 +95,29 @@ impl Ack {
 struct Staged {
     before: Option<StoredEntry>,
     after: StoredEntry,
+    /// The group removes the document (`after` is then empty).
+    removed: bool,
+}
+
+/// One commit request's operations: writes, then removals.
+pub(crate) struct Ops {
+    writes: Vec<DocWrite>,
+    removes: Vec<DocKey>,
+}
+
+impl Ops {
+    /// How many documents the request touches.
+    fn len(&self) -> usize {
+        self.writes.len() + self.removes.len()
+    }
+
+    /// Every key the request touches.
+    fn keys(&self) -> impl Iterator<Item = &DocKey> {
+        self.writes
+            .iter()
+            .map(|w| &w.key)
+            .chain(self.removes.iter())
+    }
 }
 
 /// Writes staged for one atomic batch.
@@ -198,9 +224,14 @@ impl Writer {
         let mut next = Some(first);
         while let Some(req) = next.take() {
             match req {
-                Request::Commit { writes: w, ack } => {
-                    writes += w.len();
-                    commits.push((w, ack));
+                Request::Commit {
+                    writes: w,
+                    removes,
+                    ack,
+                } => {
+                    let ops = Ops { writes: w, removes };
+                    writes += ops.len();
+                    commits.push((ops, ack));
                 }
                 Request::Quarantine(record) => self.unsaved_quarantine.push(record),
                 Request::CompactAll(ack) => self.jobs.push_back(CompactJob {
@@ -235,9 +266,9 @@ impl Writer {
     }
 
     /// Stages one request's writes on top of `group`, or refuses the whole request.
-    fn stage_request(&mut self, writes: &[DocWrite], group: &Group) -> Result<Group, StoreError> {
+    fn stage_request(&mut self, ops: &Ops, group: &Group) -> Result<Group, StoreError> {
         let mut local = Group::default();
-        for w in writes {
+        for w in &ops.writes {
             validate_write(w, &self.shared.cfg)?;
             let doc = w.key.to_bytes();
             let key = w.key.to_string();
@@ -263,6 +294,7 @@ impl Writer {
                     Staged {
                         before,
                         after: before.unwrap_or_else(StoredEntry::empty),
+                        removed: false,
                     }
                 }
             };
@@ -302,10 +334,76 @@ impl Writer {
                 Staged {
                     before: staged.before,
                     after,
+                    removed: false,
                 },
             );
         }
+        for key in &ops.removes {
+            self.stage_removal(key, ops, group, &mut local)?;
+        }
         Ok(local)
+    }
+
+    /// Stages the removal of `key`: every chunk (stored, or staged earlier in this group) and
+    /// the index entry. Removing a document that does not exist is not an error.
+    fn stage_removal(
+        &mut self,
+        key: &DocKey,
+        ops: &Ops,
+        group: &Group,
+        local: &mut Group,
+    ) -> Result<(), StoreError> {
+        let doc = key.to_bytes();
+        let name = key.to_string();
+        if ops.writes.iter().any(|w| &w.key == key) {
+            return Err(StoreError::InvalidWrite {
+                key: name,
+                reason: "one commit both writes and removes the document".to_string(),
+            });
+        }
+        let staged = match local.entries.get(&doc).or_else(|| group.entries.get(&doc)) {
+            Some(s) => *s,
+            None => {
+                // A damaged entry does not stop a removal: the document goes either way.
+                let before = read_entry(self.shared.backend.as_ref(), &doc, &name)
+                    .ok()
+                    .flatten();
+                Staged {
+                    before,
+                    after: before.unwrap_or_else(StoredEntry::empty),
+                    removed: false,
+                }
+            }
+        };
+        let (start, end) = chunk_range(&doc);
+        for item in self.shared.backend.range(TreeId::Docs, &start, Some(&end)) {
+            match item {
+                Ok((k, _)) => local.batch.delete(TreeId::Docs, k),
+                Err(e) => return Err(StoreError::from_backend(e, &name, "removing")),
+            }
+        }
+        // Chunks staged earlier in this group are not in the backend yet.
+        let first_staged = staged.before.map_or(0, |b| b.next_seq);
+        for seq in first_staged..staged.after.next_seq {
+            local.batch.delete(TreeId::Docs, chunk_key(&doc, seq));
+        }
+        local.batch.delete(TreeId::Index, doc.clone());
+        local.batch.put(
+            TreeId::Meta,
+            META_VACUUM_DUE.to_vec(),
+            seal(Tag::Meta, META_VACUUM_DUE, &[]),
+        );
+        let mut after = StoredEntry::empty();
+        after.generation = staged.after.generation + 1;
+        local.entries.insert(
+            doc,
+            Staged {
+                before: staged.before,
+                after,
+                removed: true,
+            },
+        );
+        Ok(())
     }
 
     /// The totals once `group` is applied.
@@ -314,8 +412,10 @@ impl Writer {
         t.commit_seq += 1;
         for s in group.entries.values() {
             let before = s.before.unwrap_or_else(StoredEntry::empty);
-            if s.before.is_none() {
-                t.docs += 1;
+            match (s.before.is_some(), s.removed) {
+                (false, false) => t.docs += 1,
+                (true, true) => t.docs = t.docs.saturating_sub(1),
+                _ => {}
             }
             t.chunks = (t.chunks + u64::from(s.after.entry.chunks))
                 .saturating_sub(u64::from(before.entry.chunks));
@@ -334,7 +434,9 @@ impl Writer {
     fn schedule_compaction(&mut self, group: &Group) {
         let threshold = self.shared.cfg.compact_threshold();
         for (doc, s) in &group.entries {
-            if s.after.entry.chunks >= threshold {
+            if s.removed {
+                self.pending.remove(doc);
+            } else if s.after.entry.chunks >= threshold {
                 self.pending.insert(doc.clone());
             }
         }
@@ -350,7 +452,7 @@ impl Writer {
         records
     }
 
-    fn commit_group(&mut self, commits: Vec<(Vec<DocWrite>, Ack)>) {
+    fn commit_group(&mut self, commits: Vec<(Ops, Ack)>) {
         if let Some(reason) = &self.failed {
             for (_, ack) in commits {
                 ack.send(Err(StoreError::Failed {
@@ -401,7 +503,7 @@ impl Writer {
     }
 
     /// Applies each request in its own batch, so only requests that touch damaged pages fail.
-    fn commit_one_by_one(&mut self, accepted: Vec<(Vec<DocWrite>, Ack)>) {
+    fn commit_one_by_one(&mut self, accepted: Vec<(Ops, Ack)>) {
         let mut done = Vec::with_capacity(accepted.len());
         for (writes, ack) in accepted {
             let mut group = match self.stage_request(&writes, &Group::default()) {
@@ -422,7 +524,7 @@ impl Writer {
                     done.push((writes.len(), ack));
                 }
                 Err(e) => {
-                    let mut keys: Vec<String> = writes.iter().map(|w| w.key.to_string()).collect();
+                    let mut keys: Vec<String> = writes.keys().map(|k| k.to_string()).collect();
                     keys.sort();
                     keys.dedup();
                     let err = match (&e, keys.as_slice()) {

@@ -11,15 +11,54 @@
 //! fingerprint comparison then differs and the session falls back to sketches, so the cost is
 //! bytes, never correctness.
 
+use std::collections::BTreeSet;
+
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
-use cunyun_protocol::digest::HeadsDigest;
-use cunyun_protocol::key::DocKey;
+use cunyun_protocol::deletion::{tombstone_for, Tombstone};
+use cunyun_protocol::digest::{heads_digest, HeadsDigest};
+use cunyun_protocol::household::sensitive_in_profile;
+use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::sync::{
     heads_and_parents, DocCompare, SharedScope, StoreError as SyncStoreError, SyncStore,
 };
 
 use crate::records::now_ms;
 use crate::store::{DocStore, DocWrite, StoreError};
+
+/// Verdicts of the sensitive-content check per document version. A heads digest names one
+/// document state exactly, so a verdict holds for every store in the process; kept so that a
+/// session with the hub loads only the `hh` documents that changed since the last check.
+mod verdicts {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use cunyun_protocol::digest::HeadsDigest;
+    use cunyun_protocol::key::DocKey;
+
+    /// Most verdicts kept; the map is cleared when it is full (they are recomputed).
+    const MAX: usize = 200_000;
+
+    type Map = HashMap<(DocKey, HeadsDigest), bool>;
+
+    fn map() -> &'static Mutex<Map> {
+        static MAP: OnceLock<Mutex<Map>> = OnceLock::new();
+        MAP.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    pub(super) fn get(key: &DocKey, digest: HeadsDigest) -> Option<bool> {
+        let m = map().lock().ok()?;
+        m.get(&(key.clone(), digest)).copied()
+    }
+
+    pub(super) fn put(key: &DocKey, digest: HeadsDigest, withheld: bool) {
+        if let Ok(mut m) = map().lock() {
+            if m.len() >= MAX {
+                m.clear();
+            }
+            m.insert((key.clone(), digest), withheld);
+        }
+    }
+}
 
 fn sync_err(e: StoreError) -> SyncStoreError {
     SyncStoreError(e.to_string())
@@ -54,6 +93,18 @@ impl IndexCache {
         }
     }
 
+    /// Notes that `key` was removed.
+    pub fn forget(&self, key: &DocKey) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        if let Some((_, list)) = guard.as_mut() {
+            if let Ok(i) = list.binary_search_by(|(k, _, _)| k.cmp(key)) {
+                list.remove(i);
+            }
+        }
+    }
+
     /// Forgets everything (the next read scans again).
     pub fn clear(&self) {
         if let Ok(mut guard) = self.entries.lock() {
@@ -66,12 +117,19 @@ impl IndexCache {
 pub struct NodeSyncStore<'a> {
     store: &'a DocStore,
     cache: Option<&'a IndexCache>,
+    /// The peer is above the county: `hh` documents carrying sensitive content are neither
+    /// listed nor sent.
+    withhold_sensitive: bool,
 }
 
 impl<'a> NodeSyncStore<'a> {
     /// A view of `store` that scans the index on every read.
     pub fn new(store: &'a DocStore) -> NodeSyncStore<'a> {
-        NodeSyncStore { store, cache: None }
+        NodeSyncStore {
+            store,
+            cache: None,
+            withhold_sensitive: false,
+        }
     }
 
     /// A view of `store` whose index reads go through the session's `cache`.
@@ -79,7 +137,50 @@ impl<'a> NodeSyncStore<'a> {
         NodeSyncStore {
             store,
             cache: Some(cache),
+            withhold_sensitive: false,
         }
+    }
+
+    /// This view for a session with a peer above the county (`withhold` true): `hh` documents
+    /// that carry sensitive content are left out of every listing and no change of them is
+    /// sent, so they never leave the county. Each is logged once per version
+    /// (`cunyun::_events::sync_withheld`).
+    pub fn withholding_sensitive(mut self, withhold: bool) -> NodeSyncStore<'a> {
+        self.withhold_sensitive = withhold;
+        self
+    }
+
+    /// Whether `key` (at `digest`) is an `hh` document this view must not send.
+    fn withheld(&self, key: &DocKey, digest: HeadsDigest) -> Result<bool, SyncStoreError> {
+        if !self.withhold_sensitive || key.kind() != Kind::Hh {
+            return Ok(false);
+        }
+        if let Some(v) = verdicts::get(key, digest) {
+            return Ok(v);
+        }
+        let Some(doc) = self.load(key)? else {
+            return Ok(false);
+        };
+        let found = sensitive_in_profile(&doc).unwrap_or_else(|e| vec![format!("unreadable: {e}")]);
+        let withheld = !found.is_empty();
+        if withheld {
+            tracing::warn!(
+                target: "cunyun::_events::sync_withheld",
+                key = %key,
+                fields = ?found,
+                "a household profile with sensitive content is not sent above the county"
+            );
+        }
+        verdicts::put(key, digest, withheld);
+        Ok(withheld)
+    }
+
+    /// Whether the loaded `doc` of `key` must not be sent.
+    fn withheld_doc(&self, key: &DocKey, doc: &Automerge) -> Result<bool, SyncStoreError> {
+        if !self.withhold_sensitive || key.kind() != Kind::Hh {
+            return Ok(false);
+        }
+        self.withheld(key, heads_digest(&doc.get_heads()))
     }
 
     fn scan(
@@ -123,7 +224,7 @@ impl<'a> NodeSyncStore<'a> {
             for item in self.store.scan_range(&start, &end) {
                 match item {
                     Ok((key, entry)) => {
-                        if scope.contains(&key) {
+                        if scope.contains(&key) && !self.withheld(&key, entry.digest)? {
                             out.push((key, entry.digest, entry.updated_at_ms));
                         }
                     }
@@ -142,6 +243,14 @@ impl<'a> NodeSyncStore<'a> {
 
     fn load(&self, key: &DocKey) -> Result<Option<Automerge>, SyncStoreError> {
         self.store.load(key).map_err(sync_err)
+    }
+
+    /// The document as the session may see it: a withheld one reads as absent.
+    fn load_shareable(&self, key: &DocKey) -> Result<Option<Automerge>, SyncStoreError> {
+        match self.load(key)? {
+            Some(doc) if self.withheld_doc(key, &doc)? => Ok(None),
+            other => Ok(other),
+        }
     }
 }
 
@@ -175,11 +284,11 @@ impl SyncStore for NodeSyncStore<'_> {
     }
 
     fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
-        Ok(self.load(key)?.map(|d| d.get_heads()))
+        Ok(self.load_shareable(key)?.map(|d| d.get_heads()))
     }
 
     fn summary_hashes(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
-        Ok(self.load(key)?.map(|d| {
+        Ok(self.load_shareable(key)?.map(|d| {
             heads_and_parents(d.get_heads(), |h| {
                 d.get_change_by_hash(h).map(|c| c.deps().to_vec())
             })
@@ -192,13 +301,13 @@ impl SyncStore for NodeSyncStore<'_> {
         their_heads: &[ChangeHash],
     ) -> Result<Vec<Vec<u8>>, SyncStoreError> {
         Ok(self
-            .load(key)?
+            .load_shareable(key)?
             .map(|d| changes_not_covered(&d, their_heads))
             .unwrap_or_default())
     }
 
     fn has_all(&self, key: &DocKey, hashes: &[ChangeHash]) -> Result<bool, SyncStoreError> {
-        Ok(match self.load(key)? {
+        Ok(match self.load_shareable(key)? {
             Some(d) => hashes.iter().all(|h| d.get_change_by_hash(h).is_some()),
             None => hashes.is_empty(),
         })
@@ -209,7 +318,7 @@ impl SyncStore for NodeSyncStore<'_> {
         key: &DocKey,
         their_heads: &[ChangeHash],
     ) -> Result<DocCompare, SyncStoreError> {
-        let Some(doc) = self.load(key)? else {
+        let Some(doc) = self.load_shareable(key)? else {
             return Ok(DocCompare {
                 my_heads: None,
                 they_lack: Vec::new(),
@@ -245,6 +354,21 @@ pub enum ApplyError {
         /// What automerge said.
         reason: String,
     },
+    /// The household was deleted here (its tombstone is in the store or in the same batch);
+    /// its documents are never stored again.
+    #[error("农户已删除，拒收 {key}")]
+    Deleted {
+        /// The document.
+        key: String,
+    },
+    /// This node is above the county and the profile carries sensitive content.
+    #[error("{key} 含敏感内容（{fields}），县级以上节点拒收")]
+    Sensitive {
+        /// The document.
+        key: String,
+        /// What was found (JSON paths).
+        fields: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -257,14 +381,24 @@ pub struct Applied {
     pub documents: usize,
     /// Each committed document's key, new heads digest and update time.
     pub written: Vec<(DocKey, HeadsDigest, u64)>,
+    /// Documents removed because a tombstone for their household arrived in the batch.
+    pub removed: Vec<DocKey>,
     /// Documents skipped because their changes were refused (nothing of them was written).
     pub failed: Vec<ApplyError>,
+}
+
+/// What the receiving node enforces on a batch beyond the shared scope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceivePolicy {
+    /// This node is above the county: a profile carrying sensitive content is refused.
+    pub refuse_sensitive: bool,
 }
 
 fn apply_one(
     store: &DocStore,
     key: &DocKey,
     changes: Vec<Vec<u8>>,
+    policy: ReceivePolicy,
 ) -> Result<Option<DocWrite>, ApplyError> {
     let invalid = |e: &dyn std::fmt::Display| ApplyError::Invalid {
         key: key.to_string(),
@@ -280,6 +414,19 @@ fn apply_one(
     let after = doc.get_heads();
     if after == before {
         return Ok(None);
+    }
+    if key.kind() == Kind::Del {
+        // A tombstone removes documents: only a well-formed one for its own key counts.
+        Tombstone::read_from(&doc, key).map_err(|e| invalid(&e))?;
+    }
+    if policy.refuse_sensitive && key.kind() == Kind::Hh {
+        let found = sensitive_in_profile(&doc).map_err(|e| invalid(&e))?;
+        if !found.is_empty() {
+            return Err(ApplyError::Sensitive {
+                key: key.to_string(),
+                fields: found.join(", "),
+            });
+        }
     }
     // Changes whose dependencies are still missing wait in the document's queue and are not part
     // of the saved state; the next session delivers the rest.
@@ -298,33 +445,74 @@ fn apply_one(
 /// Applies received changes to several documents and commits them in one durable batch: each
 /// document is written whole or not at all, and nothing is acknowledged before the flush. A
 /// document whose changes are refused is skipped (and reported); the others are still written.
+///
+/// Deletion: a tombstone (`del`) in the batch removes its household's documents in the same
+/// batch; a document of a household whose tombstone is here (stored or in the batch) is
+/// refused, so a stale peer cannot bring it back. Refusals are logged as
+/// `cunyun::_events::sync_refused`.
 pub fn apply_changes(
     store: &DocStore,
     batch: Vec<(DocKey, Vec<Vec<u8>>)>,
+    policy: ReceivePolicy,
 ) -> Result<Applied, StoreError> {
     let mut writes = Vec::with_capacity(batch.len());
     let mut applied = Applied::default();
+    let incoming_tombstones: BTreeSet<DocKey> = batch
+        .iter()
+        .filter(|(k, _)| k.kind() == Kind::Del)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut removes = BTreeSet::new();
     for (key, changes) in batch {
-        match apply_one(store, &key, changes) {
-            Ok(Some(w)) => writes.push(w),
+        if let Some(t) = tombstone_for(&key) {
+            if incoming_tombstones.contains(&t) || store.entry(&t)?.is_some() {
+                applied.failed.push(ApplyError::Deleted {
+                    key: key.to_string(),
+                });
+                continue;
+            }
+        }
+        let result = apply_one(store, &key, changes, policy);
+        if key.kind() == Kind::Del && result.is_ok() {
+            // Also when the tombstone was known: whatever of the household is still here goes.
+            removes.extend(crate::deletion::removals_for(&key));
+        }
+        match result {
+            Ok(Some(w)) => {
+                if key.kind() == Kind::Del {
+                    tracing::info!(
+                        target: "cunyun::_events::household_deleted",
+                        key = %key,
+                        origin = "sync"
+                    );
+                }
+                writes.push(w);
+            }
             Ok(None) => {}
             Err(ApplyError::Store(e)) if !e.is_corrupt() => return Err(e),
             Err(e) => applied.failed.push(e),
         }
     }
+    for e in &applied.failed {
+        if matches!(e, ApplyError::Deleted { .. } | ApplyError::Sensitive { .. }) {
+            tracing::warn!(target: "cunyun::_events::sync_refused", error = %e, "received document refused");
+        }
+    }
+    // Only documents the store holds are reported as removed.
+    let mut removed = Vec::new();
+    for key in removes {
+        if store.entry(&key)?.is_some() {
+            removed.push(key);
+        }
+    }
     applied.documents = writes.len();
     applied.written = writes
         .iter()
-        .map(|w| {
-            (
-                w.key.clone(),
-                cunyun_protocol::digest::heads_digest(&w.heads),
-                w.updated_at_ms,
-            )
-        })
+        .map(|w| (w.key.clone(), heads_digest(&w.heads), w.updated_at_ms))
         .collect();
-    if !writes.is_empty() {
-        store.commit(writes)?;
+    if !writes.is_empty() || !removed.is_empty() {
+        store.commit_with_removals(writes, removed.clone())?;
     }
+    applied.removed = removed;
     Ok(applied)
 }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use cunyun_protocol::identity::NodeIdentity;
 use cunyun_protocol::key::DocKey;
+use cunyun_protocol::sync::scope::Reach;
 use cunyun_protocol::sync::{
     wire, Event, FrameReader, PeerMemory, Session, SessionConfig, SessionStats,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::store::DocStore;
-use crate::sync::adapter::{apply_changes, IndexCache, NodeSyncStore};
+use crate::sync::adapter::{apply_changes, IndexCache, NodeSyncStore, ReceivePolicy};
 
 /// Time limits of one session.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,7 @@ pub struct SessionReport {
 async fn on_store<T: Send + 'static>(
     store: &DocStore,
     cache: &Arc<IndexCache>,
+    withhold: bool,
     session: Session,
     f: impl FnOnce(&mut Session, &NodeSyncStore<'_>) -> T + Send + 'static,
 ) -> Result<(Session, T), String> {
@@ -68,7 +70,7 @@ async fn on_store<T: Send + 'static>(
     let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         let mut session = session;
-        let view = NodeSyncStore::with_cache(&store, &cache);
+        let view = NodeSyncStore::with_cache(&store, &cache).withholding_sensitive(withhold);
         let out = f(&mut session, &view);
         (session, out)
     })
@@ -119,6 +121,7 @@ async fn process_events(
     session: &mut Session,
     store: &DocStore,
     cache: &IndexCache,
+    policy: ReceivePolicy,
     report: &mut SessionReport,
 ) -> Result<Option<Result<PeerMemory, String>>, String> {
     let peer = report.peer.node_id;
@@ -149,13 +152,16 @@ async fn process_events(
     }
     if !batch.is_empty() {
         let store = store.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_changes(&store, batch))
+        let applied = tokio::task::spawn_blocking(move || apply_changes(&store, batch, policy))
             .await
             .map_err(|e| format!("同步任务异常退出: {e}"))?
             .map_err(|e| format!("写入失败: {e}"))?;
         report.docs_applied += applied.documents;
         for (key, digest, updated) in &applied.written {
             cache.record(key, *digest, *updated);
+        }
+        for key in &applied.removed {
+            cache.forget(key);
         }
         for e in applied.failed {
             tracing::warn!(peer = %peer, error = %e, "received changes refused");
@@ -177,6 +183,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
+    // The privacy boundary: nothing sensitive is sent to a node above the county, and a node
+    // above the county refuses it.
+    let withhold = Reach::from(&peer).above_county();
+    let policy = ReceivePolicy {
+        refuse_sensitive: Reach::from(&local).above_county(),
+    };
     let mut config = SessionConfig::new(local, peer);
     config.memory = memory;
     let cache = Arc::new(IndexCache::default());
@@ -184,7 +196,10 @@ where
         let store = store.clone();
         let cache = cache.clone();
         tokio::task::spawn_blocking(move || {
-            Session::new(config, &NodeSyncStore::with_cache(&store, &cache))
+            Session::new(
+                config,
+                &NodeSyncStore::with_cache(&store, &cache).withholding_sensitive(withhold),
+            )
         })
         .await
         .map_err(|e| format!("同步任务异常退出: {e}"))?
@@ -205,7 +220,7 @@ where
             wr.flush().await.map_err(|e| format!("发送失败: {e}"))?;
             report.bytes_out += out.len() as u64;
         }
-        if let Some(done) = process_events(&mut session, store, &cache, report).await? {
+        if let Some(done) = process_events(&mut session, store, &cache, policy, report).await? {
             // Our last frames (e.g. Done) are already written; close our half politely.
             let _ = wr.shutdown().await;
             return done;
@@ -228,8 +243,10 @@ where
             .next_frame()
             .map_err(|e| format!("收到无效的帧: {e}"))?
         {
-            let (s, handled) =
-                on_store(store, &cache, session, move |s, view| s.handle(view, frame)).await?;
+            let (s, handled) = on_store(store, &cache, withhold, session, move |s, view| {
+                s.handle(view, frame)
+            })
+            .await?;
             session = s;
             if let Err(e) = handled {
                 // Also reported as Event::Failed, which ends the loop below.
@@ -246,7 +263,7 @@ where
                     .map_err(|e| format!("发送失败: {e}"))?;
                 report.bytes_out += pending_out.len() as u64;
             }
-            if let Some(done) = process_events(&mut session, store, &cache, report).await? {
+            if let Some(done) = process_events(&mut session, store, &cache, policy, report).await? {
                 let _ = wr.flush().await;
                 let _ = wr.shutdown().await;
                 return done;

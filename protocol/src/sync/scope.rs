@@ -32,6 +32,16 @@ impl From<&NodeIdentity> for Reach {
     }
 }
 
+impl Reach {
+    /// Whether a node with this reach sits above the county: the hub, or any scope wider than
+    /// one county. Sensitive household content (see
+    /// [`crate::household::sensitive_in_profile`]) is never sent to such a node, and such a
+    /// node refuses it on receipt.
+    pub fn above_county(&self) -> bool {
+        self.role == Role::Hub || self.scope.level() < Level::County
+    }
+}
+
 /// The documents two peers may both hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SharedScope {

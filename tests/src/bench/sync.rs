@@ -279,6 +279,7 @@ impl SyncHost for SledHost {
         let applied = cunyun_node::sync::adapter::apply_changes(
             &self.store,
             vec![(key.clone(), changes.to_vec())],
+            cunyun_node::sync::adapter::ReceivePolicy::default(),
         )?;
         if let Some(e) = applied.failed.first() {
             return Err(anyhow!("apply to {key}: {e}"));

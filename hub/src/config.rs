@@ -53,6 +53,9 @@ pub struct HubConfig {
     /// `exempt_loopback`; default 600 a minute, 64 at once, loopback exempt); see
     /// `cunyun_node::ratelimit`.
     pub http_per_address: cunyun_node::ratelimit::AddrLimits,
+    /// Largest file the console's upload form (`POST /api/v1/content/upload`) accepts, in bytes;
+    /// larger files are added with `cunyun-hub content add` on the hub itself.
+    pub max_upload_bytes: u64,
     /// Document store settings.
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
@@ -109,6 +112,7 @@ impl Default for HubConfig {
             today: None,
             max_body_bytes: 256 * 1024,
             http_per_address: cunyun_node::ratelimit::AddrLimits::HTTP,
+            max_upload_bytes: 200 * 1024 * 1024,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             pushdown: PushdownConfig::default(),

@@ -299,6 +299,13 @@ impl Engine {
         Ok(written)
     }
 
+    /// Runs `f` while no matching round runs: operator writes to documents a round also writes
+    /// (`need` status, `expert`) go through here, so the two never commit on the same heads.
+    pub fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self.state.lock();
+        f()
+    }
+
     /// Coverage figures per area from the matching state.
     pub fn coverage(&self) -> crate::coverage::Coverage {
         self.state

@@ -14,18 +14,30 @@
 //! - [`coverage`]: coverage per area (households recorded, with recommendations, demand by tag).
 //! - [`matcher`]: incremental matching state (who is dirty, weekly caps, seen items).
 //! - [`engine`]: matching rounds from the store and library to `rec` documents.
-//! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/experts`, `/api/v1/match`,
-//!   `/api/v1/coverage`, `/healthz`, `/metrics`) and the zh-CN console at `/`.
+//! - [`experts`]: the expert registry (add, edit, remove) over `expert` documents.
+//! - [`needs`]: local needs with their suggested experts, and the operator's status changes.
+//! - [`operator`]: who is acting (the Automerge author of operator writes).
+//! - [`manage_api`]: the JSON API behind the console's forms (content upload and edit,
+//!   experts, needs).
+//! - [`console`]: the zh-CN operator console (coverage, content, experts, needs, nodes).
+//! - [`router`]: every HTTP route: the operator API (`/api/v1/content`, `/api/v1/experts`,
+//!   `/api/v1/needs`, `/api/v1/match`, `/api/v1/coverage`, `/healthz`, `/metrics`) and the
+//!   console.
 //!
 //! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod console;
 pub mod coverage;
 pub mod engine;
+pub mod experts;
 pub mod files;
 pub mod library;
+pub mod manage_api;
 pub mod matcher;
+pub mod needs;
+pub mod operator;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,16 +47,15 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_node::metrics::Metrics;
 use cunyun_node::store::{DocStore, StoreError};
 use cunyun_node::sync::SyncService;
 use cunyun_protocol::area::Level;
-use cunyun_protocol::expert::Expert;
 use cunyun_protocol::fields::Date;
-use cunyun_protocol::key::{DocKey, Kind, Role};
+use cunyun_protocol::key::Role;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -69,6 +80,10 @@ pub struct Hub {
     metrics: Metrics,
     today: Option<Date>,
     scope: cunyun_protocol::area::AreaScope,
+    /// Where uploads wait while they are stored (`<data>/uploads`).
+    uploads: PathBuf,
+    /// Largest console upload, in bytes.
+    max_upload_bytes: u64,
 }
 
 /// Why the hub could not start.
@@ -202,6 +217,8 @@ pub async fn start(
         path: dir.clone(),
         source,
     })?;
+    // Uploads left behind by a stop mid-request are never needed again.
+    let _ = std::fs::remove_dir_all(dir.join("uploads"));
     let store = DocStore::open(&dir.join("store"), config.store.clone())?;
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
@@ -237,6 +254,8 @@ pub async fn start(
         metrics: Metrics::new(),
         today,
         scope: config.scope,
+        uploads: dir.join("uploads"),
+        max_upload_bytes: config.max_upload_bytes,
     });
     if let Some(s) = &hub.sync {
         let mut feed = s.subscribe();
@@ -315,19 +334,45 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/content", get(list_content).post(add_content))
-        .route("/api/v1/content/{id}", delete(remove_content))
+        .route(
+            "/api/v1/content/upload",
+            // The handler enforces `max_upload_bytes` while it streams the file to disk.
+            post(manage_api::upload_content).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/content/{id}",
+            delete(remove_content).put(manage_api::edit_content),
+        )
+        .route(
+            "/api/v1/content/{id}/retire",
+            post(manage_api::retire_content),
+        )
         .route("/api/v1/match", post(match_now))
-        .route("/api/v1/experts", get(list_experts).post(add_expert))
+        .route(
+            "/api/v1/experts",
+            get(manage_api::list_experts).post(manage_api::add_expert),
+        )
+        .route(
+            "/api/v1/experts/{id}",
+            get(manage_api::get_expert)
+                .put(manage_api::edit_expert)
+                .delete(manage_api::remove_expert),
+        )
+        .route("/api/v1/needs", get(manage_api::list_needs))
+        .route(
+            "/api/v1/needs/{area}/{id}/status",
+            post(manage_api::set_need_status),
+        )
         .route("/api/v1/coverage", get(coverage_json))
         .route("/api/v1/coverage.csv", get(coverage_csv))
         .route("/api/v1/content.csv", get(content_csv))
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/push-plan", get(push_plan))
-        .route("/", get(console))
+        .merge(console::routes())
         .with_state(hub)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"error": code, "message": message.into()})),
@@ -364,7 +409,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     )
 }
 
-fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Box<Response>> {
+pub(crate) fn level_of(q: &BTreeMap<String, String>) -> Result<Level, Box<Response>> {
     match q.get("level") {
         None => Ok(Level::County),
         Some(l) => coverage::parse_level(l).ok_or_else(|| {
@@ -511,123 +556,6 @@ async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The zh-CN operator console: coverage by area, the content library and sync peers.
-async fn console(
-    State(hub): State<Arc<Hub>>,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    let level = match level_of(&q) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    let mut html = String::from(
-        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>村云省级枢纽</title><style>body{font-family:sans-serif;margin:1em}\
-         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>\
-         </head><body><h1>村云省级枢纽</h1>",
-    );
-    html.push_str("<h2>覆盖情况</h2><p>层级：");
-    for l in cunyun_protocol::area::Level::ALL {
-        let id = coverage::level_id(l);
-        html.push_str(&format!("<a href=\"/?level={id}\">{}</a> ", l.zh_name()));
-    }
-    html.push_str(&format!(
-        "｜<a href=\"/api/v1/coverage.csv?level={}\">导出CSV</a></p>",
-        coverage::level_id(level)
-    ));
-    html.push_str(
-        "<table><tr><th>地区代码</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
-         <th>推荐条目</th><th>需求最多的标签</th><th>已送达农户</th><th>已查看农户</th><th>反馈有帮助农户</th></tr>",
-    );
-    for r in hub.engine.coverage().rows(level) {
-        let top: Vec<String> = r
-            .top_demand
-            .iter()
-            .map(|(t, n)| {
-                let name =
-                    cunyun_protocol::taxonomy::Tag::parse(t).map_or(t.as_str(), |t| t.zh_name());
-                format!("{}（{n}户）", esc(name))
-            })
-            .collect();
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.area),
-            r.households,
-            r.with_rec,
-            r.share_with_rec * 100.0,
-            r.items,
-            top.join("、"),
-            r.reached,
-            r.viewed,
-            r.helped
-        ));
-    }
-    html.push_str("</table><p>已送达、已查看、反馈有帮助：按各村节点同步上来的反馈记录（fb）统计的农户数。</p>");
-    let items = hub.library.list();
-    html.push_str(&format!(
-        "<h2>资源库（{}条）</h2><p><a href=\"/api/v1/content.csv\">导出CSV</a>｜添加资源：<code>cunyun-hub content add --meta 资源信息.json --file 文件</code></p>",
-        items.len()
-    ));
-    html.push_str("<table><tr><th>编号</th><th>标题</th><th>格式</th><th>标签</th><th>月份</th><th>失效日期</th></tr>");
-    for r in &items {
-        let m = &r.meta;
-        let tags: Vec<&str> = m.tags.iter().map(|t| t.zh_name()).collect();
-        let months: Vec<String> = m.months.iter().map(|m| m.to_string()).collect();
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.id),
-            esc(&m.title),
-            m.format.zh_name(),
-            esc(&tags.join("、")),
-            if months.is_empty() {
-                "全年".to_string()
-            } else {
-                months.join("、")
-            },
-            m.expires.map_or("—".to_string(), |d| d.to_string())
-        ));
-    }
-    html.push_str("</table><h2>节点同步</h2>");
-    match &hub.sync {
-        Some(s) => {
-            let st = s.status();
-            html.push_str("<table><tr><th>节点</th><th>角色</th><th>范围</th><th>最近同步</th><th>成功/失败</th><th>收到/发出文档</th><th>最近错误</th></tr>");
-            for p in st.peers {
-                html.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}/{}</td><td>{}</td></tr>",
-                    esc(&p.node_id),
-                    p.role.map_or("—", |r| r.as_str()),
-                    esc(p.scope.as_deref().unwrap_or("—")),
-                    p.last_sync_ms.map_or("从未".to_string(), |ms| format!("{}秒前", now_ms().saturating_sub(ms) / 1000)),
-                    p.sessions_ok,
-                    p.sessions_failed,
-                    p.docs_received,
-                    p.docs_sent,
-                    esc(p.last_error.as_deref().unwrap_or("")),
-                ));
-            }
-            html.push_str("</table>");
-        }
-        None => html.push_str("<p>本枢纽未启用同步。</p>"),
-    }
-    html.push_str("</body></html>");
-    Html(html).into_response()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     Json(json!({ "items": hub.library.list() }))
 }
@@ -718,116 +646,6 @@ async fn remove_content(State(hub): State<Arc<Hub>>, UrlPath(id): UrlPath<String
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "资源删除失败，请查看枢纽日志",
-            )
-        }
-    }
-}
-
-fn expert_keys(hub: &Hub) -> Vec<DocKey> {
-    hub.store
-        .scan(&hub.scope.area().scope())
-        .filter_map(Result::ok)
-        .map(|(k, _)| k)
-        .filter(|k| k.kind() == Kind::Expert && k.area() == &hub.scope.area())
-        .collect()
-}
-
-async fn list_experts(State(hub): State<Arc<Hub>>) -> Response {
-    let mut out = Vec::new();
-    for k in expert_keys(&hub) {
-        if let Ok(Some(doc)) = hub.store.load(&k) {
-            if let Ok(e) = Expert::read_from(&doc) {
-                out.push(json!({"id": k.id(), "expert": e}));
-            }
-        }
-    }
-    Json(json!({ "experts": out })).into_response()
-}
-
-/// Adds or updates an expert (the same name and organisation is the same expert); the `expert`
-/// document is keyed at the province and flows down to every node.
-async fn add_expert(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "请求内容应为专家信息JSON",
-        );
-    };
-    let expert = match Expert::from_json(&body) {
-        Ok(e) => e,
-        Err(errs) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({
-                    "error": "invalid",
-                    "message": format!("专家信息有误，共{}处，请修改后重新提交", errs.len()),
-                    "fields": errs.0,
-                })),
-            )
-                .into_response()
-        }
-    };
-    let hash = blake3::hash(format!("{}\u{0}{}", expert.name, expert.organisation).as_bytes());
-    let id = format!("e{}", &hash.to_hex()[..16]);
-    let key = match DocKey::new(hub.scope.area(), Kind::Expert, id.as_str()) {
-        Ok(k) => k,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    };
-    let h = hub.clone();
-    let k = key.clone();
-    let e = expert.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut doc = h
-            .store
-            .load(&k)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        let heads = doc.get_heads();
-        let mut tx = doc.transaction();
-        e.write_to(&mut tx).map_err(|e| e.to_string())?;
-        tx.commit();
-        if doc.get_heads() == heads {
-            return Ok(());
-        }
-        let chunk = if heads.is_empty() {
-            doc.save()
-        } else {
-            doc.save_after(&heads)
-        };
-        h.store
-            .commit(vec![cunyun_node::store::DocWrite {
-                key: k,
-                chunk,
-                heads: doc.get_heads(),
-                updated_at_ms: now_ms(),
-            }])
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {
-            tracing::info!(target: "cunyun::_events::expert_saved", key = %key);
-            (
-                StatusCode::CREATED,
-                Json(json!({"id": id, "expert": expert})),
-            )
-                .into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "expert save failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "专家信息保存失败，请查看枢纽日志",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "expert save task failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "专家信息保存失败，请查看枢纽日志",
             )
         }
     }

@@ -244,6 +244,63 @@ impl ContentLibrary {
         Ok(record)
     }
 
+    /// Replaces an item's metadata and re-signs its manifest; the files, and so the content id,
+    /// stay. `meta` is the new metadata JSON; the fields that describe the files (`format`,
+    /// `bytes`, `renditions`) are taken from the stored item whatever `meta` says. Nothing
+    /// changes unless the metadata is valid; durable when it returns.
+    pub fn update_meta(&self, id: &str, meta: &Value) -> Result<ContentRecord, LibraryError> {
+        let old = self
+            .get(id)
+            .filter(|_| valid_id(id))
+            .ok_or_else(|| LibraryError::NotFound(id.to_string()))?;
+        let mut meta = meta.clone();
+        let Value::Object(m) = &mut meta else {
+            return Err(LibraryError::Invalid(FieldErrors(vec![
+                cunyun_protocol::fields::FieldError::new("", "wrong_type", "资源信息应为JSON对象"),
+            ])));
+        };
+        let old_json = serde_json::to_value(&old.meta).map_err(|e| LibraryError::Corrupt {
+            path: self.dir.join(format!("{id}.json")),
+            message: e.to_string(),
+        })?;
+        for k in ["format", "bytes", "renditions"] {
+            if let Some(v) = old_json.get(k) {
+                m.insert(k.to_string(), v.clone());
+            }
+        }
+        let meta = ContentMeta::from_json(&meta).map_err(LibraryError::Invalid)?;
+        let cid: cunyun_protocol::manifest::ContentId = old
+            .content
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                LibraryError::Files(format!("资源“{id}”没有已发布的清单，请重新添加文件"))
+            })?;
+        let manifest = self.files.blobs().manifest(&cid).ok_or_else(|| {
+            LibraryError::Files(format!("资源“{id}”的清单不在文件库中，请重新添加文件"))
+        })?;
+        // Strictly later than the manifest it replaces, so the blob store keeps the new one.
+        let added_ms = now_ms().max(manifest.issued_at_ms + 1);
+        let content = self
+            .files
+            .publish(id, &meta, manifest.renditions.clone(), added_ms)?;
+        let record = ContentRecord {
+            id: id.to_string(),
+            meta,
+            files: old.files,
+            content: Some(content.to_string()),
+            added_ms,
+        };
+        self.persist(&record)?;
+        if let Ok(mut r) = self.records.lock() {
+            r.insert(id.to_string(), record.clone());
+        }
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(target: "cunyun::_events::content_updated", id = %id, content = %content);
+        Ok(record)
+    }
+
     /// Removes an item (its files and signed manifest stay in the blob store, so nodes that
     /// still hold recommendations for it can finish fetching it).
     pub fn remove(&self, id: &str) -> Result<(), LibraryError> {
@@ -369,6 +426,32 @@ mod tests {
         assert_eq!(rec2.id, rec.id);
         assert_eq!(l.list().len(), 1);
         assert!(l.version() >= v);
+        // Editing the metadata re-signs the manifest; the id and the content id stay, and the
+        // fields that describe the files cannot be changed this way.
+        let edit = json!({"title": "防非洲猪瘟（第三版）", "tags": ["liv.asf", "liv.pig"],
+            "format": "video", "bytes": 1, "review_date": "2026-03-02"});
+        let rec3 = l.update_meta(&rec.id, &edit).unwrap();
+        assert_eq!(
+            (rec3.id.as_str(), rec3.content.as_deref()),
+            (rec.id.as_str(), rec.content.as_deref())
+        );
+        assert_eq!(rec3.meta.format, rec.meta.format);
+        assert_eq!(rec3.meta.bytes, rec.meta.bytes);
+        assert_eq!(rec3.meta.renditions, rec.meta.renditions);
+        let files = HubFiles::open(dir.path()).unwrap();
+        let m = files.blobs().manifest(&cid).unwrap();
+        let v: Value = serde_json::from_slice(&m.meta).unwrap();
+        assert_eq!(v["meta"]["title"], "防非洲猪瘟（第三版）");
+        drop(files);
+        match l.update_meta(&rec.id, &json!({"title": "", "tags": []})) {
+            Err(LibraryError::Invalid(e)) => assert!(e.len() >= 3, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(l.get(&rec.id).unwrap(), rec3);
+        assert!(matches!(
+            l.update_meta("c0000000000000000", &edit),
+            Err(LibraryError::NotFound(_))
+        ));
         l.remove(&rec.id).unwrap();
         assert!(l.list().is_empty());
         assert!(matches!(l.remove(&rec.id), Err(LibraryError::NotFound(_))));

@@ -22,6 +22,7 @@
 //! | `fields` | `{tag id: true}` | required, 1–[`MAX_FIELDS`] tags |
 //! | `regions` | `{prefix: true}` (default {}) | area prefixes served; empty = the whole province |
 //! | `services` | `{service id: true}` | required, at least one [`Service`] |
+//! | `withdrawn` | bool (default false) | the hub operator removed the expert from the registry: never suggested again, not listed (documents cannot be deleted, so removal is this flag, and it flows down like any change) |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,6 +77,8 @@ pub struct Expert {
     /// Services offered.
     #[serde(serialize_with = "serialize_set")]
     pub services: BTreeSet<Service>,
+    /// Removed from the registry by the hub operator: never suggested, not listed.
+    pub withdrawn: bool,
 }
 
 fn serialize_scopes<S: serde::Serializer>(
@@ -202,6 +205,7 @@ impl Expert {
         if mode == Mode::Input && services.as_ref().is_some_and(BTreeSet::is_empty) {
             d.push("services", code::REQUIRED, "服务方式至少选一项");
         }
+        let withdrawn = o.flag(d, "withdrawn", "已移除");
         o.finish(d);
         let e = (|| {
             Some(Expert {
@@ -211,6 +215,7 @@ impl Expert {
                 fields: fields?,
                 regions: regions?,
                 services: services?,
+                withdrawn: withdrawn?,
             })
         })();
         dec.finish(e)
@@ -231,7 +236,7 @@ pub struct Suggestion {
 
 /// Up to [`MAX_SUGGESTIONS`] experts for `need`, best first: by shared tags × region fit; ties
 /// go to the smaller expert id. Experts whose regions do not contain the need's area, or who share
-/// no tag, are never suggested.
+/// no tag, or who are withdrawn, are never suggested.
 pub fn suggest_experts<'a>(
     need: &LocalNeed,
     experts: impl IntoIterator<Item = (&'a str, &'a Expert)>,
@@ -239,6 +244,9 @@ pub fn suggest_experts<'a>(
     let mut out: Vec<(String, Suggestion)> = experts
         .into_iter()
         .filter_map(|(id, e)| {
+            if e.withdrawn {
+                return None;
+            }
             let shared: BTreeSet<Tag> = need.tags.intersection(&e.fields).copied().collect();
             if shared.is_empty() {
                 return None;
@@ -426,7 +434,10 @@ mod tests {
         let local_one = expert(&["plt.citrus"], &["511424"]);
         let elsewhere = expert(&["plt.citrus", "plt.pesticide"], &["5134"]);
         let unrelated = expert(&["liv.pig"], &[]);
+        let mut withdrawn = expert(&["plt.citrus", "plt.pesticide"], &["511424"]);
+        withdrawn.withdrawn = true;
         let all = [
+            ("e0", &withdrawn),
             ("e1", &local_one),
             ("e2", &province_both),
             ("e3", &local_both),

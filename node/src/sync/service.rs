@@ -145,6 +145,10 @@ pub struct PeerStatus {
     pub bytes_in: u64,
     /// Bytes sent to it.
     pub bytes_out: u64,
+    /// The sync protocol version its last hello announced (the only version on the wire).
+    pub protocol_version: Option<u8>,
+    /// Documents it held in the scope shared with this node, as of its last hello.
+    pub documents: Option<u64>,
     /// Whether a session is running now.
     pub active: bool,
     #[serde(skip)]
@@ -501,6 +505,8 @@ impl SyncService {
                     status.source = existing.source;
                 }
                 status.last_sync_ms = status.last_sync_ms.max(existing.last_sync_ms);
+                status.protocol_version = status.protocol_version.or(existing.protocol_version);
+                status.documents = status.documents.or(existing.documents);
             }
             if let Some(a) = addr {
                 if !status.addrs.contains(&a) {
@@ -517,6 +523,10 @@ impl SyncService {
             status.bytes_out += report.bytes_out;
             status.docs_received += report.docs_applied as u64;
             status.docs_sent += report.stats.docs_sent;
+            if report.stats.peer_version > 0 {
+                status.protocol_version = Some(report.stats.peer_version);
+                status.documents = Some(report.stats.peer_documents);
+            }
             if ok {
                 status.sessions_ok += 1;
                 status.last_sync_ms = Some(now);

@@ -193,6 +193,10 @@ pub struct SessionStats {
     pub changes_received: u64,
     /// Documents this side refused.
     pub refused: u64,
+    /// The highest protocol version the peer's hello announced (0 until it arrived).
+    pub peer_version: u8,
+    /// Documents the peer said it holds in the shared scope (from its hello).
+    pub peer_documents: u64,
 }
 
 /// Why a session failed.
@@ -840,6 +844,9 @@ impl Session {
         if h.identity != self.config.peer {
             return Err(SessionError::Identity);
         }
+        // Recorded before the version check, so a peer that is too old shows what it speaks.
+        self.stats.peer_version = h.version;
+        self.stats.peer_documents = h.doc_count;
         if h.version < PROTOCOL_VERSION {
             return Err(SessionError::Version(h.version));
         }

@@ -55,3 +55,4 @@ pub mod timefmt;
 pub mod tls;
 pub mod trust;
 pub mod webapp;
+pub mod webtls;

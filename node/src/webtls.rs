@@ -373,7 +373,7 @@ pub fn prepare(config: &WebTlsConfig, data_dir: &Path) -> Result<WebTlsFiles, We
     Ok(files)
 }
 
-/// The rustls server configuration for `files` (TLS 1.2 and 1.3, HTTP/1.1 and h2 by ALPN).
+/// The rustls server configuration for `files` (TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
 pub fn server_config(files: &WebTlsFiles) -> Result<Arc<rustls::ServerConfig>, WebTlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -390,7 +390,8 @@ pub fn server_config(files: &WebTlsFiles) -> Result<Arc<rustls::ServerConfig>, W
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .map_err(cert_err)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // axum is built without its http2 feature: HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -391,14 +391,14 @@ route(/^#\/$/, async () => {
   view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
     ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
     <div class="stats">
-      <div class="stat"><b>${c.households}</b><span>已登记农户</span></div>
-      <div class="stat"><b>${cover}%</b><span>已有推荐内容（${c.with_recommendations}户）</span></div>
-      <div class="stat"><b>${c.unsynced_upstream}</b><span>尚未同步到县里的记录</span></div>
+      <div class="stat"><b>${esc(c.households)}</b><span>已登记农户</span></div>
+      <div class="stat"><b>${esc(cover)}%</b><span>已有推荐内容（${esc(c.with_recommendations)}户）</span></div>
+      <div class="stat"><b>${esc(c.unsynced_upstream)}</b><span>尚未同步到县里的记录</span></div>
       <div class="stat"><b>${pending}</b><span>本机待上传的修改</span></div>
     </div>
     <div class="card"><h2>各小组登记户数</h2><table>${Object.entries(c.by_group).map(([g, n]) =>
-      `<tr><td><a href="#/households?group=${g}">第${g}小组</a></td><td>${n} 户</td></tr>`).join('') || '<tr><td>还没有登记农户</td></tr>'}</table></div>
-    <div class="card"><p>本地科技需求 <b>${c.needs}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
+      `<tr><td><a href="#/households?group=${encodeURIComponent(g)}">第${esc(g)}小组</a></td><td>${esc(n)} 户</td></tr>`).join('') || '<tr><td>还没有登记农户</td></tr>'}</table></div>
+    <div class="card"><p>本地科技需求 <b>${esc(c.needs)}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
     <div class="actions noprint"><a class="btn" href="#/new">登记新农户</a><button class="secondary" id="logout">退出登录</button></div>`;
   $('#logout').onclick = async () => {
     const queued = (await db.all('outbox')).length;
@@ -429,7 +429,7 @@ async function householdRows() {
 }
 
 function listHtml(items) {
-  return items.map(h => `<li><a href="#/h/${esc(h.id)}"><span><span class="n">${esc(h.head_name || '（未填姓名）')}</span><br><span class="s">第${h.group}小组 · ${esc(h.roster_no || '无编号')} · ${h.residents}人</span></span>${h.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('');
+  return items.map(h => `<li><a href="#/h/${esc(h.id)}"><span><span class="n">${esc(h.head_name || '（未填姓名）')}</span><br><span class="s">第${esc(h.group)}小组 · ${esc(h.roster_no || '无编号')} · ${esc(h.residents)}人</span></span>${h.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('');
 }
 
 let lastItems = [];
@@ -460,8 +460,8 @@ route(/^#\/households(?:\?(.*))?$/, async (qs) => {
   const usedTags = [...new Set(all.flatMap(h => h.tags))].sort();
   view().innerHTML = `<h1>农户</h1><div class="search">
     <input id="q" type="search" placeholder="搜索户主姓名或花名册编号" value="${esc(params.get('q') || '')}">
-    <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${g}" ${params.get('group') === String(g) ? 'selected' : ''}>第${g}小组</option>`).join('')}</select>
-    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${t}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
+    <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${esc(g)}" ${params.get('group') === String(g) ? 'selected' : ''}>第${esc(g)}小组</option>`).join('')}</select>
+    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${esc(t)}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
     <p class="muted" id="hcount"></p></div><ul class="list" id="hlist"></ul>`;
   const apply = () => {
     const q = $('#q').value.trim(), g = $('#g').value, t = $('#t').value;
@@ -536,7 +536,7 @@ route(/^#\/h\/([^/?]+)$/, async (id) => {
   view().innerHTML = `<h1>${esc(v.private.head_name || '（未填姓名）')}</h1>
     ${pending.length ? `<div class="card pending">${failed.length ? `上传被拒：${esc(failed[0].error)}（请重新修改）` : '有修改待上传，联网后自动上传。'}</div>` : ''}
     ${conflicts.map(c => `<div class="card banner conflict">${esc(c.msg)}</div>`).join('')}
-    <div class="card"><p>第${v.profile.group}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${v.profile.residents}人（外出务工${v.profile.working_away}人）</p>
+    <div class="card"><p>第${esc(v.profile.group)}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${esc(v.profile.residents)}人（外出务工${esc(v.profile.working_away)}人）</p>
     <p>电话：${esc(v.private.phone || '未填')}</p>
     <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a>`}</div></div>
     <div class="card"><h2>需求标签及原因</h2>${tagsHtml(r.rec?.derived_tags || [])}${r.local ? '<p class="muted">（按上传前的内容；上传后更新）</p>' : ''}</div>

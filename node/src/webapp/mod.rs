@@ -331,6 +331,7 @@ fn escape_html(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The villager page's script: opens an item's viewer (by the rendition's mime type) from the

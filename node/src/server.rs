@@ -234,8 +234,9 @@ pub async fn start_with_principals(
                 source,
             })?;
         let ca = crate::webtls::CaDownload::load(&files.ca_cert, https_addr.port());
-        let https_router =
-            app(state.clone(), config.max_body_bytes).merge(crate::webtls::ca_routes(ca.clone()));
+        let https_router = app(state.clone(), config.max_body_bytes)
+            .merge(crate::webtls::ca_routes(ca.clone()))
+            .layer(axum::Extension(crate::webtls::PlainHttpPort(addr.port())));
         router =
             router
                 .merge(crate::webtls::ca_routes(ca))

@@ -525,8 +525,13 @@ async fn ca_crt(State(ca): State<CaDownload>) -> Response {
     }
 }
 
+/// The plain HTTP port, known to requests on the HTTPS listener: villager links and QR codes
+/// made there point to plain HTTP (villagers' phones do not have the web CA).
+#[derive(Debug, Clone, Copy)]
+pub struct PlainHttpPort(pub u16);
+
 /// The host part of a `Host` header (no port; IPv6 keeps its brackets).
-fn host_only(host: &str) -> &str {
+pub fn host_only(host: &str) -> &str {
     if host.starts_with('[') {
         return host
             .split_once(']')

@@ -625,7 +625,9 @@ route(/^#\/new$/, () => householdEditor(null));
 route(/^#\/h\/([^/?]+)\/edit$/, (id) => householdEditor(id));
 
 route(/^#\/print\/([^/?]+)$/, async (id) => {
-  const link = `${location.origin}/v/${id}`;
+  // The node knows the plain-HTTP address villagers' phones use (the app may be on HTTPS).
+  let link = `${location.origin}/v/${id}`;
+  try { const r = await api(`/api/v1/households/${encodeURIComponent(id)}/villager-link`); if (r.status === 200) link = r.body.link; } catch (e) { /* offline */ }
   view().innerHTML = `<div class="card qr"><h1>扫码查看为您家推荐的科普内容</h1>
     <img src="/api/v1/households/${encodeURIComponent(id)}/qr.svg" alt="二维码">
     <p>${esc(link)}</p><p class="muted">连接村委会Wi-Fi后扫码。页面不含任何个人信息。</p></div>

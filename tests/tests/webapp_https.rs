@@ -185,6 +185,16 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         a.wait("document.body.innerText.includes('需求标签及原因')", 20)
             .await?;
     }
+    // The QR page made over HTTPS points villagers to plain HTTP.
+    a.goto(&format!("{app}/#/print/{h1}")).await?;
+    a.wait(
+        &format!(
+            "document.body.innerText.includes({})",
+            json!(format!("http://{HOST}:{http_port}/v/{h1}"))
+        ),
+        20,
+    )
+    .await?;
     a.goto(&format!("{app}/#/needs")).await?;
     a.wait("document.body.innerText.includes('猕猴桃溃疡病防治')", 20)
         .await?;

@@ -7,7 +7,10 @@
 //! offline, edit, close the tab and open a fresh one at the app's URL: the app loads from the
 //! service worker with the records readable and the queued edit intact; local needs are created
 //! and changed offline and survive a fresh tab; back online the queue is sent and the node has
-//! it all. The plain HTTP listener keeps the villager pages and sends cadres to HTTPS.
+//! it all (a need field changed at the node meanwhile is kept; one the cadre changed too gets
+//! the cadre's value and is reported). Need status offers only the allowed transitions; the
+//! rating appears only for 已解决. The plain HTTP listener keeps the villager pages (and the QR
+//! links made over HTTPS point there), refuses the cadre API, and sends cadres to HTTPS.
 //!
 //! Skips (loudly) only when Chromium or certutil is not installed and `CI` is unset.
 
@@ -244,6 +247,8 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         json!([]),
     )
     .await?;
+    a.fill("#nform [name='need.contact_role']", "合作社理事长")
+        .await?;
     a.click("#nform button[type=submit]").await?;
     a.wait(
         "location.hash === '#/needs' && document.body.innerText.includes('已匹配')",
@@ -286,9 +291,46 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     a.screenshot(&img("https-offline.png")).await?;
     assert_eq!(node.state.records.get_household(&h1)?.private.notes, "");
 
+    // Meanwhile someone else changes the same need at the node: one field the cadre did not
+    // touch, and one the cadre changed too.
+    node.state
+        .records
+        .update_need(
+            "zhaomin",
+            &need_id,
+            &json!({"description": "县农技站已联系", "contact_role": "村支书"}),
+            cunyun_node::records::UpdateMode::MergePatch,
+        )
+        .await?;
+
     // Online again: the queue is sent.
     a.set_offline(false).await?;
     send_queue(&a).await?;
+    let n = node.state.records.get_need(&need_id)?;
+    assert_eq!(
+        n.need.description, "县农技站已联系",
+        "the other change kept"
+    );
+    assert_eq!(
+        n.need.contact_role, "合作社理事长",
+        "the cadre's queued change applied"
+    );
+    let conflicts = a
+        .js_async("window.cunyun.conflicts().then(arguments[0])", json!([]))
+        .await?;
+    let fields: Vec<&str> = conflicts[0]["fields"]
+        .as_array()
+        .context("need conflict reported")?
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert_eq!(fields, vec!["need.contact_role"], "{conflicts}");
+    assert!(
+        conflicts[0]["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("村支书") && m.contains("联系人职务")),
+        "{conflicts}"
+    );
     assert_eq!(
         node.state.records.get_household(&h1)?.private.notes,
         "离线记录：想学猕猴桃修剪"
@@ -332,6 +374,11 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         .await?;
     a.js(
         "const s = document.querySelector(\"#nform [name='need.satisfaction']\"); s.value = '4'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    )
+    .await?;
+    a.js(
+        "document.querySelector('#f-need-status').scrollIntoView({block: 'start'}); window.scrollBy(0, -56);",
         json!([]),
     )
     .await?;

@@ -248,7 +248,8 @@ async function sendNeed(e) {
 /// Refused (invalid, not allowed, gone): kept, marked, for the cadre to fix or drop.
 async function failEntry(e, r) {
   e.status = 'failed';
-  e.error = r.body?.message || `错误 ${r.status}`;
+  // The field messages say what is wrong (e.g. which status changes are still allowed).
+  e.error = (r.body?.fields || []).map(f => f.message).join('；') || r.body?.message || `错误 ${r.status}`;
   e.fields = r.body?.fields || [];
   await db.put('outbox', e);
   return { entry: e, ok: false, body: r.body, status: r.status };

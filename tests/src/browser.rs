@@ -301,8 +301,9 @@ impl Session {
 
     /// Closes the current tab and continues in a fresh one (same browser and profile: same
     /// cookies, IndexedDB and service worker), showing `about:blank` until the next `goto`.
-    /// With `offline`, the new tab has no network before its first navigation.
-    pub async fn fresh_tab(&self, offline: bool) -> anyhow::Result<()> {
+    /// With `offline_probe` (a URL of the server, e.g. `https://host:port`), the new tab has no
+    /// network before its first navigation: returns once a request to it fails.
+    pub async fn fresh_tab(&self, offline_probe: Option<&str>) -> anyhow::Result<()> {
         let new = self
             .call(
                 reqwest::Method::POST,
@@ -323,7 +324,15 @@ impl Session {
         )
         .await?;
         self.setup_tab().await?;
-        self.set_offline(offline).await
+        let Some(probe) = offline_probe else {
+            return Ok(());
+        };
+        self.cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+        self.wait_offline(Some(probe)).await
     }
 
     /// Emulates losing (or regaining) the network for this page. Going offline returns only
@@ -338,16 +347,26 @@ impl Session {
         if !offline {
             return Ok(());
         }
+        self.wait_offline(None).await
+    }
+
+    /// Waits (at most 10 s) until a request from the page fails: to `probe` (an `http(s)://`
+    /// URL; needed on `about:blank`) or else to the page's own origin.
+    pub async fn wait_offline(&self, probe: Option<&str>) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self
                 .js_async(
-                    "const cb = arguments[0]; if (!location.protocol.startsWith('http')) { cb('offline'); } \
-                     else fetch(location.origin + '/healthz?probe=' + Date.now(), {cache: 'no-store'}) \
+                    "const cb = arguments[1]; const base = arguments[0] || (location.protocol.startsWith('http') ? location.origin : null); \
+                     if (!base) { cb('no probe'); } \
+                     else fetch(base + '/healthz?probe=' + Date.now(), {cache: 'no-store', mode: 'no-cors'}) \
                        .then(() => cb('online'), () => cb('offline'))",
-                    json!([]),
+                    json!([probe]),
                 )
                 .await?;
+            if v == json!("no probe") {
+                bail!("wait_offline on a page without an origin needs a probe URL");
+            }
             if v == json!("offline") {
                 return Ok(());
             }

@@ -7,7 +7,8 @@
 //! offline, edit, close the tab and open a fresh one at the app's URL: the app loads from the
 //! service worker with the records readable and the queued edit intact; local needs are created
 //! and changed offline and survive a fresh tab; back online the queue is sent and the node has
-//! it all (a need field changed at the node meanwhile is kept; one the cadre changed too gets
+//! it all (out of range = a loopback relay in front of the node refusing connections, plus
+//! DevTools offline emulation; a need field changed at the node meanwhile is kept; one the cadre changed too gets
 //! the cadre's value and is reported). Need status offers only the allowed transitions; the
 //! rating appears only for 已解决. The plain HTTP listener keeps the villager pages (and the QR
 //! links made over HTTPS point there), refuses the cadre API, and sends cadres to HTTPS.
@@ -82,6 +83,45 @@ async fn send_queue(s: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A loopback TCP relay in front of the node's HTTPS listener, standing for the village Wi-Fi:
+/// while "out of range" it refuses new connections and cuts open ones, so the phone really
+/// cannot reach the node (DevTools' offline emulation alone does not hold for every request of
+/// a page controlled by a service worker, e.g. across a fresh tab's navigations).
+struct Wifi {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Wifi {
+    async fn start(target: std::net::SocketAddr) -> anyhow::Result<Wifi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*rx.borrow() {
+                    continue; // dropped: connection refused/reset
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Ok(Wifi { port, up })
+    }
+
+    fn set(&self, up: bool) {
+        let _ = self.up.send(up);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result<()> {
     if !tools_available() {
@@ -95,7 +135,8 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     let node = start_node(&dir.path().join("node")).await?;
     let http_port = node.addr.port();
     let https_port = node.https_addr.context("https listener")?.port();
-    let app = format!("https://{HOST}:{https_port}");
+    let wifi = Wifi::start(node.https_addr.context("https listener")?).await?;
+    let app = format!("https://{HOST}:{}", wifi.port);
     let plain = format!("http://{HOST}:{http_port}");
     let h1 = seed(&node, "张大爷", "2-001").await?;
     let h2 = seed(&node, "李大妈", "2-002").await?;
@@ -108,6 +149,24 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         )
         .await?;
     let need_id = need.key.id().to_string();
+    let need2 = node
+        .state
+        .records
+        .create_need(
+            "seed",
+            &json!({"requester": "village_collective", "title": "生猪疫病防控培训", "status": "open"}),
+        )
+        .await?;
+    let need2_id = need2.key.id().to_string();
+    node.state
+        .records
+        .update_need(
+            "seed",
+            &need2_id,
+            &json!({"status": "matched"}),
+            cunyun_node::records::UpdateMode::MergePatch,
+        )
+        .await?;
 
     // The plain HTTP listener, as a phone without the CA sees it (loopback, Host: cunyun.lan).
     let http = reqwest::Client::new();
@@ -121,7 +180,7 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         .text()
         .await?;
     assert!(
-        front.contains(&format!("{app}/")) && front.contains("/ca"),
+        front.contains(&format!("https://{HOST}:{https_port}/")) && front.contains("/ca"),
         "{front}"
     );
     let api = http
@@ -203,11 +262,14 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         .await?;
     a.goto(&format!("{app}/#/needs/{need_id}")).await?;
     a.wait("document.querySelector('#nform')", 20).await?;
+    a.goto(&format!("{app}/#/needs/{need2_id}")).await?;
+    a.wait("document.querySelector('#nform')", 20).await?;
     a.wait("navigator.serviceWorker.controller !== null", 20)
         .await?;
 
     // Offline: a household edit, a new need and a need status change, all queued.
     a.set_offline(true).await?;
+    wifi.set(false);
     a.goto(&format!("{app}/#/h/{h1}/edit")).await?;
     a.wait("document.querySelector('#hform')", 20).await?;
     a.fill("#hform [name='private.notes']", "离线记录：想学猕猴桃修剪")
@@ -220,12 +282,16 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         .await?;
     a.click("#nform button[type=submit]").await?;
     a.wait(
-        "location.hash === '#/needs' && document.body.innerText.includes('离线新建：茶叶病虫害绿色防控')",
+        "location.hash === '#/needs' && document.querySelector('ul.list') && document.body.innerText.includes('离线新建：茶叶病虫害绿色防控')",
         20,
     )
     .await?;
     a.goto(&format!("{app}/#/needs/{need_id}")).await?;
-    a.wait("document.querySelector('#nform')", 20).await?;
+    a.wait(
+        "document.querySelector(\"#nform [name='need.title']\")?.value === '猕猴桃溃疡病防治'",
+        20,
+    )
+    .await?;
     // Only the allowed transitions are offered: open → matched, closed.
     let options = a
         .js(
@@ -251,14 +317,31 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         .await?;
     a.click("#nform button[type=submit]").await?;
     a.wait(
-        "location.hash === '#/needs' && document.body.innerText.includes('已匹配')",
+        "location.hash === '#/needs' && document.querySelector('ul.list') && document.body.innerText.includes('已匹配')",
+        20,
+    )
+    .await?;
+    a.goto(&format!("{app}/#/needs/{need2_id}")).await?;
+    a.wait(
+        "document.querySelector(\"#nform [name='need.title']\")?.value === '生猪疫病防控培训'",
+        20,
+    )
+    .await?;
+    a.js(
+        "const s = document.querySelector(\"#nform [name='need.status']\"); s.value = 'open'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    )
+    .await?;
+    a.click("#nform button[type=submit]").await?;
+    a.wait(
+        "location.hash === '#/needs' && document.querySelector('ul.list')",
         20,
     )
     .await?;
     a.screenshot(&img("needs-offline.png")).await?;
 
     // Close the tab; a fresh one, still offline, opens the app from the service worker.
-    a.fresh_tab(true).await?;
+    a.fresh_tab(Some(&app)).await?;
     a.goto(&format!("{app}/#/h/{h1}/edit")).await?;
     let reach = a
         .js_async(
@@ -284,7 +367,7 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     )
     .await?;
     a.wait(
-        "document.querySelector('#net')?.textContent.includes('待上传3')",
+        "document.querySelector('#net')?.textContent.includes('待上传4')",
         20,
     )
     .await?;
@@ -303,8 +386,47 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
         )
         .await?;
 
-    // Online again: the queue is sent.
+    node.state
+        .records
+        .update_need(
+            "hub",
+            &need2_id,
+            &json!({"status": "in_service"}),
+            cunyun_node::records::UpdateMode::MergePatch,
+        )
+        .await?;
+
+    // Online again: the queue is sent; the change the node can no longer accept (服务中 cannot go
+    // back to 待对接) is kept on the phone, marked refused with the node's reason.
+    wifi.set(true);
     a.set_offline(false).await?;
+    a.js_async("window.cunyun.flush().then(arguments[0])", json!([]))
+        .await?;
+    a.js("window.__n = undefined", json!([])).await?;
+    a.wait(
+        "(window.__p = window.cunyun.pending().then(n => { window.__n = n; }), window.__n === 1)",
+        20,
+    )
+    .await?;
+    assert_eq!(
+        node.state.records.get_need(&need2_id)?.need.status.id(),
+        "in_service",
+        "a refused transition changes nothing"
+    );
+    a.goto(&format!("{app}/#/")).await?;
+    a.goto(&format!("{app}/#/needs")).await?;
+    a.wait(
+        "document.body.innerText.includes('上传被拒') && document.body.innerText.includes('服务中')",
+        20,
+    )
+    .await?;
+    a.goto(&format!("{app}/#/sync")).await?;
+    a.wait(
+        "document.querySelector('[data-drop]') && document.body.innerText.includes('被拒')",
+        20,
+    )
+    .await?;
+    a.click("[data-drop]").await?;
     send_queue(&a).await?;
     let n = node.state.records.get_need(&need_id)?;
     assert_eq!(
@@ -364,7 +486,11 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     )
     .await?;
     a.goto(&format!("{app}/#/needs/{need_id}")).await?;
-    a.wait("document.querySelector('#nform')", 20).await?;
+    a.wait(
+        "document.querySelector(\"#nform [name='need.title']\")?.value === '猕猴桃溃疡病防治'",
+        20,
+    )
+    .await?;
     a.js(
         "const s = document.querySelector(\"#nform [name='need.status']\"); s.value = 'resolved'; s.dispatchEvent(new Event('change', {bubbles: true}));",
         json!([]),
@@ -385,7 +511,7 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     a.screenshot(&img("need-status.png")).await?;
     a.click("#nform button[type=submit]").await?;
     a.wait(
-        "location.hash === '#/needs' && document.body.innerText.includes('已解决') && document.body.innerText.includes('满意度4')",
+        "location.hash === '#/needs' && document.querySelector('ul.list') && document.body.innerText.includes('已解决') && document.body.innerText.includes('满意度4')",
         20,
     )
     .await?;

@@ -367,7 +367,9 @@ pub fn prepare(config: &WebTlsConfig, data_dir: &Path) -> Result<WebTlsFiles, We
     let dir = dir_of(config, data_dir);
     let names = cert_names(config);
     let files = WebTlsFiles::in_dir(&dir);
-    if config.auto_issue && !(files.key.exists() && still_good(&files.cert, &names)) {
+    // A missing CA (deleted, or a fresh directory) is made anew, and the certificate with it.
+    let complete = files.ca_cert.exists() && files.key.exists();
+    if config.auto_issue && !(complete && still_good(&files.cert, &names)) {
         return issue(&dir, &names);
     }
     Ok(files)
@@ -669,6 +671,13 @@ mod tests {
         };
         prepare(&c, dir.path()).unwrap();
         assert!(still_good(&files.cert, &c.names));
+        // A lost CA is replaced and the certificate re-issued under it.
+        std::fs::remove_file(&files.ca_cert).unwrap();
+        std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+        prepare(&c, dir.path()).unwrap();
+        let ca_now = std::fs::read_to_string(&files.ca_cert).unwrap();
+        assert_ne!(ca_now, ca_before);
+        assert!(server_config(&files).is_ok());
         c.cert = Some(files.cert.clone());
         assert!(matches!(
             prepare(&c, dir.path()),

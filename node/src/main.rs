@@ -765,8 +765,8 @@ fn web_cert(config: Option<PathBuf>, names: Vec<String>) -> anyhow::Result<()> {
         names.join("、")
     );
     println!("手机需安装的证书机构证书：{}", files.ca_cert.display());
-    if config.web_tls.names != names && !config.web_tls.names.is_empty() {
-        println!("注意：配置文件 [web_tls] names 与本次不同，节点启动时会按配置重新签发。");
+    if config.web_tls.names.iter().any(|n| !names.contains(n)) {
+        println!("注意：本次证书未包含配置文件 [web_tls] names 中的全部地址，节点启动时会按配置重新签发。");
     }
     Ok(())
 }

@@ -10,6 +10,11 @@
 //! node_name = "双流区某村委会"
 //! default_author = "local-admin"
 //!
+//! [web_tls]                 # the cadre app over HTTPS (service worker on the LAN)
+//! enabled = true
+//! listen = "0.0.0.0:8443"
+//! names = ["192.168.1.10", "cunyun.lan"]
+//!
 //! [store]
 //! cache_capacity_bytes = 16777216
 //! ```
@@ -24,6 +29,7 @@ use serde::Deserialize;
 use crate::blobs::ContentConfig;
 use crate::store::StoreConfig;
 use crate::sync::SyncConfig;
+use crate::webtls::WebTlsConfig;
 
 /// Everything a node needs to start. Every field has a default (see [`NodeConfig::default`]).
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +62,8 @@ pub struct NodeConfig {
     /// Content files: blob store quota and the hub keys content must be signed by (used when
     /// sync is enabled).
     pub content: ContentConfig,
+    /// HTTPS for the cadre web app (`[web_tls]`, off by default; see [`crate::webtls`]).
+    pub web_tls: WebTlsConfig,
 }
 
 /// The development default scope: 成都市双流区 (510116) 某镇某村, a well-formed village code.
@@ -76,6 +84,7 @@ impl Default for NodeConfig {
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             content: ContentConfig::default(),
+            web_tls: WebTlsConfig::default(),
         }
     }
 }
@@ -154,6 +163,11 @@ mod tests {
             .expect("content table");
         assert_eq!(c.content.quota_mb, 512);
         assert_eq!(c.content.trusted_hub_keys, vec!["ab".to_string()]);
+        let c = NodeConfig::from_toml("[web_tls]\nenabled = true\nnames = [\"cunyun.lan\"]")
+            .expect("web_tls table");
+        assert!(c.web_tls.enabled && c.web_tls.auto_issue);
+        assert_eq!(c.web_tls.listen.port(), 8443);
+        assert!(NodeConfig::from_toml("[web_tls]\nlisten_addr = \"x\"").is_err());
         let err = NodeConfig::from_toml("scope = \"5101\"x").expect_err("bad toml");
         assert!(!err.to_string().is_empty());
         assert!(NodeConfig::from_toml("scope = \"510022\"").is_err());

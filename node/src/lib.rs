@@ -58,3 +58,4 @@ pub mod tls;
 pub mod trust;
 pub mod village_guard;
 pub mod webapp;
+pub mod webtls;

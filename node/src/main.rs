@@ -179,6 +179,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
     },
+    /// 签发（或重新签发）村干部应用的 https 网页证书：证书机构在数据目录中首次使用时生成，
+    /// 手机只需安装一次它的证书（见节点的 /ca 页面）。
+    WebCert {
+        /// 配置文件（TOML）；用其中的 data_dir 与 [web_tls]。
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 证书包含的局域网地址或名称（可多次给出，如 --name 192.168.1.10 --name cunyun.lan）；
+        /// 不给则用配置中的 [web_tls] names。
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// 管理村干部账户。
     User {
         #[command(subcommand)]
@@ -308,11 +319,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let node = server::start(&config, shutdown_signal()).await?;
             println!("村云节点已启动：{}", node.url());
+            if let Some(https) = node.https_url() {
+                println!(
+                    "村干部应用（https）：{https}/ ；手机安装证书：{}/ca",
+                    node.url()
+                );
+            }
             node.wait().await.context("服务异常退出")?;
             Ok(())
         }
         Command::Check { data_dir } => check(data_dir),
         Command::User { command } => user(command),
+        Command::WebCert { config, names } => web_cert(config, names),
         Command::Status { addr } => status(addr).await,
         Command::Init {
             data_dir,
@@ -826,5 +844,29 @@ fn check(data_dir: PathBuf) -> anyhow::Result<()> {
         bad == 0,
         "发现 {bad} 份损坏文档，已隔离保存，请联系运维人员"
     );
+    Ok(())
+}
+
+fn web_cert(config: Option<PathBuf>, names: Vec<String>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => NodeConfig::load(&path)?,
+        None => NodeConfig::default(),
+    };
+    let names = if names.is_empty() {
+        cunyun_node::webtls::cert_names(&config.web_tls)
+    } else {
+        names
+    };
+    let dir = cunyun_node::webtls::dir_of(&config.web_tls, &config.data_dir);
+    let files = cunyun_node::webtls::issue(&dir, &names)?;
+    println!(
+        "已签发网页证书：{}（{}）",
+        files.cert.display(),
+        names.join("、")
+    );
+    println!("手机需安装的证书机构证书：{}", files.ca_cert.display());
+    if config.web_tls.names.iter().any(|n| !names.contains(n)) {
+        println!("注意：本次证书未包含配置文件 [web_tls] names 中的全部地址，节点启动时会按配置重新签发。");
+    }
     Ok(())
 }

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The content blob store could not be opened (or a trusted hub key is malformed).
     #[error("无法打开内容缓存: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
+    /// The web app's HTTPS certificate could not be prepared.
+    #[error(transparent)]
+    WebTls(#[from] crate::webtls::WebTlsError),
     /// The listen address could not be bound.
     #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
     Bind {
@@ -52,6 +55,8 @@ pub enum StartError {
 pub struct RunningNode {
     /// The address it actually listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The address of the web app's HTTPS listener, when `[web_tls]` is enabled.
+    pub https_addr: Option<SocketAddr>,
     /// Shared state, for tests that look inside.
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -62,6 +67,11 @@ impl RunningNode {
     /// The base URL, e.g. `http://127.0.0.1:8080`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The HTTPS base URL of the web app, e.g. `https://127.0.0.1:8443`, when enabled.
+    pub fn https_url(&self) -> Option<String> {
+        self.https_addr.map(|a| format!("https://{a}"))
     }
 
     /// Stops serving, waits for in-flight requests, and returns once the server task ended.
@@ -194,36 +204,91 @@ pub async fn start_with_principals(
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let bind = |addr: SocketAddr| async move {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok::<_, StartError>((l, local))
+    };
+    let (listener, addr) = bind(config.listen).await?;
     let (tx, rx) = oneshot::channel::<()>();
-    let router = app(state.clone(), config.max_body_bytes);
-    let http_limits = config.http_per_address;
+    // One stop signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = rx => {}
+            _ = shutdown_signal => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let mut router = app(state.clone(), config.max_body_bytes);
+    let mut https = None;
+    if config.web_tls.enabled {
+        let files = crate::webtls::prepare(&config.web_tls, &config.data_dir)?;
+        let tls = crate::webtls::server_config(&files)?;
+        let (tcp, https_addr) = bind(config.web_tls.listen).await?;
+        let tcp = crate::ratelimit::LimitedListener::new(
+            tcp,
+            crate::ratelimit::AddrLimiter::new("https", config.http_per_address),
+        );
+        let tls_listener =
+            crate::webtls::TlsListener::new(tcp, tls).map_err(|source| StartError::Bind {
+                addr: config.web_tls.listen,
+                source,
+            })?;
+        let ca = crate::webtls::CaDownload::load(&files.ca_cert, https_addr.port());
+        let https_router = app(state.clone(), config.max_body_bytes)
+            .merge(crate::webtls::ca_routes(ca.clone()))
+            .layer(axum::Extension(crate::webtls::PlainHttpPort(addr.port())));
+        router =
+            router
+                .merge(crate::webtls::ca_routes(ca))
+                .layer(axum::middleware::from_fn_with_state(
+                    https_addr.port(),
+                    crate::webtls::http_gate,
+                ));
+        let stop = stopped();
+        https = Some((
+            https_addr,
+            tokio::spawn(async move {
+                axum::serve(tls_listener, https_router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }),
+        ));
+        tracing::info!(target: "cunyun::_events::web_tls_started", addr = %https_addr);
+    }
+    let https_addr = https.as_ref().map(|(a, _)| *a);
+    let stop = stopped();
+    let listener = crate::ratelimit::LimitedListener::new(
+        listener,
+        crate::ratelimit::AddrLimiter::new("http", config.http_per_address),
+    );
     let task = tokio::spawn(async move {
-        let limiter = crate::ratelimit::AddrLimiter::new("http", http_limits);
-        axum::serve(
-            crate::ratelimit::LimitedListener::new(listener, limiter),
-            router,
-        )
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = rx => {}
-                _ = shutdown_signal => {}
+        let plain = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await;
+        if let Some((_, t)) = https {
+            match t.await {
+                Ok(r) => r?,
+                Err(e) => return Err(std::io::Error::other(e)),
             }
-        })
-        .await
+        }
+        plain
     });
     tracing::info!(target: "cunyun::_events::node_started", %addr, scope = %config.scope);
     Ok(RunningNode {
         addr,
+        https_addr,
         state,
         shutdown: Some(tx),
         task,

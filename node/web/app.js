@@ -2,7 +2,7 @@
 // Every household edit goes through the outbox (IndexedDB) with the heads it was based on; the
 // outbox is sent whenever the node is reachable, and the node merges each edit at those heads.
 import * as db from './db.js';
-import { esc, householdForm, needForm, readForm, checkHousehold, showErrors } from './form.js';
+import { esc, householdForm, needForm, readForm, checkHousehold, showErrors, watchNeedStatus } from './form.js';
 
 const $ = (s) => document.querySelector(s);
 const view = () => $('#view');
@@ -14,11 +14,18 @@ class Offline extends Error {}
 /// Calls the node's API. Throws Offline when the node cannot be reached.
 async function api(path, opts = {}) {
   let resp;
+  const method = opts.method || 'GET';
+  const headers = opts.body !== undefined ? { 'content-type': 'application/json' } : {};
+  // CSRF: every state-changing call echoes the (non-HttpOnly) cookie the login set.
+  if (method !== 'GET' && method !== 'HEAD') {
+    const m = document.cookie.match(/(?:^|;\s*)cunyun_csrf=([^;]*)/);
+    if (m) headers['x-csrf-token'] = decodeURIComponent(m[1]);
+  }
   try {
     resp = await fetch(path, {
-      method: opts.method || 'GET',
+      method,
       credentials: 'same-origin',
-      headers: opts.body !== undefined ? { 'content-type': 'application/json' } : {},
+      headers,
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
     });
   } catch (e) {
@@ -155,6 +162,13 @@ async function doFlush() {
   const results = [];
   for (const e of entries) {
     let r;
+    if (e.kind === 'need-create' || e.kind === 'need-edit') {
+      let res;
+      try { res = await sendNeed(e); } catch (err) { if (err instanceof Offline) break; throw err; }
+      if (res.stop) break;
+      results.push(res);
+      continue;
+    }
     try {
       r = e.kind === 'create'
         ? await api('/api/v1/households', { method: 'POST', body: e.body })
@@ -189,6 +203,99 @@ async function doFlush() {
     }
   }
   return results;
+}
+
+/// Sends one queued need change. A new need is POSTed; an edit is a merge patch of the fields
+/// the cadre changed, so the node keeps other fields changed meanwhile (e.g. the hub's status).
+/// A field the cadre changed that was also changed elsewhere since is reported; the node checks
+/// the status transition against its current status and refuses one that is not allowed.
+async function sendNeed(e) {
+  if (e.kind === 'need-create') {
+    const r = await api('/api/v1/needs', { method: 'POST', body: e.body });
+    if (r.status === 401) return { stop: true };
+    if (r.status === 201 || r.status === 200) {
+      await db.del('outbox', e.edit_id);
+      return { entry: e, ok: true, conflicts: [] };
+    }
+    return failEntry(e, r);
+  }
+  const path = `/api/v1/needs/${encodeURIComponent(e.need_id)}`;
+  const now = await api(path);
+  if (now.status === 401) return { stop: true };
+  if (now.status !== 200) return failEntry(e, now);
+  const conflicts = [];
+  for (const k of Object.keys(e.patch)) {
+    const was = e.base_need?.[k], cur = now.body.need[k];
+    if (JSON.stringify(was ?? null) !== JSON.stringify(cur ?? null) && JSON.stringify(cur ?? null) !== JSON.stringify(e.patch[k] ?? null)) {
+      conflicts.push({ field: `need.${k}`, other: cur, kept: e.patch[k] });
+    }
+  }
+  const r = await api(path, { method: 'PATCH', body: e.patch });
+  if (r.status === 401) return { stop: true };
+  if (r.status !== 200) return failEntry(e, r);
+  await db.del('outbox', e.edit_id);
+  if (conflicts.length) {
+    const name = (f) => needLabel(f.field.slice(5));
+    const msg = `需求“${r.body.need.title}”的“${conflicts.map(name).join('、')}”在另一处也被修改（${conflicts.map(c => `${name(c)}：${showNeedValue(c.field.slice(5), c.other)}`).join('，')}），已改为本机的修改。请核对。`;
+    const log = (await db.kvGet('conflicts')) || [];
+    log.unshift({ at: Date.now(), id: e.need_id, msg, fields: conflicts });
+    await db.kvPut('conflicts', log.slice(0, 50));
+    await db.kvPut('notice', msg);
+  }
+  return { entry: e, ok: true, conflicts };
+}
+
+/// Refused (invalid, not allowed, gone): kept, marked, for the cadre to fix or drop.
+async function failEntry(e, r) {
+  e.status = 'failed';
+  // The field messages say what is wrong (e.g. which status changes are still allowed).
+  e.error = (r.body?.fields || []).map(f => f.message).join('；') || r.body?.message || `错误 ${r.status}`;
+  e.fields = r.body?.fields || [];
+  await db.put('outbox', e);
+  return { entry: e, ok: false, body: r.body, status: r.status };
+}
+
+let needSchema = null;
+function needLabel(key) { return needSchema?.need.find(f => f.key === key)?.label || key; }
+function statusName(id) { return needSchema?.need.find(f => f.key === 'status')?.options.find(o => o.id === id)?.name || id; }
+function showNeedValue(key, v) { return key === 'status' ? statusName(v) : (v === null || v === undefined || v === '' ? '空' : String(v)); }
+
+/// Cached needs from the node (when reachable) with the queued changes applied; each row is
+/// {id, need, pending, failed}.
+async function needRows() {
+  const list = await cached('needs', '/api/v1/needs');
+  const out = (await db.all('outbox')).filter(e => e.kind === 'need-create' || e.kind === 'need-edit');
+  const rows = new Map((list?.items || []).map(n => [n.key.split('/').pop(), { id: n.key.split('/').pop(), need: n.need, heads: n.heads }]));
+  for (const e of out.sort((a, b) => a.created_ms - b.created_ms)) {
+    const row = rows.get(e.need_id) || { id: e.need_id, need: {} };
+    row.need = e.kind === 'need-create' ? e.body : mergePatch(row.need, e.patch);
+    row.pending = true;
+    if (e.status === 'failed') row.failed = e.error;
+    rows.set(e.need_id, row);
+  }
+  return [...rows.values()];
+}
+
+/// Queues a need change (new, or the fields that differ from `before`) and tries to send it.
+async function queueNeed(id, before, after) {
+  const entries = await db.all('outbox');
+  if (!id) {
+    const nid = `local-${newId()}`;
+    await db.put('outbox', { edit_id: newId(), kind: 'need-create', need_id: nid, body: after, created_ms: Date.now(), status: 'pending' });
+    return nid;
+  }
+  const patch = diff(before, after);
+  const prev = entries.find(e => e.need_id === id && e.status !== 'failed');
+  if (prev && prev.kind === 'need-create') {
+    prev.body = mergePatch(prev.body, patch);
+    await db.put('outbox', prev);
+  } else if (prev) {
+    await db.del('outbox', prev.edit_id);
+    await db.put('outbox', { ...prev, edit_id: newId(), patch: mergePatch(prev.patch, patch) });
+  } else if (Object.keys(patch).length) {
+    await db.put('outbox', { edit_id: newId(), kind: 'need-edit', need_id: id, base_need: before, patch, created_ms: Date.now(), status: 'pending' });
+  }
+  return id;
 }
 
 let labels = null;
@@ -285,14 +392,14 @@ route(/^#\/$/, async () => {
   view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
     ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
     <div class="stats">
-      <div class="stat"><b>${c.households}</b><span>已登记农户</span></div>
-      <div class="stat"><b>${cover}%</b><span>已有推荐内容（${c.with_recommendations}户）</span></div>
-      <div class="stat"><b>${c.unsynced_upstream}</b><span>尚未同步到县里的记录</span></div>
+      <div class="stat"><b>${esc(c.households)}</b><span>已登记农户</span></div>
+      <div class="stat"><b>${esc(cover)}%</b><span>已有推荐内容（${esc(c.with_recommendations)}户）</span></div>
+      <div class="stat"><b>${esc(c.unsynced_upstream)}</b><span>尚未同步到县里的记录</span></div>
       <div class="stat"><b>${pending}</b><span>本机待上传的修改</span></div>
     </div>
     <div class="card"><h2>各小组登记户数</h2><table>${Object.entries(c.by_group).map(([g, n]) =>
-      `<tr><td><a href="#/households?group=${g}">第${g}小组</a></td><td>${n} 户</td></tr>`).join('') || '<tr><td>还没有登记农户</td></tr>'}</table></div>
-    <div class="card"><p>本地科技需求 <b>${c.needs}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
+      `<tr><td><a href="#/households?group=${encodeURIComponent(g)}">第${esc(g)}小组</a></td><td>${esc(n)} 户</td></tr>`).join('') || '<tr><td>还没有登记农户</td></tr>'}</table></div>
+    <div class="card"><p>本地科技需求 <b>${esc(c.needs)}</b> 条。${c.last_upstream_sync_ms ? `最近与县节点同步：${new Date(c.last_upstream_sync_ms).toLocaleString('zh-CN')}` : (c.sync_enabled ? '尚未与县节点同步。' : '本节点未启用同步。')}</p></div>
     <div class="actions noprint"><a class="btn" href="#/new">登记新农户</a><button class="secondary" id="logout">退出登录</button></div>`;
   $('#logout').onclick = async () => {
     const queued = (await db.all('outbox')).length;
@@ -323,7 +430,7 @@ async function householdRows() {
 }
 
 function listHtml(items) {
-  return items.map(h => `<li><a href="#/h/${esc(h.id)}"><span><span class="n">${esc(h.head_name || '（未填姓名）')}</span><br><span class="s">第${h.group}小组 · ${esc(h.roster_no || '无编号')} · ${h.residents}人</span></span>${h.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('');
+  return items.map(h => `<li><a href="#/h/${esc(h.id)}"><span><span class="n">${esc(h.head_name || '（未填姓名）')}</span><br><span class="s">第${esc(h.group)}小组 · ${esc(h.roster_no || '无编号')} · ${esc(h.residents)}人</span></span>${h.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('');
 }
 
 let lastItems = [];
@@ -354,8 +461,8 @@ route(/^#\/households(?:\?(.*))?$/, async (qs) => {
   const usedTags = [...new Set(all.flatMap(h => h.tags))].sort();
   view().innerHTML = `<h1>农户</h1><div class="search">
     <input id="q" type="search" placeholder="搜索户主姓名或花名册编号" value="${esc(params.get('q') || '')}">
-    <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${g}" ${params.get('group') === String(g) ? 'selected' : ''}>第${g}小组</option>`).join('')}</select>
-    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${t}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
+    <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${esc(g)}" ${params.get('group') === String(g) ? 'selected' : ''}>第${esc(g)}小组</option>`).join('')}</select>
+    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${esc(t)}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
     <p class="muted" id="hcount"></p></div><ul class="list" id="hlist"></ul>`;
   const apply = () => {
     const q = $('#q').value.trim(), g = $('#g').value, t = $('#t').value;
@@ -430,7 +537,7 @@ route(/^#\/h\/([^/?]+)$/, async (id) => {
   view().innerHTML = `<h1>${esc(v.private.head_name || '（未填姓名）')}</h1>
     ${pending.length ? `<div class="card pending">${failed.length ? `上传被拒：${esc(failed[0].error)}（请重新修改）` : '有修改待上传，联网后自动上传。'}</div>` : ''}
     ${conflicts.map(c => `<div class="card banner conflict">${esc(c.msg)}</div>`).join('')}
-    <div class="card"><p>第${v.profile.group}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${v.profile.residents}人（外出务工${v.profile.working_away}人）</p>
+    <div class="card"><p>第${esc(v.profile.group)}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${esc(v.profile.residents)}人（外出务工${esc(v.profile.working_away)}人）</p>
     <p>电话：${esc(v.private.phone || '未填')}</p>
     <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a>`}</div></div>
     <div class="card"><h2>需求标签及原因</h2>${tagsHtml(r.rec?.derived_tags || [])}${r.local ? '<p class="muted">（按上传前的内容；上传后更新）</p>' : ''}</div>
@@ -519,7 +626,9 @@ route(/^#\/new$/, () => householdEditor(null));
 route(/^#\/h\/([^/?]+)\/edit$/, (id) => householdEditor(id));
 
 route(/^#\/print\/([^/?]+)$/, async (id) => {
-  const link = `${location.origin}/v/${id}`;
+  // The node knows the plain-HTTP address villagers' phones use (the app may be on HTTPS).
+  let link = `${location.origin}/v/${id}`;
+  try { const r = await api(`/api/v1/households/${encodeURIComponent(id)}/villager-link`); if (r.status === 200) link = r.body.link; } catch (e) { /* offline */ }
   view().innerHTML = `<div class="card qr"><h1>扫码查看为您家推荐的科普内容</h1>
     <img src="/api/v1/households/${encodeURIComponent(id)}/qr.svg" alt="二维码">
     <p>${esc(link)}</p><p class="muted">连接村委会Wi-Fi后扫码。页面不含任何个人信息。</p></div>
@@ -528,47 +637,70 @@ route(/^#\/print\/([^/?]+)$/, async (id) => {
 });
 
 route(/^#\/needs$/, async () => {
-  const list = await cached('needs', '/api/v1/needs');
-  const s = await schema();
-  const statusName = Object.fromEntries((s?.need.find(f => f.key === 'status')?.options || []).map(o => [o.id, o.name]));
+  needSchema = (await schema()) || needSchema;
+  const rows = await needRows();
+  const rating = (n) => (n.status === 'resolved' && n.satisfaction ? ` · 满意度${esc(n.satisfaction)}` : '');
   view().innerHTML = `<h1>本地科技需求</h1><a class="btn wide" href="#/needs/new">新建需求</a>
-    <ul class="list">${(list?.items || []).map(n => `<li><a href="#/needs/${esc(n.key.split('/').pop())}"><span><span class="n">${esc(n.need.title)}</span><br><span class="s">${esc(n.need.updated || '')}</span></span><span class="tag">${esc(statusName[n.need.status] || n.need.status)}</span></a></li>`).join('') || '<li class="muted pad">还没有需求。</li>'}</ul>`;
+    <ul class="list">${rows.map(r => `<li><a href="#/needs/${esc(r.id)}"><span><span class="n">${esc(r.need.title)}</span><br><span class="s">${esc(r.need.updated || '')}${rating(r.need)}${r.failed ? ` · <span class="err">上传被拒：${esc(r.failed)}</span>` : ''}</span></span><span class="tag">${esc(statusName(r.need.status || 'open'))}</span>${r.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('') || '<li class="muted pad">还没有需求。</li>'}</ul>`;
 });
 
 route(/^#\/needs\/([^/?]+)$/, async (nid) => {
   const [s, tax] = [await schema(), await taxonomy()];
   if (!s) { view().innerHTML = '<div class="card">离线，且本机还没有表单数据。</div>'; return; }
-  let need = { requester: 'village_collective', status: 'open', tags: [] };
-  let heads = null;
+  needSchema = s;
+  let need = { requester: 'village_collective', status: 'open', tags: {} };
+  let failed = null;
   if (nid !== 'new') {
-    try {
-      const r = await api(`/api/v1/needs/${encodeURIComponent(nid)}`);
-      if (r.status !== 200) { view().innerHTML = `<div class="card">${esc(r.body?.message || '没有找到')}</div>`; return; }
-      need = r.body.need; heads = r.body.heads;
-    } catch (e) {
-      const list = await db.kvGet('needs');
-      const n = list?.items.find(x => x.key.endsWith(`/${nid}`));
-      if (!n) { view().innerHTML = '<div class="card">离线，且本机没有这条需求。</div>'; return; }
-      need = n.need;
+    let fresh = null;
+    if (!nid.startsWith('local-')) {
+      try {
+        const r = await api(`/api/v1/needs/${encodeURIComponent(nid)}`);
+        if (r.status === 200) fresh = r.body;
+        else if (r.status === 404) { view().innerHTML = `<div class="card">${esc(r.body?.message || '没有找到')}</div>`; return; }
+      } catch (e) { if (!(e instanceof Offline)) throw e; }
     }
+    // The node's copy (or the kept one) with this phone's queued changes on top.
+    const row = (await needRows()).find(x => x.id === nid);
+    if (fresh && !row?.pending) need = fresh.need;
+    else if (row) { need = row.need; failed = row.failed; }
+    else { view().innerHTML = '<div class="card">离线，且本机没有这条需求。请联网后再打开。</div>'; return; }
   }
-  view().innerHTML = `<h1>${nid === 'new' ? '新建需求' : '需求详情'}</h1><form id="nform" novalidate>${needForm(s, tax, need, s.need_transitions)}
+  view().innerHTML = `<h1>${nid === 'new' ? '新建需求' : '需求详情'}</h1>
+    ${failed ? `<div class="card pending">上传被拒：${esc(failed)}（请修改后重新保存，或在“同步”页放弃）</div>` : ''}
+    <form id="nform" novalidate>${needForm(s, tax, need, s.need_transitions)}
     <p class="err" id="form-err" hidden></p><button class="wide" type="submit">保存</button><a class="btn secondary wide" href="#/needs">返回</a></form>`;
   const form = $('#nform');
+  watchNeedStatus(form);
   form.onsubmit = async (ev) => {
     ev.preventDefault();
     const v = readForm(form, { need: s.need }).need;
     if (need.area) v.area = need.area;
+    if (v.status !== 'resolved') v.satisfaction = null;
     const ferr = $('#form-err');
+    ferr.hidden = true;
+    const local = [];
+    if (![...(v.title || '')].length) local.push({ field: 'need.title', message: '需求标题为必填项' });
+    if ([...(v.title || '')].length > 60) local.push({ field: 'need.title', message: '需求标题最多60个字' });
+    if (v.status === 'resolved' && v.satisfaction !== null && !(v.satisfaction >= 1 && v.satisfaction <= 5)) local.push({ field: 'need.satisfaction', message: '满意度应为1到5' });
+    if (local.length) { showErrors(form, local); return; }
+    if (failed) { for (const e of (await db.all('outbox')).filter(e => e.need_id === nid && e.status === 'failed')) await db.del('outbox', e.edit_id); }
+    // Online: saved at once, errors shown next to the fields. Offline: queued in the outbox.
+    let r = null;
     try {
-      const r = nid === 'new' ? await api('/api/v1/needs', { method: 'POST', body: v })
-        : await api(`/api/v1/needs/${encodeURIComponent(nid)}`, { method: 'PUT', body: v });
-      if (r.status === 200 || r.status === 201) { toast('已保存'); location.hash = '#/needs'; return; }
+      r = nid === 'new' ? await api('/api/v1/needs', { method: 'POST', body: v })
+        : nid.startsWith('local-') ? null
+          : await api(`/api/v1/needs/${encodeURIComponent(nid)}`, { method: 'PATCH', body: diff(need, v) });
+    } catch (e) { if (!(e instanceof Offline)) throw e; }
+    if (r && (r.status === 200 || r.status === 201)) { toast('已保存'); location.hash = '#/needs'; return; }
+    if (r && r.status !== 401) {
       const rest = showErrors(form, r.body?.fields || []);
       ferr.hidden = false; ferr.textContent = [r.body?.message, ...rest].filter(Boolean).join('；');
-    } catch (e) { ferr.hidden = false; ferr.textContent = '离线时无法保存需求，请联网后重试。'; }
+      return;
+    }
+    await queueNeed(nid === 'new' ? null : nid, need, v);
+    toast(r ? '已保存在本机，重新登录后上传' : '离线：已保存在本机，联网后上传');
+    location.hash = '#/needs';
   };
-  void heads;
 });
 
 route(/^#\/sync$/, async () => {
@@ -579,7 +711,7 @@ route(/^#\/sync$/, async () => {
   await db.kvPut('notice', null);
   const peers = s?.status?.peers || [];
   view().innerHTML = `<h1>同步状态</h1>
-    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${e.kind === 'create' ? '新登记' : '修改'} ${esc(e.household_id)} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
+    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${({ create: '新登记', edit: '修改', 'need-create': '新需求', 'need-edit': '修改需求' })[e.kind] || e.kind} ${esc(e.household_id || e.need_id)} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
     <button class="wide" id="now">立即上传</button></div>
     <div class="card"><h2>已自动解决的冲突</h2>${log.length ? `<ul>${log.map(c => `<li>${new Date(c.at).toLocaleString('zh-CN')}：${esc(c.msg)}</li>`).join('')}</ul>` : '<p class="muted">没有。</p>'}</div>
     <div class="card"><h2>村节点与其他节点</h2>${!s ? '<p class="muted">离线：无法读取节点的同步状态。</p>' : !s.enabled ? `<p class="muted">${esc(s.message)}</p>` :

@@ -11,14 +11,14 @@ function fieldHtml(part, f, value, taxonomy) {
   switch (f.type) {
     case 'int':
       inner = `<label class="fl" for="${id}-i">${esc(f.label)}${f.required ? ' *' : ''}</label>
-        <input id="${id}-i" name="${name}" type="number" inputmode="numeric" min="${f.min}" max="${f.max}" value="${value ?? ''}">`;
+        <input id="${id}-i" name="${name}" type="number" inputmode="numeric" min="${f.min}" max="${f.max}" value="${esc(value ?? '')}">`;
       break;
     case 'bool':
       inner = `<label class="check"><input type="checkbox" name="${name}" ${value ? 'checked' : ''}>${esc(f.label)}</label>`;
       break;
     case 'select':
       inner = `<label class="fl" for="${id}-i">${esc(f.label)}</label><select id="${id}-i" name="${name}">
-        <option value="">未填写</option>${f.options.map(o => `<option value="${o.id}" ${value === o.id ? 'selected' : ''}>${esc(o.name)}</option>`).join('')}</select>`;
+        ${f.required ? '' : '<option value="">未填写</option>'}${f.options.map(o => `<option value="${o.id}" ${value === o.id ? 'selected' : ''}>${esc(o.name)}</option>`).join('')}</select>`;
       break;
     case 'multi': {
       const set = value || {};
@@ -80,11 +80,14 @@ export function householdForm(schema, taxonomy, record) {
 export function needForm(schema, taxonomy, need, transitions) {
   return schema.need.map(f => {
     if (f.key === 'status' && need.status) {
+      // Only the changes NeedStatus::can_become allows, current status first.
       const allowed = [need.status, ...(transitions[need.status] || [])];
-      f = { ...f, options: f.options.filter(o => allowed.includes(o.id)) };
+      f = { ...f, required: true, options: allowed.map(id => f.options.find(o => o.id === id)).filter(Boolean) };
     }
-    const v = f.key === 'tags' ? Object.fromEntries((need.tags || []).map(t => [t, true])) : need[f.key];
-    return fieldHtml('need', f, v, taxonomy);
+    const v = f.key === 'tags' ? (Array.isArray(need.tags) ? Object.fromEntries(need.tags.map(t => [t, true])) : (need.tags || {})) : need[f.key];
+    const html = fieldHtml('need', f, v, taxonomy);
+    // The rating exists only once resolved (shown when 已解决 is chosen; see watchNeedStatus).
+    return f.key === 'satisfaction' && need.status !== 'resolved' ? html.replace('<div ', '<div hidden ') : html;
   }).join('');
 }
 
@@ -104,7 +107,7 @@ export function readForm(formEl, fieldsByPart) {
         case 'multi': case 'tags': {
           const m = {};
           formEl.querySelectorAll(`input[name="${name}"]:checked`).forEach(c => { m[c.value] = true; });
-          o[f.key] = f.type === 'tags' ? Object.keys(m) : m;
+          o[f.key] = m; // {id: true}, as the protocol's sets are
           break;
         }
         case 'bands': case 'needs': {
@@ -183,4 +186,17 @@ export function showErrors(formEl, errors) {
   const first = formEl.querySelector('.field.bad');
   if (first) first.scrollIntoView({ block: 'center' });
   return rest;
+}
+
+/// Shows the satisfaction rating only while 已解决 is chosen (and clears it otherwise).
+export function watchNeedStatus(formEl) {
+  const status = formEl.elements['need.status'];
+  const box = formEl.querySelector('#f-need-satisfaction');
+  if (!status || !box) return;
+  const sync = () => {
+    box.hidden = status.value !== 'resolved';
+    if (box.hidden) formEl.elements['need.satisfaction'].value = '';
+  };
+  status.addEventListener('change', sync);
+  sync();
 }

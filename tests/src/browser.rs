@@ -72,9 +72,20 @@ fn free_port() -> anyhow::Result<u16> {
 impl Driver {
     /// Starts chromedriver on a free loopback port and waits until it answers.
     pub async fn start() -> anyhow::Result<Driver> {
+        Driver::start_with_home(None).await
+    }
+
+    /// Like [`Driver::start`], with `HOME` set to `home` for chromedriver and the browsers it
+    /// starts: Chromium on Linux reads the user's certificate trust from `$HOME/.pki/nssdb`
+    /// (see [`trust_ca`]), as a phone reads its user-installed CA certificates.
+    pub async fn start_with_home(home: Option<&Path>) -> anyhow::Result<Driver> {
         let port = free_port()?;
         use std::os::unix::process::CommandExt as _;
-        let child = Command::new(CHROMEDRIVER)
+        let mut cmd = Command::new(CHROMEDRIVER);
+        if let Some(home) = home {
+            cmd.env("HOME", home);
+        }
+        let child = cmd
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -112,19 +123,41 @@ impl Driver {
 
     /// Opens a headless Chromium with a fresh profile in `profile_dir`, sized as a 360×640 phone.
     pub async fn session(&self, profile_dir: &Path) -> anyhow::Result<Session> {
+        self.session_with_args(profile_dir, &[]).await
+    }
+
+    /// Like [`Driver::session`], with extra Chromium arguments (e.g. `--host-resolver-rules`
+    /// mapping a LAN name to 127.0.0.1).
+    pub async fn session_with_args(
+        &self,
+        profile_dir: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Session> {
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--lang=zh-CN",
+            "--disable-crash-reporter",
+            "--disable-breakpad",
+            "--window-size=360,640",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile_dir.display()));
+        args.extend(extra.iter().cloned());
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--lang=zh-CN",
-                    "--disable-crash-reporter", "--disable-breakpad",
-                    "--window-size=360,640",
-                    format!("--user-data-dir={}", profile_dir.display()),
-                ],
+                "args": args,
             }
         }}});
         let v: Value = self
@@ -149,14 +182,45 @@ impl Driver {
             id,
             open: self.open.clone(),
         };
-        s.cdp(
-            "Emulation.setDeviceMetricsOverride",
-            json!({"width": 360, "height": 640, "deviceScaleFactor": 1, "mobile": true}),
-        )
-        .await?;
-        s.cdp("Network.enable", json!({})).await?;
+        s.setup_tab().await?;
         Ok(s)
     }
+}
+
+/// Makes `$HOME/.pki/nssdb` under `home` trust the CA certificate `ca_pem` for websites, with
+/// NSS's `certutil` (Debian `libnss3-tools`), as installing a CA certificate on a phone does.
+pub fn trust_ca(home: &Path, ca_pem: &Path) -> anyhow::Result<()> {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db)?;
+    let db_arg = format!("sql:{}", db.display());
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("certutil")
+            .args(args)
+            .output()
+            .context("running certutil (apt-get install libnss3-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    if !db.join("cert9.db").exists() {
+        run(&["-N", "-d", &db_arg, "--empty-password"])?;
+    }
+    let ca = ca_pem.display().to_string();
+    run(&[
+        "-A",
+        "-d",
+        &db_arg,
+        "-n",
+        "cunyun-web-ca",
+        "-t",
+        "C,,",
+        "-i",
+        &ca,
+    ])
 }
 
 /// One browser (its own profile, cookies, IndexedDB and service worker).
@@ -224,14 +288,93 @@ impl Session {
         .await
     }
 
-    /// Emulates losing (or regaining) the network for this page.
+    /// Phone-sized viewport and network events for the current tab.
+    async fn setup_tab(&self) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 360, "height": 640, "deviceScaleFactor": 1, "mobile": true}),
+        )
+        .await?;
+        self.cdp("Network.enable", json!({})).await?;
+        Ok(())
+    }
+
+    /// Closes the current tab and continues in a fresh one (same browser and profile: same
+    /// cookies, IndexedDB and service worker), showing `about:blank` until the next `goto`.
+    /// With `offline_probe` (a URL of the server, e.g. `https://host:port`), the new tab has no
+    /// network before its first navigation: returns once a request to it fails.
+    pub async fn fresh_tab(&self, offline_probe: Option<&str>) -> anyhow::Result<()> {
+        let new = self
+            .call(
+                reqwest::Method::POST,
+                "/window/new",
+                json!({ "type": "tab" }),
+            )
+            .await?;
+        let handle = new["handle"]
+            .as_str()
+            .context("no new window handle")?
+            .to_string();
+        self.call(reqwest::Method::DELETE, "/window", Value::Null)
+            .await?;
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            json!({ "handle": handle }),
+        )
+        .await?;
+        self.setup_tab().await?;
+        let Some(probe) = offline_probe else {
+            return Ok(());
+        };
+        self.cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+        self.wait_offline(Some(probe)).await
+    }
+
+    /// Emulates losing (or regaining) the network for this page. Going offline returns only
+    /// once a request from the page really fails (the emulation reaches the network stack
+    /// asynchronously; a request sent in between would still go out), bounded to 10 s.
     pub async fn set_offline(&self, offline: bool) -> anyhow::Result<()> {
         self.cdp(
             "Network.emulateNetworkConditions",
             json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        if !offline {
+            return Ok(());
+        }
+        self.wait_offline(None).await
+    }
+
+    /// Waits (at most 10 s) until a request from the page fails: to `probe` (an `http(s)://`
+    /// URL; needed on `about:blank`) or else to the page's own origin.
+    pub async fn wait_offline(&self, probe: Option<&str>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self
+                .js_async(
+                    "const cb = arguments[1]; const base = arguments[0] || (location.protocol.startsWith('http') ? location.origin : null); \
+                     if (!base) { cb('no probe'); } \
+                     else fetch(base + '/healthz?probe=' + Date.now(), {cache: 'no-store', mode: 'no-cors'}) \
+                       .then(() => cb('online'), () => cb('offline'))",
+                    json!([probe]),
+                )
+                .await?;
+            if v == json!("no probe") {
+                bail!("wait_offline on a page without an origin needs a probe URL");
+            }
+            if v == json!("offline") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("network emulation did not take the page offline within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the JS expression `cond` is truthy, for at most `secs`.

@@ -12,7 +12,8 @@
 //! | POST | `/api/v1/derive-tags` | yes | `{profile}` → derived tags with reasons |
 //! | POST | `/api/v1/households/{id}/edits` | yes | a queued edit, applied at its base heads and merged ([`crate::edits`]) |
 //! | GET | `/api/v1/households/{id}/recommendations` | yes | recommended content from the `rec` document: id, title, reason, week, rendition, content links |
-//! | GET | `/api/v1/households/{id}/qr.svg` | yes | QR code of the villager link |
+//! | GET | `/api/v1/households/{id}/qr.svg` | yes | QR code of the villager link (plain HTTP even when the app is on HTTPS) |
+//! | GET | `/api/v1/households/{id}/villager-link` | yes | `{link}`: the villager link the QR code holds |
 //! | GET | `/api/v1/coverage` | yes | overview: households by group, recommendation coverage, records not yet synced upstream |
 //!
 //! Assets are compiled in with `include_str!`, so the binary needs nothing beside it and building
@@ -41,6 +42,7 @@ use crate::api::{blocking, count_write, json_body, ApiError, AppState};
 use crate::edits::OfflineEdit;
 use crate::feedback::{self, Event};
 use crate::records::{prefixed, RecordError};
+use crate::webtls::PlainHttpPort;
 
 /// One embedded asset.
 struct Asset {
@@ -180,6 +182,10 @@ pub fn api_routes() -> Router<Arc<AppState>> {
             post(cadre_view),
         )
         .route("/api/v1/households/{id}/qr.svg", get(qr_svg))
+        .route(
+            "/api/v1/households/{id}/villager-link",
+            get(villager_link_json),
+        )
         .route("/api/v1/coverage", get(coverage))
 }
 
@@ -331,6 +337,7 @@ fn escape_html(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The villager page's script: opens an item's viewer (by the rendition's mime type) from the
@@ -423,19 +430,46 @@ button{{font:inherit;padding:.6rem 1rem;border-radius:8px;border:0;background:#1
     (status, Html(page)).into_response()
 }
 
+/// The villager link of household `id` as reached through `headers`' host: always plain HTTP,
+/// on the plain listener's port when the request came over HTTPS ([`crate::webtls`]).
+fn villager_link(headers: &HeaderMap, plain: Option<PlainHttpPort>, id: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    match plain {
+        Some(PlainHttpPort(port)) => {
+            format!("http://{}:{port}/v/{id}", crate::webtls::host_only(host))
+        }
+        None => format!("http://{host}/v/{id}"),
+    }
+}
+
+async fn villager_link_json(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    plain: Option<Extension<PlainHttpPort>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id2 = id.clone();
+    blocking(&state, move |r| r.get_household(&id2)).await?;
+    Ok(Json(json!({ "link": villager_link(&headers, plain.map(|e| e.0), &id) })).into_response())
+}
+
 async fn qr_svg(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    plain: Option<Extension<PlainHttpPort>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Only for households that exist here.
     let id2 = id.clone();
     blocking(&state, move |r| r.get_household(&id2)).await?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let link = format!("http://{host}/v/{id}");
+    let link = villager_link(&headers, plain.map(|e| e.0), &id);
     let code = qrcode::QrCode::new(link.as_bytes()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -103,10 +103,17 @@ async function loadHousehold(id) {
         await db.put('records', { id, rec, local: null });
         return { id, rec, local: null };
       }
-      if (r.status === 404) return null;
+      if (r.status === 404) { await forget(id); return null; }
     } catch (e) { if (!(e instanceof Offline)) throw e; }
   }
   return db.get('records', id);
+}
+
+/// Drops everything this phone keeps of a household the node no longer has (deleted on request,
+/// here or on another device): the kept copy and any queued edits of it.
+async function forget(id) {
+  await db.del('records', id);
+  for (const e of await db.all('outbox')) if (e.household_id === id) await db.del('outbox', e.edit_id);
 }
 
 function mergePatch(target, patch) {
@@ -539,7 +546,7 @@ route(/^#\/h\/([^/?]+)$/, async (id) => {
     ${conflicts.map(c => `<div class="card banner conflict">${esc(c.msg)}</div>`).join('')}
     <div class="card"><p>第${esc(v.profile.group)}小组 · 花名册编号 ${esc(v.private.roster_no || '无')} · ${esc(v.profile.residents)}人（外出务工${esc(v.profile.working_away)}人）</p>
     <p>电话：${esc(v.private.phone || '未填')}</p>
-    <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a>`}</div></div>
+    <div class="actions noprint"><a class="btn" href="#/h/${esc(id)}/edit">修改</a>${id.startsWith('local-') ? '' : `<a class="btn secondary" href="#/print/${esc(id)}">村民二维码</a><a class="btn secondary" id="delete" href="#/h/${esc(id)}/delete">删除此户</a>`}</div></div>
     <div class="card"><h2>需求标签及原因</h2>${tagsHtml(r.rec?.derived_tags || [])}${r.local ? '<p class="muted">（按上传前的内容；上传后更新）</p>' : ''}</div>
     <div class="card"><h2>推荐内容</h2>${recs === null ? '<p class="muted">离线时无法查看推荐内容。</p>' : recs.length ? recsHtml(recs) : '<p class="muted">暂无推荐内容。省级平台接入后，这里会显示适合这户的科普文章、图片、音频、视频和PDF。</p>'}</div>`;
   for (const el of view().querySelectorAll('.content[data-n]')) {
@@ -621,6 +628,43 @@ async function householdEditor(id) {
     }
   };
 }
+
+// Deletion on request (e.g. the household withdraws its consent): online only, with a reason and
+// the typed confirmation the node requires; the tombstone then removes it on every node.
+const DELETE_REASONS = [['withdrawn', '本人撤回同意'], ['moved', '迁出本村'], ['duplicate', '重复登记'], ['mistake', '误录'], ['other', '其他']];
+route(/^#\/h\/([^/?]+)\/delete$/, async (id) => {
+  const r = await loadHousehold(id);
+  if (!r) { view().innerHTML = '<div class="card">没有找到这户。</div>'; return; }
+  const v = r.local || r.rec;
+  view().innerHTML = `<h1>删除农户：${esc(v.private.head_name || '（未填姓名）')}</h1>
+    <form class="card" id="delform"><p>删除后无法恢复：这户的登记信息、推荐和反馈会从本村节点删除，并随同步从县级节点和省级平台删除。</p>
+    <label>删除原因<select name="reason"><option value="">请选择</option>${DELETE_REASONS.map(([k, n]) => `<option value="${k}">${n}</option>`).join('')}</select></label>
+    <label>请输入“确认删除”<input name="confirm" autocomplete="off"></label>
+    <p class="err" id="delerr" hidden></p>
+    <button class="wide" type="submit">删除</button><a class="btn secondary wide" href="#/h/${esc(id)}">取消</a></form>`;
+  $('#delform').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const err = $('#delerr');
+    err.hidden = true;
+    if (!f.reason.value) { err.hidden = false; err.textContent = '请选择删除原因'; return; }
+    if (f.confirm.value.trim() !== '确认删除') { err.hidden = false; err.textContent = '请输入“确认删除”四个字'; return; }
+    let res;
+    try {
+      res = await api(`/api/v1/households/${encodeURIComponent(id)}`, { method: 'DELETE', body: { reason: f.reason.value, confirm: '确认删除' } });
+    } catch (e) {
+      if (!(e instanceof Offline)) throw e;
+      err.hidden = false; err.textContent = '删除需要连接村节点，请联网后再试。'; return;
+    }
+    if (res.status === 200 || res.status === 404) {
+      await forget(id);
+      const list = await db.kvGet('list');
+      if (list?.items) { list.items = list.items.filter(h => h.id !== id); await db.kvPut('list', list); }
+      toast('已删除'); location.hash = '#/households'; return;
+    }
+    err.hidden = false; err.textContent = res.body?.message || `删除失败（${res.status}）`;
+  });
+});
 
 route(/^#\/new$/, () => householdEditor(null));
 route(/^#\/h\/([^/?]+)\/edit$/, (id) => householdEditor(id));

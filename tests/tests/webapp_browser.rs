@@ -459,6 +459,47 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     .await?;
     a.screenshot(&img("needs.png")).await?;
 
+    // Deletion on request: a reason and the typed confirmation are required; then the household
+    // is gone from the node and from the phone.
+    a.goto(&format!("{url}/#/h/{h2}")).await?;
+    a.wait("document.querySelector('#delete')", 20).await?;
+    a.click("#delete").await?;
+    a.wait("document.querySelector('#delform')", 20).await?;
+    a.click("#delform button[type=submit]").await?;
+    a.wait(
+        "!document.querySelector('#delerr').hidden && \
+         document.querySelector('#delerr').textContent.includes('删除原因')",
+        10,
+    )
+    .await?;
+    assert!(
+        node.state.records.get_household(&h2).is_ok(),
+        "nothing deleted yet"
+    );
+    a.js(
+        "document.querySelector(\"#delform [name='reason']\").value = 'withdrawn'",
+        json!([]),
+    )
+    .await?;
+    set(&a, "#delform [name='confirm']", "确认删除").await?;
+    a.screenshot(&img("delete.png")).await?;
+    a.click("#delform button[type=submit]").await?;
+    a.wait("location.hash === '#/households'", 20).await?;
+    assert!(
+        node.state.records.get_household(&h2).is_err(),
+        "deleted on the node"
+    );
+    let kept = a
+        .js_async(
+            "const id = arguments[0], cb = arguments[1]; const r = indexedDB.open('cunyun'); \
+             r.onsuccess = () => { \
+             const q = r.result.transaction('records').objectStore('records').get(id); \
+             q.onsuccess = () => cb(q.result === undefined); };",
+            json!([h2]),
+        )
+        .await?;
+    assert_eq!(kept, json!(true), "the phone forgot the deleted household");
+
     // Logging out removes the records kept on the phone.
     a.goto(&format!("{url}/#/")).await?;
     a.wait("document.querySelector('#logout')", 20).await?;

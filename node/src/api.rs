@@ -1,9 +1,21 @@
 //! The node's HTTP JSON API under `/api/v1`, plus `/healthz`, `/metrics` and a status page
 //! (`/status`).
 //!
-//! Every `/api/v1` route except login and logout needs a cadre's session cookie (see
-//! [`crate::accounts`]); without one it answers `401`. The logged-in cadre is the Automerge author
-//! of every change made through the request.
+//! Every `/api/v1` route except login and logout needs a session cookie (see
+//! [`crate::accounts`]); without one it answers `401`. The logged-in account is the Automerge
+//! author of every change made through the request.
+//!
+//! Authorization ([`authorize`]), `403` with a Chinese message otherwise: a cadre reads and
+//! writes only their village's records; a county (or hub) operator reads their scope and writes
+//! nothing; an admin manages accounts and reads the audit log (`/admin/…`,
+//! [`crate::admin`]) but reads no records. Lists show only records inside the account's scope;
+//! the overview and coverage counts need a scope covering the whole node.
+//!
+//! CSRF ([`csrf_guard`]): login also sets the cookie `cunyun_csrf` (not `HttpOnly`); every
+//! POST/PUT/PATCH/DELETE with a session must carry `x-csrf-token` equal to it, else `403
+//! {"error":"csrf"}` and nothing changes. Every state-changing request, with a session or not
+//! (the villager page's feedback POSTs, login), is refused when the browser says it comes from
+//! another site (`Sec-Fetch-Site: cross-site`/`same-site`, or an `Origin` other than the `Host`).
 //!
 //! | method | path | what |
 //! |---|---|---|
@@ -39,7 +51,7 @@ use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::accounts::{AccountError, Cadre, COOKIE};
+use crate::accounts::{AccountError, Cadre, Role, User, COOKIE};
 use crate::metrics::{HttpLabels, Metrics};
 use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
 use crate::store::StoreError;
@@ -61,6 +73,21 @@ pub struct AppState {
     pub automerge_repo: crate::automerge_repo::session::Endpoint,
     /// The content push-down loop, when sync is enabled.
     pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
+}
+
+impl crate::admin::AdminBackend for AppState {
+    fn accounts(&self) -> &crate::accounts::Accounts {
+        &self.accounts
+    }
+    fn store(&self) -> &crate::store::DocStore {
+        self.records.store()
+    }
+    fn scope(&self) -> cunyun_protocol::area::AreaScope {
+        self.records.scope()
+    }
+    fn title(&self) -> &'static str {
+        "村云节点"
+    }
 }
 
 /// Builds the router. Tested without a socket through `tower::ServiceExt::oneshot`.
@@ -86,6 +113,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .merge(crate::webapp::api_routes())
         .merge(crate::content_api::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
+    let admin = crate::admin::routes(state.clone()).merge(crate::admin::public_routes());
     Router::new()
         .route("/status", get(status_page))
         .route("/healthz", get(healthz))
@@ -94,9 +122,11 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .merge(guarded)
+        .merge(admin)
         .merge(crate::webapp::public_routes())
         .merge(crate::content_api::public_routes())
         .fallback(not_found)
+        .layer(middleware::from_fn(csrf_guard))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -148,6 +178,13 @@ impl ApiError {
             status,
             body: json!({ "error": code, "message": message.into() }),
         }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -306,6 +343,7 @@ fn query_or_400<T: serde::de::DeserializeOwned>(
 
 async fn list_households(
     State(state): State<Arc<AppState>>,
+    Extension(user): Extension<User>,
     q: Result<Query<HouseholdQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -328,7 +366,8 @@ async fn list_households(
         updated_since_ms: parse_since(&q.updated_since)?,
         text: q.q.clone().filter(|s| !s.is_empty()),
     };
-    let items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_households(&filter)).await?;
+    items.retain(|h| user.may_read(&h.village));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -337,7 +376,8 @@ async fn create_household(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    check_create_area(&state, &cadre, &mut body, Some("profile"), "village")?;
     let result = state.records.create_household(&cadre.name, &body).await;
     let record = count_write(&state, "hh", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -421,6 +461,7 @@ struct NeedQuery {
 
 async fn list_needs(
     State(state): State<Arc<AppState>>,
+    Extension(user): Extension<User>,
     q: Result<Query<NeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
@@ -429,7 +470,8 @@ async fn list_needs(
         status: q.status.clone(),
         updated_since_ms: parse_since(&q.updated_since)?,
     };
-    let items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    let mut items = blocking(&state, move |r| r.list_needs(&filter)).await?;
+    items.retain(|n| user.may_read(n.key.area()));
     Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
 }
 
@@ -438,7 +480,8 @@ async fn create_need(
     Extension(cadre): Extension<Cadre>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&body)?;
+    let mut body = json_body(&body)?;
+    check_create_area(&state, &cadre, &mut body, None, "area")?;
     let result = state.records.create_need(&cadre.name, &body).await;
     let record = count_write(&state, "need", "create", result)?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
@@ -567,35 +610,214 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
 }
 
 /// The session token carried by the request's cookie, if any.
-fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE).map(str::to_string)
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "请先登录（登录已过期或尚未登录）",
+    )
+}
+
+/// Whether a request method changes state (and so needs the CSRF token).
+fn is_write(method: &axum::http::Method) -> bool {
+    !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// The value of cookie `name` in `headers`.
+pub(crate) fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
-/// Lets a request through only with an open session, handing the handler its [`Cadre`].
+fn csrf_error(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "csrf", message)
+}
+
+/// Whether the browser says this request comes from another site: `Sec-Fetch-Site` other than
+/// `same-origin`/`none`, or an `Origin` whose host differs from `Host`. Requests without either
+/// header (curl, the CLI, tests) are not cross-site.
+pub fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    match headers.get(header::ORIGIN) {
+        None => false,
+        Some(_) => !crate::automerge_repo::ws::same_origin_or_none(headers),
+    }
+}
+
+/// Refuses every state-changing request a browser marks as coming from another site (the
+/// villager page's POSTs have no session, so this is their CSRF defence; for logged-in requests
+/// it comes on top of the token check in [`require_login`]).
+pub async fn csrf_guard(req: Request, next: Next) -> Response {
+    if is_write(req.method()) && cross_site(req.headers()) {
+        tracing::warn!(
+            path = %req.uri().path(),
+            origin = ?req.headers().get(header::ORIGIN),
+            "cross-site write refused"
+        );
+        return csrf_error("拒绝跨站请求：请在本系统页面内操作").into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether the request's `x-csrf-token` equals the session's token (constant time).
+pub fn csrf_ok(headers: &axum::http::HeaderMap, expected: &str) -> bool {
+    let Some(got) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    !expected.is_empty()
+        && got.len() == expected.len()
+        && got
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The session's user, after the CSRF check for state-changing requests.
+pub(crate) fn session_user(
+    accounts: &crate::accounts::Accounts,
+    req: &Request,
+) -> Result<User, ApiError> {
+    let (user, csrf) = session_token(req.headers())
+        .and_then(|t| accounts.session_with_csrf(&t))
+        .ok_or_else(unauthenticated)?;
+    if is_write(req.method()) && !csrf_ok(req.headers(), &csrf) {
+        tracing::warn!(account = %user.name, path = %req.uri().path(), "csrf token missing or wrong");
+        return Err(csrf_error(
+            "请求缺少安全令牌或令牌不符（x-csrf-token），请刷新页面后重试",
+        ));
+    }
+    Ok(user)
+}
+
+/// Lets a request through only with an open session and the right to do it, handing the handler
+/// its [`User`].
 async fn require_login(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    match session_token(req.headers()).and_then(|t| state.accounts.session(&t)) {
-        Some(cadre) => {
-            req.extensions_mut().insert(cadre);
-            next.run(req).await
-        }
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "请先登录（登录已过期或尚未登录）",
-        )
-        .into_response(),
+    let user = match session_user(&state.accounts, &req) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = authorize(&state, &user, req.method(), req.uri().path()) {
+        tracing::warn!(account = %user.name, role = %user.role, path = %req.uri().path(), "forbidden");
+        return e.into_response();
     }
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+/// Whether `user` may make this request (see the module docs). Records named in the path are
+/// looked up; unknown ones are left to the handler (`404`).
+pub(crate) fn authorize(
+    state: &AppState,
+    user: &User,
+    method: &axum::http::Method,
+    path: &str,
+) -> Result<(), ApiError> {
+    if path == "/api/v1/me" {
+        return Ok(());
+    }
+    if user.role == Role::Admin {
+        return Err(forbidden(
+            "管理员账户只能管理账户和查看审计日志，不能查看或修改农户记录",
+        ));
+    }
+    let write = is_write(method) && path != "/api/v1/derive-tags";
+    if write && user.role != Role::Cadre {
+        return Err(forbidden(format!(
+            "{}账户只能查看，不能修改记录；请由村干部修改",
+            user.role.zh_name()
+        )));
+    }
+    let area = if let Some(rest) = path.strip_prefix("/api/v1/households/") {
+        let id = rest.split('/').next().unwrap_or("");
+        state.records.find_household(id)?.map(|k| *k.area())
+    } else if let Some(rest) = path.strip_prefix("/api/v1/needs/") {
+        let id = rest.split('/').next().unwrap_or("");
+        match state.records.find_need(id) {
+            Ok(k) => Some(*k.area()),
+            Err(crate::records::RecordError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    if let Some(area) = area {
+        if !user.may_read(&area) || (write && !user.may_write(&area)) {
+            return Err(forbidden(format!(
+                "无权访问：该记录属于 {area}，不在您的管辖范围（{}）内",
+                user.area_scope()
+            )));
+        }
+    }
+    if matches!(path, "/api/v1/overview" | "/api/v1/coverage")
+        && !user.area_scope().contains_scope(&state.records.scope())
+    {
+        return Err(forbidden(format!(
+            "无权查看：本节点的汇总涵盖 {}，超出您的管辖范围（{}）",
+            state.records.scope(),
+            user.area_scope()
+        )));
+    }
+    Ok(())
+}
+
+/// Before a create: a missing area is the cadre's own village; an area of this node outside
+/// the user's scope is `403` (one outside the node is left to validation: `422`).
+fn check_create_area(
+    state: &AppState,
+    user: &User,
+    body: &mut Value,
+    part: Option<&str>,
+    field: &str,
+) -> Result<(), ApiError> {
+    let obj = match part {
+        Some(p) => body.get_mut(p),
+        None => Some(&mut *body),
+    };
+    if let Some(Value::Object(m)) = obj {
+        if user.scope.level() == cunyun_protocol::area::Level::Village {
+            m.entry(field)
+                .or_insert_with(|| Value::String(user.scope.to_string()));
+        }
+        if let Some(area) = m
+            .get(field)
+            .and_then(Value::as_str)
+            .and_then(|a| cunyun_protocol::area::AreaCode::parse(a).ok())
+        {
+            if state.records.scope().contains(&area) && !user.may_write(&area) {
+                return Err(forbidden(format!(
+                    "无权在 {area} 新建记录：不在您的管辖范围（{}）内",
+                    user.area_scope()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Login body.
@@ -616,6 +838,13 @@ fn session_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) 
         "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
         if secure { "; Secure" } else { "" }
     )
+}
+
+/// The `Set-Cookie` value of the CSRF token: readable by the page's script (not `HttpOnly`).
+fn csrf_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
+    session_cookie(token, max_age_s, headers)
+        .replacen(COOKIE, crate::accounts::CSRF_COOKIE, 1)
+        .replace("; HttpOnly", "")
 }
 
 async fn login(
@@ -641,14 +870,24 @@ async fn login(
             )
         })?;
     match result {
-        Ok((token, cadre)) => {
-            let cookie = session_cookie(&token, crate::accounts::SESSION_MS / 1000, &headers);
+        Ok(login) => {
+            let max_age = crate::accounts::SESSION_MS / 1000;
+            let cookie = session_cookie(&login.token, max_age, &headers);
+            let csrf = csrf_cookie(&login.csrf, max_age, &headers);
             Ok((
-                [(header::SET_COOKIE, cookie)],
-                Json(json!({ "cadre": cadre })),
+                axum::response::AppendHeaders([
+                    (header::SET_COOKIE, cookie),
+                    (header::SET_COOKIE, csrf),
+                ]),
+                Json(json!({ "cadre": login.user, "csrf": login.csrf })),
             )
                 .into_response())
         }
+        Err(e @ AccountError::Disabled) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            e.to_string(),
+        )),
         Err(e @ AccountError::BadCredentials) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_credentials",
@@ -670,11 +909,12 @@ async fn login(
     }
 }
 
-async fn logout(
-    State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
+async fn logout(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
     if let Some(token) = session_token(&headers) {
+        if state.accounts.session(&token).is_some() {
+            session_user(&state.accounts, &req)?;
+        }
         state.accounts.logout(&token).map_err(|e| {
             tracing::error!(error = %e, "logout failed");
             ApiError::new(
@@ -685,7 +925,12 @@ async fn logout(
         })?;
     }
     let cookie = session_cookie("", 0, &headers);
-    Ok(([(header::SET_COOKIE, cookie)], Json(json!({ "ok": true }))).into_response())
+    let csrf = csrf_cookie("", 0, &headers);
+    Ok((
+        axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, csrf)]),
+        Json(json!({ "ok": true })),
+    )
+        .into_response())
 }
 
 async fn me(Extension(cadre): Extension<Cadre>) -> Response {

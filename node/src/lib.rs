@@ -34,7 +34,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod automerge_repo;
 pub mod blobs;
 pub mod config;
@@ -54,4 +56,5 @@ pub mod sync;
 pub mod timefmt;
 pub mod tls;
 pub mod trust;
+pub mod user_cli;
 pub mod webapp;

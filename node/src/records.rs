@@ -800,7 +800,7 @@ impl Records {
         }
     }
 
-    fn find_need(&self, id: &str) -> Result<DocKey, RecordError> {
+    pub(crate) fn find_need(&self, id: &str) -> Result<DocKey, RecordError> {
         for item in self.store.scan(&self.scope) {
             let (key, _) = item?;
             if key.kind() == Kind::Need && key.id() == id {

@@ -49,6 +49,23 @@ impl Principal {
     }
 }
 
+/// The principal of a logged-in account: a cadre of their village; a county or hub operator
+/// reads their scope; an admin (who manages accounts, not records) is anonymous here.
+pub fn principal_of(user: crate::accounts::User) -> Principal {
+    use crate::accounts::Role;
+    match user.role {
+        Role::Cadre => Principal::Cadre {
+            account: user.name,
+            village: user.scope,
+        },
+        Role::CountyOperator | Role::HubOperator => Principal::Operator {
+            scope: user.scope.scope(),
+            account: user.name,
+        },
+        Role::Admin => Principal::Anonymous,
+    }
+}
+
 /// What a principal may do with one document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {

@@ -426,6 +426,11 @@ impl Accounts {
         })
     }
 
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The audit log of the same data directory.
     pub fn audit(&self) -> &crate::audit::Audit {
         &self.audit

@@ -14,6 +14,8 @@
 //!
 //! The same routes serve the node ([`crate::api::AppState`]) and the hub, through
 //! [`AdminBackend`]. Every change is made as the logged-in admin and lands in the audit log.
+//! The audit view joins `<data_dir>/audit.jsonl`, `<data_dir>/ca/audit.jsonl` (a county's CA:
+//! enrollment tokens, certificates, revocations) and the record changes of the store.
 
 use std::sync::Arc;
 
@@ -355,6 +357,10 @@ fn audit_rows<T: AdminBackend>(
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEvent>, ApiError> {
     let mut rows = state.accounts().audit().read(filter).map_err(internal)?;
+    // The events of a CA kept in the data directory (a county's `ca/`: tokens, certificates,
+    // revocations).
+    let ca = crate::audit::Audit::open(&state.accounts().dir().join("ca"));
+    rows.extend(ca.read(filter).map_err(internal)?);
     rows.extend(crate::audit::record_changes(
         state.store(),
         &state.scope(),

@@ -274,4 +274,26 @@ mod tests {
         };
         assert_eq!(tokens.resolve(&none), Principal::Anonymous);
     }
+
+    #[test]
+    fn accounts_map_to_principals_by_role() {
+        use crate::accounts::{Role, User};
+        let user = |role, scope: &str| User {
+            name: "u".into(),
+            role,
+            scope: AreaCode::parse(scope).unwrap(),
+        };
+        let village_b = key("510122104202", Kind::Hh);
+        let cadre_a = principal_of(user(Role::Cadre, V));
+        assert_eq!(access(&cadre_a, &key(V, Kind::Hh)), Access::ReadWrite);
+        assert_eq!(access(&cadre_a, &village_b), Access::None);
+        let county = principal_of(user(Role::CountyOperator, "510122000000"));
+        assert_eq!(access(&county, &village_b), Access::Read);
+        assert_eq!(
+            access(&county, &key("510123104202", Kind::Hh)),
+            Access::None
+        );
+        let admin = principal_of(user(Role::Admin, "510122000000"));
+        assert_eq!(access(&admin, &village_b), Access::None);
+    }
 }

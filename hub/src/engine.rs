@@ -701,5 +701,16 @@ mod tests {
         let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
+        // Every change the hub wrote carries its author and time, for the audit view.
+        let changes = cunyun_node::audit::record_changes(
+            &engine.store,
+            &AreaScope::parse("511424").unwrap(),
+            &Default::default(),
+            100,
+        );
+        assert_eq!(changes.len(), 5);
+        assert!(changes
+            .iter()
+            .all(|c| c.actor == HUB_AUTHOR && c.ts_ms > 0 && c.detail == "write rec by hub"));
     }
 }

@@ -17,9 +17,13 @@
 //! - [`router`]: the operator HTTP API (`/api/v1/content`, `/api/v1/experts`, `/api/v1/match`,
 //!   `/api/v1/coverage`, `/healthz`, `/metrics`) and the zh-CN console at `/`.
 //!
+//! - [`auth`]: logins (hub operators and admins), the guard on every route but `/healthz` and
+//!   `/metrics`, the admin pages.
+//!
 //! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod config;
 pub mod coverage;
 pub mod engine;
@@ -66,6 +70,8 @@ pub struct Hub {
     pub engine: Engine,
     /// The sync service, when enabled.
     pub sync: Option<SyncService>,
+    /// Operator and admin accounts, sessions and the audit log ([`auth`]).
+    pub accounts: cunyun_node::accounts::Accounts,
     metrics: Metrics,
     today: Option<Date>,
     scope: cunyun_protocol::area::AreaScope,
@@ -86,6 +92,9 @@ pub enum HubStartError {
     /// The store could not be opened.
     #[error("无法打开文档库: {0}")]
     Store(#[from] StoreError),
+    /// The accounts could not be read.
+    #[error(transparent)]
+    Accounts(#[from] cunyun_node::accounts::AccountError),
     /// The content library could not be opened.
     #[error("无法打开资源库: {0}")]
     Library(#[from] LibraryError),
@@ -233,6 +242,7 @@ pub async fn start(
         library,
         files,
         sync,
+        accounts: cunyun_node::accounts::Accounts::open(dir)?,
         metrics: Metrics::new(),
         today,
         scope: config.scope,
@@ -301,9 +311,7 @@ pub async fn start(
 
 /// The hub's HTTP routes.
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let guarded = Router::new()
         .route("/api/v1/content", get(list_content).post(add_content))
         .route("/api/v1/content/{id}", delete(remove_content))
         .route("/api/v1/match", post(match_now))
@@ -313,7 +321,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/content.csv", get(content_csv))
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/push-plan", get(push_plan))
-        .route("/", get(console))
+        .route("/", get(console));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(auth::with_auth(hub.clone(), guarded))
         .with_state(hub)
 }
 
@@ -850,7 +862,27 @@ mod tests {
         start(&c, std::future::pending()).await.unwrap()
     }
 
-    async fn call(h: &RunningHub, req: Request<Body>) -> (StatusCode, Value) {
+    /// Sends `req` as a logged-in hub operator (session cookie and CSRF header).
+    async fn call(h: &RunningHub, mut req: Request<Body>) -> (StatusCode, Value) {
+        let accounts = &h.hub.accounts;
+        if accounts.list().unwrap().is_empty() {
+            accounts
+                .create(
+                    "test",
+                    "sheng",
+                    cunyun_node::accounts::Role::HubOperator,
+                    "51",
+                    "operator-password",
+                )
+                .unwrap();
+        }
+        let login = accounts.login("sheng", "operator-password").unwrap();
+        let headers = req.headers_mut();
+        headers.insert(
+            header::COOKIE,
+            format!("cunyun_session={}", login.token).parse().unwrap(),
+        );
+        headers.insert("x-csrf-token", login.csrf.parse().unwrap());
         let resp = router(h.hub.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)

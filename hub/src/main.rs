@@ -1,5 +1,6 @@
 //! `cunyun-hub`: the provincial hub (`run`, `init`, `content add`, `content list`,
-//! `content key`, `match`).
+//! `content key`, `match`, `user …`). The commands that call the running hub log in first
+//! (`--user NAME`, password from `CUNYUN_HUB_PASSWORD` or stdin).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,7 +57,73 @@ enum Command {
         /// 枢纽管理接口地址。
         #[arg(long, default_value = "http://127.0.0.1:8090")]
         hub: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
+    /// 管理枢纽账户（省级运维、管理员）。
+    User {
+        #[command(subcommand)]
+        command: cunyun_node::user_cli::UserCommand,
+    },
+}
+
+/// Who the command logs in to the hub as.
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// 登录枢纽的账户（省级运维或管理员）；密码取自环境变量 CUNYUN_HUB_PASSWORD，没有则从标准输入读取一行。
+    #[arg(long)]
+    user: String,
+}
+
+/// Logs in to the hub at `hub` and returns a client sending the session cookie and CSRF header.
+async fn operator_client(hub: &str, login: &LoginArgs) -> anyhow::Result<reqwest::Client> {
+    let password = match std::env::var("CUNYUN_HUB_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("请输入“{}”的密码：", login.user);
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("无法从标准输入读取密码")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", hub.trim_end_matches('/')))
+        .json(&serde_json::json!({"name": login.user, "password": password}))
+        .send()
+        .await
+        .with_context(|| format!("无法连接枢纽 {hub}"))?;
+    let mut cookies = Vec::new();
+    let mut csrf = String::new();
+    for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+        let pair = v
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if let Some(t) = pair.strip_prefix("cunyun_csrf=") {
+            csrf = t.to_string();
+        }
+        cookies.push(pair);
+    }
+    if !resp.status().is_success() {
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "登录枢纽失败：{}",
+            v["message"].as_str().unwrap_or("用户名或密码错误")
+        );
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookies.join("; ").parse()?);
+    headers.insert("x-csrf-token", csrf.parse()?);
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 #[derive(Subcommand)]
@@ -75,12 +142,16 @@ enum ContentCommand {
         /// 其他版本的文件，格式“版本编号=路径”，可重复。
         #[arg(long = "rendition", value_name = "ID=PATH")]
         renditions: Vec<String>,
+        #[command(flatten)]
+        login: LoginArgs,
     },
     /// 列出资源库中的资源。
     List {
         /// 枢纽管理接口地址。
         #[arg(long, default_value = "http://127.0.0.1:8090")]
         hub: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
     /// 显示枢纽的内容签名公钥（填入各节点配置 [content] trusted_hub_keys）；没有密钥时创建。
     Key {
@@ -179,6 +250,7 @@ async fn run() -> anyhow::Result<()> {
                     meta,
                     file,
                     renditions,
+                    login,
                 },
         } => {
             let text = std::fs::read_to_string(&meta)
@@ -195,7 +267,8 @@ async fn run() -> anyhow::Result<()> {
             let body = serde_json::json!({
                 "meta": meta, "file": absolute(file)?, "files": files,
             });
-            let resp = reqwest::Client::new()
+            let resp = operator_client(&hub, &login)
+                .await?
                 .post(format!("{}/api/v1/content", hub.trim_end_matches('/')))
                 .json(&body)
                 .send()
@@ -225,15 +298,17 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Content {
-            command: ContentCommand::List { hub },
+            command: ContentCommand::List { hub, login },
         } => {
-            let v: serde_json::Value =
-                reqwest::get(format!("{}/api/v1/content", hub.trim_end_matches('/')))
-                    .await
-                    .with_context(|| format!("无法连接枢纽 {hub}"))?
-                    .json()
-                    .await
-                    .context("枢纽的回复无法解析")?;
+            let v: serde_json::Value = operator_client(&hub, &login)
+                .await?
+                .get(format!("{}/api/v1/content", hub.trim_end_matches('/')))
+                .send()
+                .await
+                .with_context(|| format!("无法连接枢纽 {hub}"))?
+                .json()
+                .await
+                .context("枢纽的回复无法解析")?;
             let items = v["items"].as_array().cloned().unwrap_or_default();
             println!("资源库共{}条：", items.len());
             for i in items {
@@ -257,8 +332,13 @@ async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Match { hub } => {
-            let v: serde_json::Value = reqwest::Client::new()
+        Command::User { command } => {
+            cunyun_node::user_cli::run(command, std::path::Path::new("./data/hub"), None)?;
+            Ok(())
+        }
+        Command::Match { hub, login } => {
+            let v: serde_json::Value = operator_client(&hub, &login)
+                .await?
                 .post(format!("{}/api/v1/match", hub.trim_end_matches('/')))
                 .send()
                 .await

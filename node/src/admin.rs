@@ -566,3 +566,125 @@ async fn script() -> Response {
     )
         .into_response()
 }
+
+/// Login body.
+#[derive(Debug, Deserialize)]
+struct LoginBody {
+    name: String,
+    password: String,
+}
+
+/// The `Set-Cookie` value for `token` (empty and expired to log out). `Secure` is added when
+/// the request reached the node over TLS through a proxy (`X-Forwarded-Proto: https`).
+fn session_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        crate::accounts::COOKIE,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The `Set-Cookie` value of the CSRF token: readable by the page's script (not `HttpOnly`).
+fn csrf_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
+    session_cookie(token, max_age_s, headers)
+        .replacen(crate::accounts::COOKIE, crate::accounts::CSRF_COOKIE, 1)
+        .replace("; HttpOnly", "")
+}
+
+/// `POST /api/v1/login` of a node or hub: `{"name", "password"}` → the session cookie
+/// (`HttpOnly; SameSite=Strict`) and the CSRF cookie; `401` wrong, `429` locked out, `403`
+/// disabled.
+pub async fn login<T: AdminBackend>(
+    State(state): State<Arc<T>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: LoginBody = serde_json::from_value(crate::api::json_body(&body)?).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "请求应为 {\"name\": 用户名, \"password\": 密码}",
+        )
+    })?;
+    let st = state.clone();
+    let result =
+        tokio::task::spawn_blocking(move || st.accounts().login(&body.name, &body.password))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "服务器内部错误，请稍后重试",
+                )
+            })?;
+    match result {
+        Ok(login) => {
+            let max_age = crate::accounts::SESSION_MS / 1000;
+            let cookie = session_cookie(&login.token, max_age, &headers);
+            let csrf = csrf_cookie(&login.csrf, max_age, &headers);
+            Ok((
+                axum::response::AppendHeaders([
+                    (header::SET_COOKIE, cookie),
+                    (header::SET_COOKIE, csrf),
+                ]),
+                Json(json!({ "cadre": login.user, "csrf": login.csrf })),
+            )
+                .into_response())
+        }
+        Err(e @ AccountError::Disabled) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            e.to_string(),
+        )),
+        Err(e @ AccountError::BadCredentials) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            e.to_string(),
+        )),
+        Err(e @ AccountError::Locked(_)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            e.to_string(),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "login failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            ))
+        }
+    }
+}
+
+/// `POST /api/v1/logout`: ends the session (with the CSRF token when the session is open).
+pub async fn logout<T: AdminBackend>(
+    State(state): State<Arc<T>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    if let Some(token) = crate::api::session_token(&headers) {
+        if state.accounts().session(&token).is_some() {
+            crate::api::session_user(state.accounts(), &req)?;
+        }
+        state.accounts().logout(&token).map_err(|e| {
+            tracing::error!(error = %e, "logout failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "服务器内部错误，请稍后重试",
+            )
+        })?;
+    }
+    let cookie = session_cookie("", 0, &headers);
+    let csrf = csrf_cookie("", 0, &headers);
+    Ok((
+        axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, csrf)]),
+        Json(json!({ "ok": true })),
+    )
+        .into_response())
+}

@@ -51,7 +51,7 @@ use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::accounts::{AccountError, Cadre, Role, User, COOKIE};
+use crate::accounts::{Cadre, Role, User, COOKIE};
 use crate::metrics::{HttpLabels, Metrics};
 use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
 use crate::store::StoreError;
@@ -119,8 +119,8 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/automerge", get(crate::automerge_repo::ws::handler))
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/login", post(crate::admin::login::<AppState>))
+        .route("/api/v1/logout", post(crate::admin::logout::<AppState>))
         .merge(guarded)
         .merge(admin)
         .merge(crate::webapp::public_routes())
@@ -173,7 +173,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    /// An error answered with `status` and `{"error": code, "message": message}`.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             body: json!({ "error": code, "message": message.into() }),
@@ -695,10 +696,7 @@ pub fn csrf_ok(headers: &axum::http::HeaderMap, expected: &str) -> bool {
 }
 
 /// The session's user, after the CSRF check for state-changing requests.
-pub(crate) fn session_user(
-    accounts: &crate::accounts::Accounts,
-    req: &Request,
-) -> Result<User, ApiError> {
+pub fn session_user(accounts: &crate::accounts::Accounts, req: &Request) -> Result<User, ApiError> {
     let (user, csrf) = session_token(req.headers())
         .and_then(|t| accounts.session_with_csrf(&t))
         .ok_or_else(unauthenticated)?;
@@ -818,119 +816,6 @@ fn check_create_area(
         }
     }
     Ok(())
-}
-
-/// Login body.
-#[derive(Debug, Deserialize)]
-struct LoginBody {
-    name: String,
-    password: String,
-}
-
-/// The `Set-Cookie` value for `token` (empty and expired to log out). `Secure` is added when
-/// the request reached the node over TLS through a proxy (`X-Forwarded-Proto: https`).
-fn session_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
-        if secure { "; Secure" } else { "" }
-    )
-}
-
-/// The `Set-Cookie` value of the CSRF token: readable by the page's script (not `HttpOnly`).
-fn csrf_cookie(token: &str, max_age_s: u64, headers: &axum::http::HeaderMap) -> String {
-    session_cookie(token, max_age_s, headers)
-        .replacen(COOKIE, crate::accounts::CSRF_COOKIE, 1)
-        .replace("; HttpOnly", "")
-}
-
-async fn login(
-    State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let body: LoginBody = serde_json::from_value(json_body(&body)?).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "请求应为 {\"name\": 用户名, \"password\": 密码}",
-        )
-    })?;
-    let st = state.clone();
-    let result = tokio::task::spawn_blocking(move || st.accounts.login(&body.name, &body.password))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "服务器内部错误，请稍后重试",
-            )
-        })?;
-    match result {
-        Ok(login) => {
-            let max_age = crate::accounts::SESSION_MS / 1000;
-            let cookie = session_cookie(&login.token, max_age, &headers);
-            let csrf = csrf_cookie(&login.csrf, max_age, &headers);
-            Ok((
-                axum::response::AppendHeaders([
-                    (header::SET_COOKIE, cookie),
-                    (header::SET_COOKIE, csrf),
-                ]),
-                Json(json!({ "cadre": login.user, "csrf": login.csrf })),
-            )
-                .into_response())
-        }
-        Err(e @ AccountError::Disabled) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "disabled",
-            e.to_string(),
-        )),
-        Err(e @ AccountError::BadCredentials) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            e.to_string(),
-        )),
-        Err(e @ AccountError::Locked(_)) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "locked",
-            e.to_string(),
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "login failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "服务器内部错误，请稍后重试",
-            ))
-        }
-    }
-}
-
-async fn logout(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
-    let headers = req.headers().clone();
-    if let Some(token) = session_token(&headers) {
-        if state.accounts.session(&token).is_some() {
-            session_user(&state.accounts, &req)?;
-        }
-        state.accounts.logout(&token).map_err(|e| {
-            tracing::error!(error = %e, "logout failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "服务器内部错误，请稍后重试",
-            )
-        })?;
-    }
-    let cookie = session_cookie("", 0, &headers);
-    let csrf = csrf_cookie("", 0, &headers);
-    Ok((
-        axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, csrf)]),
-        Json(json!({ "ok": true })),
-    )
-        .into_response())
 }
 
 async fn me(Extension(cadre): Extension<Cadre>) -> Response {

@@ -27,6 +27,8 @@ use crate::store::DocStore;
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Longest line kept (longer details are cut), so one event is one small write.
 const MAX_DETAIL_CHARS: usize = 512;
+/// Longest actor kept (a failed login logs the name as typed).
+const MAX_NAME_CHARS: usize = 64;
 
 /// Why the audit log could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +55,7 @@ pub struct AuditEvent {
     pub target: String,
     /// Whether it succeeded.
     pub ok: bool,
-    /// Free text (in Chinese or an id), cut to 512 characters.
+    /// Free text (in Chinese or an id), cut to 512 characters (the actor to 64, the target to 512).
     #[serde(default)]
     pub detail: String,
 }
@@ -121,8 +123,14 @@ impl Audit {
 
     /// Appends `event` and fsyncs it; durable when it returns.
     pub fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
-        if event.detail.chars().count() > MAX_DETAIL_CHARS {
-            event.detail = event.detail.chars().take(MAX_DETAIL_CHARS).collect();
+        for (field, max) in [
+            (&mut event.detail, MAX_DETAIL_CHARS),
+            (&mut event.actor, MAX_NAME_CHARS),
+            (&mut event.target, MAX_DETAIL_CHARS),
+        ] {
+            if field.chars().count() > max {
+                *field = field.chars().take(max).collect();
+            }
         }
         let err = |source| AuditError {
             path: self.path.clone(),
@@ -256,7 +264,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(audit.read(&f).expect("read").len(), 2);
+        audit
+            .record(AuditEvent::now(&"x".repeat(10_000), "login_failed", "", "").failed())
+            .expect("record");
+        let long = audit.read(&AuditFilter::default()).expect("read");
+        assert_eq!(long.last().expect("event").actor.len(), MAX_NAME_CHARS);
         let f = AuditFilter {
+            who: Some("x".into()),
             what: Some("failed".into()),
             ..Default::default()
         };

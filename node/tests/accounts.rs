@@ -442,6 +442,42 @@ async fn admin_pages_manage_accounts_and_show_the_audit_log() {
     let (s, _) = send(admin.write(post.clone(), "/admin/api/accounts/boss/disable")).await;
     assert_eq!(s, 422, "an admin cannot lock themself out");
 
+    // Hostile names typed at the login land in the log as text, never as markup or formulas.
+    for name in ["<script>alert(1)</script>", "=HYPERLINK(\"x\")"] {
+        let (s, _) = send(
+            reqwest::Client::new()
+                .post(format!("{url}/api/v1/login"))
+                .json(&json!({"name": name, "password": "whatever-it-is"})),
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    let page = admin
+        .get("/admin/audit?what=login_failed")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("<script>alert"), "escaped in the view");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    let csv = admin
+        .get("/admin/audit.csv?what=login_failed")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(",\"'=HYPERLINK(\"\"x\"\")\","),
+        "no formula in the CSV: {csv}"
+    );
+
     // A record change, then the audit view shows every kind, filtered.
     let a = Session::login(&url, "cadre_a").await;
     let (s, h) = send(

@@ -134,9 +134,13 @@ impl Demo {
 
 /// Logs in as the demo cadre; returns the session cookie.
 async fn login(http: &reqwest::Client, url: &str) -> String {
+    login_as(http, url, "demo", "demo-2026").await
+}
+
+async fn login_as(http: &reqwest::Client, url: &str, name: &str, password: &str) -> String {
     let resp = http
         .post(format!("{url}/api/v1/login"))
-        .json(&json!({"name": "demo", "password": "demo-2026"}))
+        .json(&json!({"name": name, "password": password}))
         .send()
         .await
         .expect("login request");
@@ -233,22 +237,31 @@ async fn demo_county_brings_recommendations_to_a_village_and_reuses_its_data() {
     let urls = demo.village_urls();
     assert_eq!(urls.len(), 3, "three village app URLs: {:#?}", demo.stdout);
     assert!(urls.iter().all(|u| u.starts_with("http://127.0.0.1:")));
-    let console = demo
+    // The console line: URL, then the demo operator's login ("登录：name / password").
+    let line = demo
         .stdout
         .iter()
-        .filter_map(|l| l.split("省级枢纽控制台：").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .next()
+        .find_map(|l| l.split("省级枢纽控制台：").nth(1))
         .expect("console URL printed")
         .to_string();
+    let console = line.split_whitespace().next().expect("URL").to_string();
     assert!(console.starts_with("http://127.0.0.1:"), "{console}");
-    let page = http.get(&console).send().await.expect("console request");
-    assert!(page.status().is_success(), "console: {}", page.status());
-    assert!(page
-        .text()
+    let creds = line.split("登录：").nth(1).expect("operator login printed");
+    let mut creds = creds.split(['/', '（']).map(str::trim);
+    let (name, password) = (creds.next().expect("name"), creds.next().expect("password"));
+    let hub_cookie = login_as(&http, console.trim_end_matches('/'), name, password).await;
+    let page = http
+        .get(&console)
+        .header(reqwest::header::COOKIE, &hub_cookie)
+        .send()
         .await
-        .expect("console body")
-        .contains("村云省级枢纽"));
+        .expect("console request");
+    assert!(page.status().is_success(), "console: {}", page.status());
+    let body = page.text().await.expect("console body");
+    assert!(
+        body.contains("村云省级枢纽") && body.contains("内容库"),
+        "the logged-in console: {body}"
+    );
     let ready = Instant::now();
     let cookie = login(&http, &urls[1]).await;
     let (recs, content) = wait_for_recs_and_a_file(&http, &urls[1], &cookie, ready).await;

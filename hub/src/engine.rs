@@ -845,12 +845,15 @@ fn rec_write(
     }
     let mut doc = existing.unwrap_or_default();
     let heads = doc.get_heads();
+    doc.set_author(Some(automerge::Author::from(
+        HUB_AUTHOR.as_bytes().to_vec(),
+    )));
     let mut tx = doc.transaction();
     rec.write_to(&mut tx).map_err(|e| EngineError::Rec {
         key: job.key.to_string(),
         message: e.to_string(),
     })?;
-    tx.commit();
+    tx.commit_with(hub_commit("write rec"));
     let chunk = if heads.is_empty() {
         doc.save()
     } else {
@@ -864,6 +867,17 @@ fn rec_write(
     }))
 }
 
+/// The Automerge author of every change the hub makes (`rec`, `match`, need status), so the
+/// audit view ([`cunyun_node::audit::record_changes`]) shows who changed a record.
+pub const HUB_AUTHOR: &str = "hub";
+
+/// Commit options of a hub change: its message and time (seconds), read by the audit view.
+fn hub_commit(what: &str) -> automerge::transaction::CommitOptions {
+    automerge::transaction::CommitOptions::default()
+        .with_message(format!("{what} by {HUB_AUTHOR}"))
+        .with_time((now_ms() / 1000) as i64)
+}
+
 /// Applies `write` to `doc` in one transaction and returns the store write for the change, or
 /// `None` when nothing changed.
 fn commit_view(
@@ -874,12 +888,15 @@ fn commit_view(
     ) -> Result<(), cunyun_protocol::fields::ViewError>,
 ) -> Result<Option<DocWrite>, EngineError> {
     let heads = doc.get_heads();
+    doc.set_author(Some(automerge::Author::from(
+        HUB_AUTHOR.as_bytes().to_vec(),
+    )));
     let mut tx = doc.transaction();
     write(&mut tx).map_err(|e| EngineError::Rec {
         key: key.to_string(),
         message: e.to_string(),
     })?;
-    tx.commit();
+    tx.commit_with(hub_commit(&format!("write {}", key.kind())));
     if doc.get_heads() == heads {
         return Ok(None);
     }
@@ -969,6 +986,17 @@ mod tests {
         let (picked, left) = engine.push_plan(&village, 40_000_000).unwrap();
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
+        // Every change the hub wrote carries its author and time, for the audit view.
+        let changes = cunyun_node::audit::record_changes(
+            &engine.store,
+            &AreaScope::parse("511424").unwrap(),
+            &Default::default(),
+            100,
+        );
+        assert_eq!(changes.len(), 5);
+        assert!(changes
+            .iter()
+            .all(|c| c.actor == HUB_AUTHOR && c.ts_ms > 0 && c.detail == "write rec by hub"));
 
         // The plan is written into the village's rec documents as `push` flags, per the
         // configured budget; raising the budget pushes more; the other village is untouched.

@@ -24,9 +24,13 @@
 //!   `/api/v1/needs`, `/api/v1/match`, `/api/v1/coverage`, `/healthz`, `/metrics`) and the
 //!   console.
 //!
+//! - [`auth`]: logins (hub operators and admins), the guard on every route but `/healthz` and
+//!   `/metrics`, the admin pages.
+//!
 //! It deliberately exposes no household write API: the hub must never hold `hp` documents.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod coverage;
@@ -41,7 +45,7 @@ pub mod operator;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +81,8 @@ pub struct Hub {
     pub engine: Engine,
     /// The sync service, when enabled.
     pub sync: Option<SyncService>,
+    /// Operator and admin accounts, sessions and the audit log ([`auth`]).
+    pub accounts: cunyun_node::accounts::Accounts,
     metrics: Metrics,
     today: Option<Date>,
     scope: cunyun_protocol::area::AreaScope,
@@ -84,6 +90,8 @@ pub struct Hub {
     uploads: PathBuf,
     /// Largest console upload, in bytes.
     max_upload_bytes: u64,
+    /// The only directory `POST /api/v1/content` reads files from (`<data>/import`).
+    import_dir: PathBuf,
 }
 
 /// Why the hub could not start.
@@ -101,6 +109,9 @@ pub enum HubStartError {
     /// The store could not be opened.
     #[error("无法打开文档库: {0}")]
     Store(#[from] StoreError),
+    /// The accounts could not be read.
+    #[error(transparent)]
+    Accounts(#[from] cunyun_node::accounts::AccountError),
     /// The content library could not be opened.
     #[error("无法打开资源库: {0}")]
     Library(#[from] LibraryError),
@@ -219,6 +230,10 @@ pub async fn start(
     })?;
     // Uploads left behind by a stop mid-request are never needed again.
     let _ = std::fs::remove_dir_all(dir.join("uploads"));
+    std::fs::create_dir_all(dir.join(IMPORT_DIR)).map_err(|source| HubStartError::DataDir {
+        path: dir.join(IMPORT_DIR),
+        source,
+    })?;
     let store = DocStore::open(&dir.join("store"), config.store.clone())?;
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
@@ -251,10 +266,12 @@ pub async fn start(
         library,
         files,
         sync,
+        accounts: cunyun_node::accounts::Accounts::open(dir)?,
         metrics: Metrics::new(),
         today,
         scope: config.scope,
         uploads: dir.join("uploads"),
+        import_dir: dir.join(IMPORT_DIR),
         max_upload_bytes: config.max_upload_bytes,
     });
     if let Some(s) = &hub.sync {
@@ -330,9 +347,7 @@ pub async fn start(
 
 /// The hub's HTTP routes.
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let guarded = Router::new()
         .route("/api/v1/content", get(list_content).post(add_content))
         .route(
             "/api/v1/content/upload",
@@ -368,7 +383,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/content.csv", get(content_csv))
         .route("/api/v1/sync", get(sync_status))
         .route("/api/v1/push-plan", get(push_plan))
-        .merge(console::routes())
+        .merge(console::routes());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(auth::with_auth(hub.clone(), guarded))
         .with_state(hub)
 }
 
@@ -561,12 +580,47 @@ async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
 }
 
 /// `{"meta": {…}, "file": "/path/to/main", "files": {"audio": "/path"}}`: paths on the hub.
+/// Name of the import directory under the hub's data directory.
+pub const IMPORT_DIR: &str = "import";
+
+/// The file `name` (relative, inside the import directory `dir`) that `POST /api/v1/content`
+/// may read. Anything else — an absolute path, `..`, a symbolic link leading out — is refused:
+/// the API must not let a logged-in operator publish the hub's own keys or any other file.
+fn import_path(dir: &Path, name: &str) -> Result<PathBuf, Box<Response>> {
+    let refuse = || {
+        Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file",
+            format!(
+                "文件“{name}”须放在枢纽的导入目录 {} 中，并用相对于该目录的名称指明；\
+                 不能读取其他位置的文件",
+                dir.display()
+            ),
+        ))
+    };
+    let rel = Path::new(name);
+    if name.is_empty()
+        || !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refuse());
+    }
+    let (Ok(root), Ok(path)) = (dir.canonicalize(), dir.join(rel).canonicalize()) else {
+        return Err(refuse());
+    };
+    if !path.starts_with(&root) || !path.is_file() {
+        return Err(refuse());
+    }
+    Ok(path)
+}
+
 async fn add_content(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "请求内容应为JSON：{\"meta\": {…}, \"file\": \"文件路径\"}",
+            "请求内容应为JSON：{\"meta\": {…}, \"file\": \"导入目录中的文件名\"}",
         );
     };
     let (Some(meta), Some(file)) = (body.get("meta"), body.get("file").and_then(Value::as_str))
@@ -594,11 +648,17 @@ async fn add_content(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> 
                     format!("版本“{k}”的文件路径应为文字"),
                 );
             };
-            others.insert(k.clone(), PathBuf::from(p));
+            match import_path(&hub.import_dir, p) {
+                Ok(p) => others.insert(k.clone(), p),
+                Err(r) => return *r,
+            };
         }
     }
     let meta = meta.clone();
-    let main = PathBuf::from(file);
+    let main = match import_path(&hub.import_dir, file) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
     let h = hub.clone();
     let result = tokio::task::spawn_blocking(move || h.library.add(&meta, &main, &others)).await;
     match result {
@@ -683,7 +743,27 @@ mod tests {
         start(&c, std::future::pending()).await.unwrap()
     }
 
-    async fn call(h: &RunningHub, req: Request<Body>) -> (StatusCode, Value) {
+    /// Sends `req` as a logged-in hub operator (session cookie and CSRF header).
+    async fn call(h: &RunningHub, mut req: Request<Body>) -> (StatusCode, Value) {
+        let accounts = &h.hub.accounts;
+        if accounts.list().unwrap().is_empty() {
+            accounts
+                .create(
+                    "test",
+                    "sheng",
+                    cunyun_node::accounts::Role::HubOperator,
+                    "51",
+                    "operator-password",
+                )
+                .unwrap();
+        }
+        let login = accounts.login("sheng", "operator-password").unwrap();
+        let headers = req.headers_mut();
+        headers.insert(
+            header::COOKIE,
+            format!("cunyun_session={}", login.token).parse().unwrap(),
+        );
+        headers.insert("x-csrf-token", login.csrf.parse().unwrap());
         let resp = router(h.hub.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)

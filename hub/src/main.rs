@@ -1,9 +1,10 @@
 //! `cunyun-hub`: the provincial hub (`run`, `init`, `content add`, `content list`,
-//! `content key`, `match`).
+//! `content key`, `match`, `user …`). The commands that call the running hub log in first
+//! (`--user NAME`, password from `CUNYUN_HUB_PASSWORD` or stdin).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -56,7 +57,107 @@ enum Command {
         /// 枢纽管理接口地址。
         #[arg(long, default_value = "http://127.0.0.1:8090")]
         hub: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
+    /// 管理枢纽账户（省级运维、管理员）。
+    User {
+        #[command(subcommand)]
+        command: cunyun_node::user_cli::UserCommand,
+    },
+}
+
+/// Copies of files placed in the hub's import directory for one `content add`; removed when
+/// dropped.
+#[derive(Default)]
+struct StagedFiles(Vec<PathBuf>);
+
+impl StagedFiles {
+    /// Copies `file` into `import` under a fresh name and returns that name.
+    fn stage(&mut self, import: &Path, file: &Path) -> anyhow::Result<String> {
+        let base = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("文件名无效：{}", file.display()))?;
+        let name = format!("cli-{:016x}-{base}", rand::random::<u64>());
+        let dest = import.join(&name);
+        std::fs::copy(file, &dest).with_context(|| {
+            format!(
+                "无法把 {} 复制到导入目录 {}",
+                file.display(),
+                import.display()
+            )
+        })?;
+        self.0.push(dest);
+        Ok(name)
+    }
+}
+
+impl Drop for StagedFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Who the command logs in to the hub as.
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// 登录枢纽的账户（省级运维或管理员）；密码取自环境变量 CUNYUN_HUB_PASSWORD，没有则从标准输入读取一行。
+    #[arg(long)]
+    user: String,
+}
+
+/// Logs in to the hub at `hub` and returns a client sending the session cookie and CSRF header.
+async fn operator_client(hub: &str, login: &LoginArgs) -> anyhow::Result<reqwest::Client> {
+    let password = match std::env::var("CUNYUN_HUB_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("请输入“{}”的密码：", login.user);
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("无法从标准输入读取密码")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", hub.trim_end_matches('/')))
+        .json(&serde_json::json!({"name": login.user, "password": password}))
+        .send()
+        .await
+        .with_context(|| format!("无法连接枢纽 {hub}"))?;
+    let mut cookies = Vec::new();
+    let mut csrf = String::new();
+    for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+        let pair = v
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if let Some(t) = pair.strip_prefix("cunyun_csrf=") {
+            csrf = t.to_string();
+        }
+        cookies.push(pair);
+    }
+    if !resp.status().is_success() {
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "登录枢纽失败：{}",
+            v["message"].as_str().unwrap_or("用户名或密码错误")
+        );
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookies.join("; ").parse()?);
+    headers.insert("x-csrf-token", csrf.parse()?);
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 #[derive(Subcommand)]
@@ -69,18 +170,25 @@ enum ContentCommand {
         /// 资源信息（JSON文件：标题、标签、地区、月份、格式、审核日期等）。
         #[arg(long)]
         meta: PathBuf,
-        /// 主文件路径（枢纽所在机器上的路径）。
+        /// 主文件路径（本机路径；命令先把它复制到枢纽的导入目录）。
         #[arg(long)]
         file: PathBuf,
         /// 其他版本的文件，格式“版本编号=路径”，可重复。
         #[arg(long = "rendition", value_name = "ID=PATH")]
         renditions: Vec<String>,
+        /// 枢纽的数据目录：文件先复制到其中的导入目录（import/），枢纽只从那里读取文件。
+        #[arg(long, default_value = "./data/hub")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        login: LoginArgs,
     },
     /// 列出资源库中的资源。
     List {
         /// 枢纽管理接口地址。
         #[arg(long, default_value = "http://127.0.0.1:8090")]
         hub: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
     /// 显示枢纽的内容签名公钥（填入各节点配置 [content] trusted_hub_keys）；没有密钥时创建。
     Key {
@@ -179,23 +287,36 @@ async fn run() -> anyhow::Result<()> {
                     meta,
                     file,
                     renditions,
+                    data_dir,
+                    login,
                 },
         } => {
             let text = std::fs::read_to_string(&meta)
                 .with_context(|| format!("无法读取资源信息 {}", meta.display()))?;
             let meta: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("资源信息 {} 不是有效的JSON", meta.display()))?;
+            // The hub reads files only from its import directory: stage copies there, and
+            // remove them once the hub has chunked them into its blob store (or refused them).
+            let import = data_dir.join(cunyun_hub::IMPORT_DIR);
+            anyhow::ensure!(
+                import.is_dir(),
+                "找不到枢纽的导入目录 {}；本命令须在枢纽所在的机器上运行，并用 --data-dir 指明枢纽的数据目录",
+                import.display()
+            );
+            let mut staged = StagedFiles::default();
+            let main = staged.stage(&import, &file)?;
             let mut files = BTreeMap::new();
             for r in renditions {
                 let (id, path) = r
                     .split_once('=')
                     .with_context(|| format!("“{r}”应为“版本编号=路径”"))?;
-                files.insert(id.to_string(), absolute(PathBuf::from(path))?);
+                files.insert(id.to_string(), staged.stage(&import, Path::new(path))?);
             }
             let body = serde_json::json!({
-                "meta": meta, "file": absolute(file)?, "files": files,
+                "meta": meta, "file": main, "files": files,
             });
-            let resp = reqwest::Client::new()
+            let resp = operator_client(&hub, &login)
+                .await?
                 .post(format!("{}/api/v1/content", hub.trim_end_matches('/')))
                 .json(&body)
                 .send()
@@ -203,6 +324,7 @@ async fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("无法连接枢纽 {hub}"))?;
             let status = resp.status();
             let v: serde_json::Value = resp.json().await.context("枢纽的回复无法解析")?;
+            drop(staged);
             if status.is_success() {
                 println!(
                     "已保存资源 {}：{}",
@@ -225,15 +347,17 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Content {
-            command: ContentCommand::List { hub },
+            command: ContentCommand::List { hub, login },
         } => {
-            let v: serde_json::Value =
-                reqwest::get(format!("{}/api/v1/content", hub.trim_end_matches('/')))
-                    .await
-                    .with_context(|| format!("无法连接枢纽 {hub}"))?
-                    .json()
-                    .await
-                    .context("枢纽的回复无法解析")?;
+            let v: serde_json::Value = operator_client(&hub, &login)
+                .await?
+                .get(format!("{}/api/v1/content", hub.trim_end_matches('/')))
+                .send()
+                .await
+                .with_context(|| format!("无法连接枢纽 {hub}"))?
+                .json()
+                .await
+                .context("枢纽的回复无法解析")?;
             let items = v["items"].as_array().cloned().unwrap_or_default();
             println!("资源库共{}条：", items.len());
             for i in items {
@@ -257,8 +381,13 @@ async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Match { hub } => {
-            let v: serde_json::Value = reqwest::Client::new()
+        Command::User { command } => {
+            cunyun_node::user_cli::run(command, std::path::Path::new("./data/hub"), None)?;
+            Ok(())
+        }
+        Command::Match { hub, login } => {
+            let v: serde_json::Value = operator_client(&hub, &login)
+                .await?
                 .post(format!("{}/api/v1/match", hub.trim_end_matches('/')))
                 .send()
                 .await
@@ -276,8 +405,4 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn absolute(p: PathBuf) -> anyhow::Result<PathBuf> {
-    std::path::absolute(&p).with_context(|| format!("路径无效：{}", p.display()))
 }

@@ -1,8 +1,8 @@
 //! Who is acting: the name under which operator writes are authored.
 //!
 //! [`Operator`] is an axum extractor. It takes the operator from the request's extensions, where
-//! the hub's login guard (the accounts module) puts the logged-in hub operator; a request that
-//! carries none (the hub before that guard is installed, and the CLI) acts as
+//! the hub's login guard (`crate::auth`) puts the logged-in hub operator; a request that carries
+//! none (only possible for a router built without that guard, as in unit tests) acts as
 //! [`Operator::UNNAMED`]. Handlers that write documents use it as the Automerge author, so a need
 //! status or an expert change in a village's history names who made it at the hub.
 

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// Every HTTP call of this file goes through here (so a login can be added in one place).
-async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+/// Every HTTP call of this file goes through here, logged in as a hub operator.
+async fn call(
+    hub: &cunyun_hub::RunningHub,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = common::operator_client(hub).await;
     let mut req = client.request(method, url);
     if let Some(b) = body {
         req = req.json(&b);
@@ -42,9 +44,11 @@ async fn traversal_in_rendition_and_item_ids_is_refused_and_stores_nothing() {
     let root = tempfile::tempdir().unwrap();
     let hub = start_hub(root.path()).await;
     let url = hub.url();
-    let main = root.path().join("asf.md");
+    // The files sit in the hub's import directory, the only place the API reads from, so what
+    // is refused below is the rendition or item id.
+    let import = root.path().join("hub").join("import");
+    let (main, audio) = (import.join("asf.md"), import.join("asf.opus"));
     std::fs::write(&main, "# 防非洲猪瘟\n").unwrap();
-    let audio = root.path().join("asf.opus");
     std::fs::write(&audio, vec![7u8; 100]).unwrap();
     let blobs = root.path().join("hub").join("blobs");
     let count = |dir: &std::path::Path| walk(dir).len();
@@ -56,10 +60,11 @@ async fn traversal_in_rendition_and_item_ids_is_refused_and_stores_nothing() {
             "meta": {"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
                      "review_date": "2026-03-01",
                      "renditions": [{"id": name, "format": "audio", "language": "sichuanese"}]},
-            "file": main,
-            "files": {name: audio},
+            "file": "asf.md",
+            "files": {name: "asf.opus"},
         });
         let (status, v) = call(
+            &hub,
             reqwest::Method::POST,
             &format!("{url}/api/v1/content"),
             Some(body),
@@ -70,10 +75,11 @@ async fn traversal_in_rendition_and_item_ids_is_refused_and_stores_nothing() {
         let body = json!({
             "meta": {"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
                      "review_date": "2026-03-01"},
-            "file": main,
-            "files": {name: audio},
+            "file": "asf.md",
+            "files": {name: "asf.opus"},
         });
         let (status, v) = call(
+            &hub,
             reqwest::Method::POST,
             &format!("{url}/api/v1/content"),
             Some(body),
@@ -83,6 +89,7 @@ async fn traversal_in_rendition_and_item_ids_is_refused_and_stores_nothing() {
         // As an item id to delete.
         let enc: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
         let (status, v) = call(
+            &hub,
             reqwest::Method::DELETE,
             &format!("{url}/api/v1/content/{enc}"),
             None,
@@ -164,11 +171,59 @@ async fn the_operator_port_refuses_a_flooding_address_and_serves_the_operator() 
     assert!(closed, "the fourth in the minute is refused");
     // The operator on 127.0.0.1 is served.
     let (status, _) = call(
+        &hub,
         reqwest::Method::GET,
         &format!("{}/healthz", hub.url()),
         None,
     )
     .await;
     assert_eq!(status, 200);
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_files_are_read_only_from_the_import_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = start_hub(root.path()).await;
+    let url = hub.url();
+    let data = root.path().join("hub");
+    let outside = root.path().join("secret.md");
+    std::fs::write(&outside, "# 不该发布的文件\n").unwrap();
+    std::fs::write(data.join("import").join("ok.md"), "# 防非洲猪瘟\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(data.join("content.key"), data.join("import").join("key.md"))
+        .unwrap();
+    let meta = json!({"title": "防非洲猪瘟", "tags": ["liv.asf"], "format": "article",
+                      "review_date": "2026-03-01"});
+    let key = data.join("content.key");
+    for file in [
+        outside.to_str().unwrap(),
+        key.to_str().unwrap(),
+        "../content.key",
+        "../../secret.md",
+        "key.md",
+        "missing.md",
+        "",
+    ] {
+        let (status, v) = call(
+            &hub,
+            reqwest::Method::POST,
+            &format!("{url}/api/v1/content"),
+            Some(json!({"meta": meta, "file": file})),
+        )
+        .await;
+        assert_eq!(status, 422, "{file:?}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("导入目录"), "{v}");
+    }
+    assert!(hub.hub.library.list().is_empty(), "nothing was added");
+    let (status, v) = call(
+        &hub,
+        reqwest::Method::POST,
+        &format!("{url}/api/v1/content"),
+        Some(json!({"meta": meta, "file": "ok.md"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(hub.hub.library.list().len(), 1);
     hub.stop().await.unwrap();
 }

@@ -229,15 +229,18 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
         assert!(r.items[&asf].reason.contains("养猪"), "{:?}", r.items[&asf]);
     }
     // The village's push plan holds both recommended files (three households each).
-    let plan: serde_json::Value = reqwest::get(format!(
-        "{}/api/v1/push-plan?village={VILLAGE}&budget_mb=100",
-        hub.url()
-    ))
-    .await
-    .expect("push plan")
-    .json()
-    .await
-    .expect("json");
+    let http = common::operator_client(&hub).await;
+    let plan: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/push-plan?village={VILLAGE}&budget_mb=100",
+            hub.url()
+        ))
+        .send()
+        .await
+        .expect("push plan")
+        .json()
+        .await
+        .expect("json");
     let pushed: Vec<(&str, u64)> = plan["push"]
         .as_array()
         .expect("push")
@@ -258,7 +261,7 @@ async fn household_recorded_in_village_gets_rec_document_and_hub_holds_no_privat
     );
     // A local need recorded in the village meets an expert registered at the hub: the `match`
     // document and the need's new status (matched) come back down.
-    let resp = reqwest::Client::new()
+    let resp = http
         .post(format!("{}/api/v1/experts", hub.url()))
         .json(
             &json!({"name": "李明", "organisation": "眉山市农业科学研究院", "title": "研究员",

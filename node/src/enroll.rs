@@ -106,6 +106,13 @@ pub struct EnrollToken {
 pub struct TokenStore {
     path: PathBuf,
     lock: Mutex<()>,
+    audit: crate::audit::Audit,
+}
+
+/// Writes a CA event to the audit log of its CA directory (`<ca dir>/audit.jsonl`).
+fn audit(log: &crate::audit::Audit, event: crate::audit::AuditEvent) -> Result<(), EnrollError> {
+    log.record(event)
+        .map_err(|e| EnrollError::Io(std::io::Error::other(e.to_string())))
 }
 
 fn hash_token(token: &str) -> String {
@@ -118,6 +125,7 @@ impl TokenStore {
         TokenStore {
             path: ca_dir.join("tokens.json"),
             lock: Mutex::new(()),
+            audit: crate::audit::Audit::open(ca_dir),
         }
     }
 
@@ -177,6 +185,15 @@ impl TokenStore {
             used_by: None,
         });
         self.write(&records)?;
+        audit(
+            &self.audit,
+            crate::audit::AuditEvent::now(
+                "cli",
+                "enroll_token_issued",
+                &scope.to_string(),
+                format!("{} expires_s={expires_s}", role.as_str()),
+            ),
+        )?;
         Ok(EnrollToken {
             token,
             scope,
@@ -213,6 +230,15 @@ impl TokenStore {
         record.used_by = Some(node);
         let out = (record.scope, record.role);
         self.write(&records)?;
+        audit(
+            &self.audit,
+            crate::audit::AuditEvent::now(
+                &node.to_string(),
+                "enroll_token_used",
+                &out.0.to_string(),
+                out.1.as_str(),
+            ),
+        )?;
         Ok(out)
     }
 }
@@ -287,6 +313,19 @@ impl CaDir {
         };
         let pem = self.ca.issue(&identity)?;
         crate::tls::write_node_files(tls_dir, &pem, &self.root_pem)?;
+        audit(
+            &crate::audit::Audit::open(&self.dir),
+            crate::audit::AuditEvent::now(
+                "cli",
+                "cert_issued",
+                &identity.to_uri(),
+                if node_id.is_some() {
+                    "offline renewal"
+                } else {
+                    "offline"
+                },
+            ),
+        )?;
         Ok(identity)
     }
 }
@@ -403,6 +442,15 @@ fn handle(ca: &CaDir, tokens: &TokenStore, raw: &[u8]) -> Result<Issued, EnrollE
         scope = %scope,
         kind
     );
+    audit(
+        &tokens.audit,
+        crate::audit::AuditEvent::now(
+            &identity.node_id.to_string(),
+            "cert_issued",
+            &identity.to_uri(),
+            format!("enroll ({kind})"),
+        ),
+    )?;
     Ok(Issued {
         identity,
         kind: kind.into(),

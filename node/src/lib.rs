@@ -34,7 +34,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod automerge_repo;
 pub mod blobs;
 pub mod config;
@@ -56,6 +58,6 @@ pub mod sync;
 pub mod timefmt;
 pub mod tls;
 pub mod trust;
-pub mod village_guard;
+pub mod user_cli;
 pub mod webapp;
 pub mod webtls;

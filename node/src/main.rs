@@ -5,7 +5,8 @@
 //! cunyun-node run --config FILE    # a node as configured
 //! cunyun-node check --data-dir DIR # reads every document and reports damaged ones
 //! cunyun-node ca-init | enroll-token | enroll-serve | enroll | enroll-village  # certificates
-//! cunyun-node user add --data-dir DIR --name N --village CODE   # password on stdin
+//! cunyun-node user add --data-dir DIR --name N [--role R --scope AREA]  # password on stdin
+//! cunyun-node user list | passwd | disable | enable | remove --name N
 //! ```
 
 use std::io::Write;
@@ -16,6 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cunyun_node::config::{NodeConfig, DEFAULT_VILLAGE};
 use cunyun_node::server;
+use cunyun_node::user_cli::UserCommand;
 use cunyun_protocol::area::{AreaCode, Level};
 use cunyun_protocol::key::Kind;
 
@@ -190,7 +192,7 @@ enum Command {
         #[arg(long = "name")]
         names: Vec<String>,
     },
-    /// 管理村干部账户。
+    /// 管理账户（村干部、县级运维、管理员）。
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -203,69 +205,16 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum UserCommand {
-    /// 新建村干部账户；密码从标准输入读取一行（至少8个字符）。
-    Add {
-        /// 节点的数据目录。
-        #[arg(long, default_value = "./data/node")]
-        data_dir: PathBuf,
-        /// 用户名（2–32个字母、数字、下划线或连字符），也是其修改记录的作者。
-        #[arg(long)]
-        name: String,
-        /// 所在村代码（12位）。
-        #[arg(long, default_value = DEFAULT_VILLAGE)]
-        village: String,
-        /// 从标准输入读取密码且不显示提示（脚本使用）。
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// 列出账户。
-    List {
-        /// 节点的数据目录。
-        #[arg(long, default_value = "./data/node")]
-        data_dir: PathBuf,
-    },
-}
-
 /// Login of the demo cadre account that `cunyun-node demo` creates.
 const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
-    use cunyun_node::accounts::Accounts;
-    match command {
-        UserCommand::Add {
-            data_dir,
-            name,
-            village,
-            password_stdin,
-        } => {
-            if !password_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                eprint!("请输入“{name}”的密码（至少8个字符，输入内容会显示）：");
-                let _ = std::io::stderr().flush();
-            }
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .context("无法从标准输入读取密码")?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            let accounts = Accounts::open(&data_dir)?;
-            let a = accounts.add(&name, &village, password)?;
-            println!("已创建账户：{}（村 {}）", a.name, a.village);
-            Ok(())
-        }
-        UserCommand::List { data_dir } => {
-            let accounts = Accounts::open(&data_dir)?;
-            let list = accounts.list()?;
-            if list.is_empty() {
-                println!("还没有账户。用 cunyun-node user add 创建。");
-            }
-            for a in list {
-                println!("{}\t村 {}", a.name, a.village);
-            }
-            Ok(())
-        }
-    }
+    cunyun_node::user_cli::run(
+        command,
+        std::path::Path::new("./data/node"),
+        Some(DEFAULT_VILLAGE),
+    )?;
+    Ok(())
 }
 
 fn init_tracing() {

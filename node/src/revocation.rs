@@ -294,6 +294,19 @@ pub fn publish(
             updated_at_ms: now_s * 1000,
         }])
         .map_err(|e| store_err(e.to_string()))?;
+    let revoked: Vec<String> = nodes
+        .iter()
+        .map(ToString::to_string)
+        .chain(serials.iter().map(|s| format!("serial:{s}")))
+        .collect();
+    crate::audit::Audit::open(&ca.dir)
+        .record(crate::audit::AuditEvent::now(
+            &issuer.node_id.to_string(),
+            "revoke",
+            &revoked.join(","),
+            format!("seq={}", list.seq),
+        ))
+        .map_err(|e| store_err(e.to_string()))?;
     tracing::info!(
         target: "cunyun::_events::revocation_published",
         key = %key,

@@ -50,21 +50,40 @@ async fn client(url: &str) -> reqwest::Client {
         .await
         .expect("login");
     assert_eq!(resp.status().as_u16(), 200, "login succeeds");
-    let cookie = resp
+    let cookies: Vec<String> = resp
         .headers()
-        .get(reqwest::header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("session cookie")
-        .to_string();
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("cunyun_session="))
+        .expect("session cookie");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let pair = cookie.split(';').next().expect("cookie pair").to_string();
+    let csrf = cookies
+        .iter()
+        .find(|c| c.starts_with("cunyun_csrf="))
+        .expect("csrf cookie");
+    assert!(
+        !csrf.contains("HttpOnly") && csrf.contains("SameSite=Strict"),
+        "{csrf}"
+    );
+    let pair = |c: &str| c.split(';').next().expect("cookie pair").to_string();
+    let token = pair(csrf).trim_start_matches("cunyun_csrf=").to_string();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::COOKIE,
-        reqwest::header::HeaderValue::from_str(&pair).expect("header"),
+        reqwest::header::HeaderValue::from_str(&format!("{}; {}", pair(cookie), pair(csrf)))
+            .expect("header"),
+    );
+    headers.insert(
+        "x-csrf-token",
+        reqwest::header::HeaderValue::from_str(&token).expect("header"),
     );
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

@@ -240,6 +240,19 @@ async fn cadre_syncs_and_changes_a_household_and_sees_node_changes() {
         cunyun_protocol::digest::heads_digest(&r.doc.get_heads()),
         "the index describes the client's heads"
     );
+    // Whose change it was is in the audit log (the change itself carries the client's actor).
+    let audit = node
+        .state
+        .accounts
+        .audit()
+        .read(&cunyun_node::audit::AuditFilter {
+            who: Some("cadre-li".into()),
+            what: Some("record_change".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].target, hh.to_string());
 
     // A change made on the node is pushed to the open document.
     assert!(conn.refresh().is_empty(), "nothing to push while in sync");

@@ -211,6 +211,37 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
         .await
         .expect("two villages");
     ping(village_b, county).await.expect("village b and county");
+    // Every CA event is in the audit log of its CA directory.
+    let actions = |dir: &Path| -> Vec<String> {
+        cunyun_node::audit::Audit::open(dir)
+            .read(&Default::default())
+            .expect("audit log")
+            .into_iter()
+            .map(|e| format!("{} {}", e.action, e.target))
+            .collect()
+    };
+    let hub_log = actions(&hub_dir);
+    for a in [
+        "enroll_token_issued 510116",
+        "enroll_token_used 510116",
+        "cert_issued urn:cunyun:node:",
+    ] {
+        assert!(
+            hub_log.iter().any(|l| l.starts_with(a)),
+            "{a} in {hub_log:?}"
+        );
+    }
+    let county_log = actions(&county_ca_dir);
+    for a in [
+        "cert_issued urn:cunyun:node:",
+        "enroll_token_issued 510116104202",
+        "enroll_token_used 510116104202",
+    ] {
+        assert!(
+            county_log.iter().any(|l| l.starts_with(a)),
+            "{a} in {county_log:?}"
+        );
+    }
     county_task.abort();
 }
 

@@ -57,7 +57,20 @@ async fn client(url: &str) -> reqwest::Client {
         .next()
         .expect("pair")
         .to_string();
+    let csrf = resp
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("cunyun_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("csrf cookie")
+        .to_string();
     let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-csrf-token",
+        reqwest::header::HeaderValue::from_str(&csrf).expect("header"),
+    );
     headers.insert(
         reqwest::header::COOKIE,
         reqwest::header::HeaderValue::from_str(&cookie).expect("header"),

@@ -170,7 +170,90 @@ fn user_add_reads_the_password_from_stdin_and_refuses_bad_input() {
     let out = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(out.contains("wangli") && !out.contains("lisi"), "{out}");
     let accounts = cunyun_node::accounts::Accounts::open(dir.path()).expect("open");
-    accounts
+    let session = accounts
         .login("wangli", "一个足够长的密码")
-        .expect("the password read from stdin logs in");
+        .expect("the password read from stdin logs in")
+        .token;
+
+    // Roles and scopes.
+    let op = run(
+        &[
+            "add",
+            "--name",
+            "xian",
+            "--role",
+            "county_operator",
+            "--scope",
+            "510116",
+            "--password-stdin",
+        ],
+        "county-password\n",
+    );
+    assert!(
+        op.status.success(),
+        "{}",
+        String::from_utf8_lossy(&op.stderr)
+    );
+    assert!(String::from_utf8_lossy(&op.stdout).contains("县级运维"));
+    let bad = run(
+        &[
+            "add",
+            "--name",
+            "x2",
+            "--role",
+            "county_operator",
+            "--scope",
+            "510116104201",
+            "--password-stdin",
+        ],
+        "county-password\n",
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("县级运维的管辖范围应为6位县级代码"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let bad = run(&["add", "--name", "x3", "--role", "boss"], "");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("未知角色"));
+
+    // Disable ends the open session at once; enable, passwd, remove.
+    let off = run(&["disable", "--name", "wangli"], "");
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert!(String::from_utf8_lossy(&off.stdout).contains("已停用"));
+    assert_eq!(accounts.session(&session), None, "disabled: session dead");
+    assert!(run(&["enable", "--name", "wangli"], "").status.success());
+    let pw = run(
+        &["passwd", "--name", "wangli", "--password-stdin"],
+        "新的足够长的密码\n",
+    );
+    assert!(
+        pw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pw.stderr)
+    );
+    assert!(accounts.login("wangli", "一个足够长的密码").is_err());
+    accounts
+        .login("wangli", "新的足够长的密码")
+        .expect("new password works");
+    assert!(run(&["remove", "--name", "xian"], "").status.success());
+    let none = run(&["remove", "--name", "nobody"], "");
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("没有账户"));
+    let out = String::from_utf8_lossy(&run(&["list"], "").stdout).to_string();
+    assert!(out.contains("wangli") && !out.contains("xian"), "{out}");
+    let log = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit log");
+    for action in [
+        "account_add",
+        "account_disable",
+        "account_enable",
+        "account_passwd",
+        "account_remove",
+    ] {
+        assert!(log.contains(action), "{action} in {log}");
+    }
 }

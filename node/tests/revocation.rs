@@ -117,6 +117,15 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     )
     .expect("published");
     assert_eq!(list.seq, 1);
+    let audit = cunyun_node::audit::Audit::open(&county_ca.dir)
+        .read(&Default::default())
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "revoke" && e.target == a_id.node_id.to_string()),
+        "the revocation is in the CA's audit log: {audit:?}"
+    );
     let key = list_key(&c_id.scope, &county_ca.ca.identity.node_id).expect("key");
 
     // The list reaches B by gossip (B's periodic sync with the county), and B then refuses A.

@@ -189,8 +189,18 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
         .and_then(|v| v.split(';').next())
         .unwrap()
         .to_string();
+    let csrf = login
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("cunyun_csrf="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
+    headers.insert("x-csrf-token", csrf.parse().unwrap());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .default_headers(headers)

@@ -42,6 +42,8 @@ const VILLAGES: [(&str, &str); 3] = [
 ];
 /// Login of the demo cadre account of every village.
 const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
+/// Login of the demo hub operator (the console).
+const DEMO_OPERATOR: (&str, &str) = ("sheng", "sheng-demo-2026");
 
 #[derive(Parser)]
 #[command(
@@ -146,6 +148,16 @@ async fn start_hub(dir: &Path, port: u16) -> anyhow::Result<RunningHub> {
     let hub = cunyun_hub::start(&c, std::future::pending())
         .await
         .context("省级枢纽无法启动")?;
+    let accounts = &hub.hub.accounts;
+    if !accounts.list()?.iter().any(|a| a.name == DEMO_OPERATOR.0) {
+        accounts.create(
+            "demo-county",
+            DEMO_OPERATOR.0,
+            cunyun_node::accounts::Role::HubOperator,
+            "51",
+            DEMO_OPERATOR.1,
+        )?;
+    }
     if hub.hub.library.list().is_empty() {
         let n = cunyun_examples::seed_library::add_to(&hub.hub.library, &dir.join("seed-content"))?;
         eprintln!("首次运行：已向资源库加入 {n} 条示例科普资源");
@@ -367,8 +379,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("村云演示县已启动（四川省眉山市{}）：", COUNTY.1);
     println!(
-        "  省级枢纽控制台：{}/    （资源库 {} 条）",
+        "  省级枢纽控制台：{}/    登录：{} / {}（资源库 {} 条）",
         hub.url(),
+        DEMO_OPERATOR.0,
+        DEMO_OPERATOR.1,
         hub.hub.library.list().len()
     );
     println!("  县级节点状态页：{}/status", county.url());

@@ -56,7 +56,8 @@ pub(crate) async fn start_hub_with(root: &Path, tune: impl FnOnce(&mut HubConfig
 /// place to add an operator login is this function.
 #[allow(dead_code)]
 pub(crate) async fn hub_get(hub: &RunningHub, path: &str) -> serde_json::Value {
-    let resp = reqwest::Client::new()
+    let resp = operator_client(hub)
+        .await
         .get(format!("{}{path}", hub.url()))
         .send()
         .await
@@ -118,4 +119,71 @@ pub(crate) async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Password of the accounts [`operator_client`] creates.
+#[allow(dead_code)]
+pub(crate) const OPERATOR_PASSWORD: &str = "省级运维的密码2026";
+
+/// A client logged in to `hub` as a hub operator (created on first use): it sends the session
+/// cookie and the CSRF header on every request. Every hub HTTP call of a test goes through one.
+#[allow(dead_code)]
+pub(crate) async fn operator_client(hub: &RunningHub) -> reqwest::Client {
+    let accounts = &hub.hub.accounts;
+    if !accounts
+        .list()
+        .expect("accounts")
+        .iter()
+        .any(|a| a.name == "sheng")
+    {
+        accounts
+            .create(
+                "test",
+                "sheng",
+                cunyun_node::accounts::Role::HubOperator,
+                "51",
+                OPERATOR_PASSWORD,
+            )
+            .expect("hub operator");
+    }
+    login_client(hub, "sheng", OPERATOR_PASSWORD).await
+}
+
+/// A client logged in to `hub` as `name`.
+#[allow(dead_code)]
+pub(crate) async fn login_client(hub: &RunningHub, name: &str, password: &str) -> reqwest::Client {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", hub.url()))
+        .json(&serde_json::json!({"name": name, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status().as_u16(), 200, "login as {name}");
+    let mut cookies = Vec::new();
+    let mut csrf = String::new();
+    for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+        let pair = v
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        if let Some(t) = pair.strip_prefix("cunyun_csrf=") {
+            csrf = t.to_string();
+        }
+        cookies.push(pair);
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::COOKIE,
+        cookies.join("; ").parse().expect("cookie header"),
+    );
+    headers.insert("x-csrf-token", csrf.parse().expect("csrf header"));
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }

@@ -49,6 +49,23 @@ impl Principal {
     }
 }
 
+/// The principal of a logged-in account: a cadre of their village; a county or hub operator
+/// reads their scope; an admin (who manages accounts, not records) is anonymous here.
+pub fn principal_of(user: crate::accounts::User) -> Principal {
+    use crate::accounts::Role;
+    match user.role {
+        Role::Cadre => Principal::Cadre {
+            account: user.name,
+            village: user.scope,
+        },
+        Role::CountyOperator | Role::HubOperator => Principal::Operator {
+            scope: user.scope.scope(),
+            account: user.name,
+        },
+        Role::Admin => Principal::Anonymous,
+    }
+}
+
 /// What a principal may do with one document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
@@ -256,5 +273,27 @@ mod tests {
             query_token: None,
         };
         assert_eq!(tokens.resolve(&none), Principal::Anonymous);
+    }
+
+    #[test]
+    fn accounts_map_to_principals_by_role() {
+        use crate::accounts::{Role, User};
+        let user = |role, scope: &str| User {
+            name: "u".into(),
+            role,
+            scope: AreaCode::parse(scope).unwrap(),
+        };
+        let village_b = key("510122104202", Kind::Hh);
+        let cadre_a = principal_of(user(Role::Cadre, V));
+        assert_eq!(access(&cadre_a, &key(V, Kind::Hh)), Access::ReadWrite);
+        assert_eq!(access(&cadre_a, &village_b), Access::None);
+        let county = principal_of(user(Role::CountyOperator, "510122000000"));
+        assert_eq!(access(&county, &village_b), Access::Read);
+        assert_eq!(
+            access(&county, &key("510123104202", Kind::Hh)),
+            Access::None
+        );
+        let admin = principal_of(user(Role::Admin, "510122000000"));
+        assert_eq!(access(&admin, &village_b), Access::None);
     }
 }

@@ -412,6 +412,19 @@ impl Connection {
             return Ok(doc);
         }
         check_document(key, &doc).map_err(Refusal)?;
+        // The changes carry the client's actor, not the account: the audit log says whose they
+        // are, durably before they are stored and acknowledged.
+        let event = crate::audit::AuditEvent::now(
+            self.principal.account(),
+            "record_change",
+            &key.to_string(),
+            format!("/automerge: {count} changes"),
+        );
+        self.app
+            .accounts
+            .audit()
+            .record(event)
+            .map_err(|e| Refusal(format!("audit: {e}")))?;
         store
             .commit_async(vec![DocWrite {
                 key: key.clone(),

@@ -54,10 +54,7 @@ pub async fn handler(
             .cookie(crate::accounts::COOKIE)
             .and_then(|token| state.accounts.session(token))
         {
-            Some(cadre) => Principal::Cadre {
-                account: cadre.name,
-                village: cadre.village,
-            },
+            Some(user) => crate::automerge_repo::policy::principal_of(user),
             None => state.automerge_repo.principal(&credentials),
         }
     } else {

@@ -1,0 +1,83 @@
+//! Logins on the hub: accounts ([`cunyun_node::accounts`], in `<data_dir>/accounts.json`,
+//! managed with `cunyun-hub user …` and `/admin/accounts`), the login page `/login`,
+//! `/api/v1/login` and `/api/v1/logout`, and the guard on every other route.
+//!
+//! Every route except `/healthz`, `/metrics`, the login page and login/logout needs a session
+//! of a `hub_operator` or `admin` account: without one an API call gets `401` (a page a redirect
+//! to `/login`), another role `403`. State-changing requests also need the CSRF header
+//! (`x-csrf-token` = the `cunyun_csrf` cookie) and are refused cross-site, as on the node
+//! ([`cunyun_node::api::csrf_guard`]). The admin pages (`/admin/accounts`, `/admin/audit`,
+//! `/admin/audit.csv`) are the node's ([`cunyun_node::admin`]), for admins only.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::post;
+use axum::Router;
+use cunyun_node::accounts::Role;
+use cunyun_node::admin::AdminBackend;
+use cunyun_node::api::ApiError;
+
+use crate::Hub;
+
+impl AdminBackend for Hub {
+    fn accounts(&self) -> &cunyun_node::accounts::Accounts {
+        &self.accounts
+    }
+    fn store(&self) -> &cunyun_node::store::DocStore {
+        &self.store
+    }
+    fn scope(&self) -> cunyun_protocol::area::AreaScope {
+        self.scope
+    }
+    fn title(&self) -> &'static str {
+        "村云省级枢纽"
+    }
+}
+
+/// Wraps the hub's operator routes (`guarded`) with the login guard and adds the public and
+/// admin routes.
+pub fn with_auth(hub: Arc<Hub>, guarded: Router<Arc<Hub>>) -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/api/v1/login", post(cunyun_node::admin::login::<Hub>))
+        .route("/api/v1/logout", post(cunyun_node::admin::logout::<Hub>))
+        .merge(cunyun_node::admin::public_routes::<Hub>())
+        .merge(cunyun_node::admin::routes(hub.clone()))
+        .merge(guarded.route_layer(middleware::from_fn_with_state(hub, require_operator)))
+        .layer(middleware::from_fn(cunyun_node::api::csrf_guard))
+}
+
+/// Lets through hub operators and admins with an open session (and the CSRF token for writes).
+async fn require_operator(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
+    let user = match cunyun_node::api::session_user(&hub.accounts, &req) {
+        Ok(u) => u,
+        Err(e) => {
+            let page =
+                req.method() == axum::http::Method::GET && !req.uri().path().starts_with("/api/");
+            if e.status() == StatusCode::UNAUTHORIZED && page {
+                return Redirect::to(&format!("/login?next={}", req.uri().path())).into_response();
+            }
+            return e.into_response();
+        }
+    };
+    if !matches!(user.role, Role::HubOperator | Role::Admin) {
+        tracing::warn!(account = %user.name, role = %user.role, path = %req.uri().path(), "hub route forbidden");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{}账户不能使用省级枢纽；需要省级运维或管理员账户",
+                user.role.zh_name()
+            ),
+        )
+        .into_response();
+    }
+    // Writes made on this request are authored by the operator (`crate::operator::Operator`).
+    req.extensions_mut()
+        .insert(crate::operator::Operator(user.name.clone()));
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}

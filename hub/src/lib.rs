@@ -579,7 +579,6 @@ async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     Json(json!({ "items": hub.library.list() }))
 }
 
-/// `{"meta": {…}, "file": "/path/to/main", "files": {"audio": "/path"}}`: paths on the hub.
 /// Name of the import directory under the hub's data directory.
 pub const IMPORT_DIR: &str = "import";
 
@@ -615,6 +614,8 @@ fn import_path(dir: &Path, name: &str) -> Result<PathBuf, Box<Response>> {
     Ok(path)
 }
 
+/// `POST /api/v1/content` `{"meta": {…}, "file": "main.md", "files": {"audio": "main.opus"}}`:
+/// files by name in the hub's import directory ([`import_path`]).
 async fn add_content(State(hub): State<Arc<Hub>>, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
         return error(
@@ -788,8 +789,13 @@ mod tests {
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("cunyun_store_documents"));
 
-        let file = dir.path().join("asf.md");
-        std::fs::write(&file, "# 防非洲猪瘟\n").unwrap();
+        // Files are read only from the hub's import directory, by name.
+        std::fs::write(
+            dir.path().join("hub").join(IMPORT_DIR).join("asf.md"),
+            "# 防非洲猪瘟\n",
+        )
+        .unwrap();
+        let file = "asf.md";
         let post = |body: Value| {
             Request::post("/api/v1/content")
                 .header("content-type", "application/json")
@@ -806,11 +812,7 @@ mod tests {
         .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(v["fields"].as_array().unwrap().len(), 2, "{v}");
-        let (s, v) = call(
-            &h,
-            post(json!({"meta": {}, "file": dir.path().join("missing")})),
-        )
-        .await;
+        let (s, v) = call(&h, post(json!({"meta": {}, "file": "missing.md"}))).await;
         assert!(s.is_client_error() || s.is_server_error(), "{s} {v}");
         let (s, _) = call(&h, post(json!({"file": "x"}))).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);

@@ -2,6 +2,8 @@
 //! console page, escaped), bad input answers 422 with the Chinese message for each field and
 //! changes nothing. Every HTTP call goes through [`Client`] (the one place a login goes).
 
+mod common;
+
 use std::path::Path;
 
 use cunyun_hub::config::HubConfig;
@@ -20,13 +22,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(hub: &RunningHub) -> Client {
+    /// Logged in as a hub operator.
+    async fn new(hub: &RunningHub) -> Client {
         Client {
             base: hub.url(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            http: common::operator_client(hub).await,
         }
     }
 
@@ -127,7 +127,7 @@ fn has_error(v: &Value, field: &str, text: &str) -> bool {
 async fn every_page_renders_with_the_navigation() {
     let dir = tempfile::tempdir().expect("tmp");
     let hub = start(dir.path()).await;
-    let c = Client::new(&hub);
+    let c = Client::new(&hub).await;
     for path in [
         "/",
         "/?level=village",
@@ -159,7 +159,7 @@ async fn every_page_renders_with_the_navigation() {
 async fn content_form_upload_edit_and_remove() {
     let dir = tempfile::tempdir().expect("tmp");
     let hub = start(&dir.path().join("hub")).await;
-    let c = Client::new(&hub);
+    let c = Client::new(&hub).await;
     let uploads = dir.path().join("hub/uploads");
     let nothing_stored = |hub: &RunningHub| {
         assert!(hub.hub.library.list().is_empty());
@@ -295,7 +295,7 @@ async fn content_form_upload_edit_and_remove() {
 async fn expert_form_add_edit_and_remove() {
     let dir = tempfile::tempdir().expect("tmp");
     let hub = start(dir.path()).await;
-    let c = Client::new(&hub);
+    let c = Client::new(&hub).await;
     let count = |hub: &RunningHub| {
         hub.hub
             .store
@@ -437,7 +437,7 @@ fn stored_status(hub: &RunningHub, id: &str) -> NeedStatus {
 async fn need_status_button_and_filters() {
     let dir = tempfile::tempdir().expect("tmp");
     let hub = start(dir.path()).await;
-    let c = Client::new(&hub);
+    let c = Client::new(&hub).await;
     plant_need(&hub, "n1", NeedStatus::Open);
     plant_need(&hub, "n2", NeedStatus::Matched);
 

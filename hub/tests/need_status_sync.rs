@@ -29,13 +29,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(hub: &RunningHub) -> Client {
+    /// Logged in as a hub operator.
+    async fn new(hub: &RunningHub) -> Client {
         Client {
             base: hub.url(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            http: common::operator_client(hub).await,
         }
     }
 
@@ -107,7 +105,7 @@ async fn need_status_flows_up_and_down_over_tls() {
     let hub = start_hub(dir.path()).await;
     let sync_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
     let village = start_village(dir.path(), sync_addr).await;
-    let c = Client::new(&hub);
+    let c = Client::new(&hub).await;
 
     let (s, v) = c
         .call(
@@ -169,7 +167,7 @@ async fn need_status_flows_up_and_down_over_tls() {
         .filter_map(|c| c.author().map(|a| a.as_bytes().to_vec()))
         .collect();
     assert!(
-        authors.iter().any(|a| a == b"hub:hub-operator"),
+        authors.iter().any(|a| a == b"hub:sheng"),
         "{:?}",
         authors
             .iter()

@@ -46,7 +46,42 @@ struct Client {
     http: reqwest::Client,
 }
 
+/// The hub operator the test logs in as (browser and [`Client`]).
+const OPERATOR: (&str, &str) = ("sheng", "省级运维的密码2026");
+
 impl Client {
+    /// Logged in as [`OPERATOR`]: the session cookie and the CSRF header on every request.
+    async fn login(base: &str) -> anyhow::Result<Client> {
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"name": OPERATOR.0, "password": OPERATOR.1}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "login: {}", resp.status());
+        let mut cookies = Vec::new();
+        let mut headers = reqwest::header::HeaderMap::new();
+        for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = v
+                .to_str()?
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(t) = pair.strip_prefix("cunyun_csrf=") {
+                headers.insert("x-csrf-token", t.parse()?);
+            }
+            cookies.push(pair);
+        }
+        headers.insert(reqwest::header::COOKIE, cookies.join("; ").parse()?);
+        Ok(Client {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()?,
+        })
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
@@ -160,12 +195,14 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     let sync_addr = hub.hub.sync.as_ref().context("sync")?.listen_addr();
     let village = start_village(dir.path(), sync_addr).await?;
     let url = hub.url();
-    let client = Client {
-        base: url.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?,
-    };
+    hub.hub.accounts.create(
+        "test",
+        OPERATOR.0,
+        cunyun_node::accounts::Role::HubOperator,
+        "51",
+        OPERATOR.1,
+    )?;
+    let client = Client::login(&url).await?;
     for (group, elderly) in [(1, 1), (2, 0), (3, 2)] {
         village
             .state
@@ -194,6 +231,14 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
 
     let driver = Driver::start().await?;
     let s = driver.session(&dir.path().join("profile")).await?;
+
+    // Without a session the console sends the operator to the login page, then back.
+    s.goto(&format!("{url}/content/new")).await?;
+    s.wait("document.querySelector('#login')", 20).await?;
+    s.fill("#login [name='name']", OPERATOR.0).await?;
+    s.fill("#login [name='password']", OPERATOR.1).await?;
+    s.click("#login button").await?;
+    s.wait("location.pathname === '/content/new'", 20).await?;
 
     // The content form: errors in Chinese next to the fields, nothing stored.
     s.goto(&format!("{url}/content/new")).await?;
@@ -316,9 +361,18 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     s.screenshot(&img("hub-expert-form.png")).await?;
     // The CSRF contract: a write sends the `cunyun_csrf` cookie's value as `x-csrf-token`
     // (recorded across the page change after saving).
+    let cookie = s
+        .js(
+            "return (document.cookie.match(/(?:^|; )cunyun_csrf=([^;]*)/) || [])[1] || null",
+            json!([]),
+        )
+        .await?;
+    assert!(
+        cookie.as_str().is_some_and(|c| !c.is_empty()),
+        "CSRF cookie set at login"
+    );
     s.js(
-        "document.cookie = 'cunyun_csrf=test-token-42; path=/; SameSite=Strict'; \
-         const f = window.fetch; window.fetch = (u, o) => { \
+        "const f = window.fetch; window.fetch = (u, o) => { \
            sessionStorage.setItem('csrf', (o && o.headers && o.headers.get('x-csrf-token')) || 'none'); \
            return f(u, o); };",
         json!([]),
@@ -333,7 +387,10 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     let sent = s
         .js("return sessionStorage.getItem('csrf')", json!([]))
         .await?;
-    assert_eq!(sent, "test-token-42", "the save sent the CSRF header");
+    assert_eq!(
+        sent, cookie,
+        "the save sent the CSRF cookie's value as its header"
+    );
     let text = page_text(&s).await?;
     assert!(
         text.contains(XSS_NAME),

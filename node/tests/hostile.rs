@@ -396,7 +396,7 @@ async fn a_cadre_of_village_a_gets_403_for_village_b_records_on_every_api_route(
         assert!(
             body["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("其他村")),
+                .is_some_and(|m| m.contains("管辖范围") && m.contains("510116104201")),
             "{what}: {body}"
         );
     }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod browser;
 pub mod link;
 pub mod netns;
+pub mod wifi;
 
 /// The value after `name` in a test host's command line (`--name value`).
 pub fn cli_arg(args: &[String], name: &str) -> anyhow::Result<String> {

@@ -142,7 +142,11 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     }
     let dir = tempfile::tempdir()?;
     let node = start_node(&dir.path().join("node")).await?;
-    let url = node.url();
+    // Each phone reaches the node through its own "Wi-Fi" (a loopback relay it can leave).
+    let wifi_a = cunyun_tests::wifi::Wifi::start(node.addr).await?;
+    let wifi_b = cunyun_tests::wifi::Wifi::start(node.addr).await?;
+    let url = format!("http://127.0.0.1:{}", wifi_a.port);
+    let url_b = format!("http://127.0.0.1:{}", wifi_b.port);
     let h1 = seed(&node, "张大爷", "2-001").await?;
     let h2 = seed(&node, "李大妈", "2-002").await?;
     let h3 = seed(&node, "陈家", "2-003").await?;
@@ -298,6 +302,7 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     );
 
     // Offline: edit two households, reload while offline, the edits are there.
+    wifi_a.set(false);
     a.set_offline(true).await?;
     edit_household(
         &a,
@@ -348,6 +353,7 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
 
     // Online again: the queue is sent (on the `online` event, or by this call) and the node
     // has the edits.
+    wifi_a.set(true);
     a.set_offline(false).await?;
     send_queue(&a).await?;
     let all = node.state.records.list_households(&Default::default())?;
@@ -368,14 +374,16 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
 
     // Two cadres, two browsers, the same household, both offline.
     let b = driver.session(&dir.path().join("profile-b")).await?;
-    browser::login(&b, &url, "zhaomin", "zhaomin-password").await?;
+    browser::login(&b, &url_b, "zhaomin", "zhaomin-password").await?;
     a.goto(&format!("{url}/#/h/{h3}")).await?;
     a.wait("document.body.innerText.includes('需求标签及原因')", 20)
         .await?;
-    b.goto(&format!("{url}/#/h/{h3}")).await?;
+    b.goto(&format!("{url_b}/#/h/{h3}")).await?;
     b.wait("document.body.innerText.includes('需求标签及原因')", 20)
         .await?;
+    wifi_a.set(false);
     a.set_offline(true).await?;
+    wifi_b.set(false);
     b.set_offline(true).await?;
     edit_household(
         &a,
@@ -389,7 +397,7 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     .await?;
     edit_household(
         &b,
-        &url,
+        &url_b,
         &h3,
         &[
             ("profile.smartphones", "3"),
@@ -397,12 +405,14 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         ],
     )
     .await?;
+    wifi_a.set(true);
     a.set_offline(false).await?;
     send_queue(&a).await?;
     let ca = a
         .js_async("window.cunyun.conflicts().then(arguments[0])", json!([]))
         .await?;
     assert_eq!(ca, json!([]), "the first to arrive has no conflict");
+    wifi_b.set(true);
     b.set_offline(false).await?;
     send_queue(&b).await?;
     let cb = b
@@ -424,15 +434,15 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         "the CRDT's value is reported"
     );
     // The app says so.
-    b.goto(&format!("{url}/#/households")).await?;
+    b.goto(&format!("{url_b}/#/households")).await?;
     b.wait("document.querySelectorAll('#hlist li').length === 5", 20)
         .await?;
-    b.goto(&format!("{url}/#/h/{h3}")).await?;
+    b.goto(&format!("{url_b}/#/h/{h3}")).await?;
     b.wait("document.body.innerText.includes('需求标签及原因') && !document.body.innerText.includes('上传前')", 20).await?;
     b.wait("document.body.innerText.includes('已自动合并')", 20)
         .await?;
     b.screenshot(&img("conflict.png")).await?;
-    b.goto(&format!("{url}/#/sync")).await?;
+    b.goto(&format!("{url_b}/#/sync")).await?;
     b.wait("document.body.innerText.includes('已自动解决的冲突')", 20)
         .await?;
     b.screenshot(&img("sync.png")).await?;

@@ -83,45 +83,6 @@ async fn send_queue(s: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A loopback TCP relay in front of the node's HTTPS listener, standing for the village Wi-Fi:
-/// while "out of range" it refuses new connections and cuts open ones, so the phone really
-/// cannot reach the node (DevTools' offline emulation alone does not hold for every request of
-/// a page controlled by a service worker, e.g. across a fresh tab's navigations).
-struct Wifi {
-    port: u16,
-    up: tokio::sync::watch::Sender<bool>,
-}
-
-impl Wifi {
-    async fn start(target: std::net::SocketAddr) -> anyhow::Result<Wifi> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let (up, rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*rx.borrow() {
-                    continue; // dropped: connection refused/reset
-                }
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Ok(Wifi { port, up })
-    }
-
-    fn set(&self, up: bool) {
-        let _ = self.up.send(up);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result<()> {
     if !tools_available() {
@@ -135,7 +96,7 @@ async fn cadre_app_over_https_reopens_offline_in_a_fresh_tab() -> anyhow::Result
     let node = start_node(&dir.path().join("node")).await?;
     let http_port = node.addr.port();
     let https_port = node.https_addr.context("https listener")?.port();
-    let wifi = Wifi::start(node.https_addr.context("https listener")?).await?;
+    let wifi = cunyun_tests::wifi::Wifi::start(node.https_addr.context("https listener")?).await?;
     let app = format!("https://{HOST}:{}", wifi.port);
     let plain = format!("http://{HOST}:{http_port}");
     let h1 = seed(&node, "张大爷", "2-001").await?;

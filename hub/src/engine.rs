@@ -128,11 +128,7 @@ pub struct Engine {
     state: Mutex<State>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cunyun_node::records::now_ms;
 
 impl Engine {
     /// An engine over `store` for the hub's `scope`, giving at most `per_week` new items per

@@ -52,11 +52,7 @@ pub enum ExpertError {
     },
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cunyun_node::records::now_ms;
 
 /// Whether `id` has the form of an expert id.
 pub fn valid_id(id: &str) -> bool {

@@ -81,11 +81,7 @@ pub struct ContentLibrary {
     version: std::sync::atomic::AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cunyun_node::records::now_ms;
 
 fn valid_id(id: &str) -> bool {
     id.len() == 17

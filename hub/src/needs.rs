@@ -79,11 +79,7 @@ pub enum NeedError {
     },
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cunyun_node::records::now_ms;
 
 /// Every need inside `scope` that passes `filter`, by key, with suggestions named from the
 /// expert documents keyed at `province`.

@@ -216,11 +216,7 @@ pub fn tag_picker(name: &str, checked: &dyn Fn(&str) -> bool) -> String {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use cunyun_node::records::now_ms;
 
 /// "3分钟前"-style age of a timestamp.
 pub fn ago(ms: u64) -> String {

@@ -15,7 +15,7 @@ use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::Language;
 use cunyun_protocol::library::{AgeBand, ContentMeta, Format};
 
-use super::{checkboxes, error_page, esc, field, page, select, tag_picker};
+use super::{checkboxes, error_page, esc, field, page, select, tag_picker, text_input};
 use crate::library::ContentRecord;
 use crate::Hub;
 
@@ -139,16 +139,10 @@ pub fn render_form(existing: Option<&ContentRecord>, max_upload_bytes: u64) -> S
         "<form id=\"content-form\" class=\"form\" data-api=\"{}\" data-method=\"{method}\" data-kind=\"{kind}\" data-done=\"/content\" data-max-bytes=\"{max_upload_bytes}\" novalidate>",
         esc(&api)
     );
-    let text = |name: &str, value: &str, max: usize| {
-        format!(
-            "<input id=\"f-{name}\" name=\"{name}\" value=\"{}\" maxlength=\"{max}\">",
-            esc(value)
-        )
-    };
     html.push_str(&field(
         "title",
         "标题（必填）",
-        &text("title", m.map_or("", |m| &m.title), 60),
+        &text_input("title", m.map_or("", |m| &m.title), 60),
         "一行，最多60字",
     ));
     html.push_str(&field(
@@ -173,7 +167,7 @@ pub fn render_form(existing: Option<&ContentRecord>, max_upload_bytes: u64) -> S
     html.push_str(&field(
         "regions",
         "适用地区",
-        &text("regions", &regions.join(" "), 700),
+        &text_input("regions", &regions.join(" "), 700),
         "区划代码前缀，空格分隔，如 5114 511424；留空为全省",
     ));
     let has_month = |v: &str| m.is_some_and(|m| m.months.iter().any(|x| x.to_string() == v));
@@ -232,7 +226,7 @@ pub fn render_form(existing: Option<&ContentRecord>, max_upload_bytes: u64) -> S
     html.push_str(&field(
         "source",
         "来源",
-        &text("source", m.map_or("", |m| &m.source), 60),
+        &text_input("source", m.map_or("", |m| &m.source), 60),
         "如 四川省农技推广总站",
     ));
     html.push_str(&field(

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cunyun_protocol::expert::Service;
 
-use super::{checkboxes, error_page, esc, field, page, tag_picker};
+use super::{checkboxes, error_page, esc, field, page, tag_picker, text_input};
 use crate::experts::{self, ExpertError, ExpertRecord};
 use crate::Hub;
 
@@ -55,28 +55,22 @@ pub fn render_form(existing: Option<&ExpertRecord>) -> String {
         "<form id=\"expert-form\" class=\"form\" data-api=\"{}\" data-method=\"{method}\" data-kind=\"expert\" data-done=\"/experts\" novalidate>",
         esc(&api)
     );
-    let text = |name: &str, value: &str, max: usize| {
-        format!(
-            "<input id=\"f-{name}\" name=\"{name}\" value=\"{}\" maxlength=\"{max}\">",
-            esc(value)
-        )
-    };
     html.push_str(&field(
         "name",
         "姓名（必填）",
-        &text("name", e.map_or("", |e| &e.name), 20),
+        &text_input("name", e.map_or("", |e| &e.name), 20),
         "",
     ));
     html.push_str(&field(
         "organisation",
         "单位（必填）",
-        &text("organisation", e.map_or("", |e| &e.organisation), 40),
+        &text_input("organisation", e.map_or("", |e| &e.organisation), 40),
         "如 四川省农业科学院",
     ));
     html.push_str(&field(
         "title",
         "职称",
-        &text("title", e.map_or("", |e| &e.title), 20),
+        &text_input("title", e.map_or("", |e| &e.title), 20),
         "如 研究员",
     ));
     let has_field = |id: &str| e.is_some_and(|e| e.fields.iter().any(|t| t.id() == id));
@@ -92,7 +86,7 @@ pub fn render_form(existing: Option<&ExpertRecord>) -> String {
     html.push_str(&field(
         "regions",
         "服务地区",
-        &text("regions", &regions.join(" "), 400),
+        &text_input("regions", &regions.join(" "), 400),
         "区划代码前缀，空格分隔，如 5114；留空为全省",
     ));
     let has_service = |v: &str| e.is_some_and(|e| e.services.iter().any(|s| s.id() == v));

@@ -134,6 +134,14 @@ pub fn error_page(status: StatusCode, active: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// A one-line text input `name` (id `f-<name>`) holding `value`, at most `max` characters.
+pub fn text_input(name: &str, value: &str, max: usize) -> String {
+    format!(
+        "<input id=\"f-{name}\" name=\"{name}\" value=\"{}\" maxlength=\"{max}\">",
+        esc(value)
+    )
+}
+
 /// A form field: a labelled control with the place its error message goes
 /// (`<p class="err">`, filled by `console.js` from the API's field list).
 pub fn field(name: &str, label: &str, control: &str, hint: &str) -> String {

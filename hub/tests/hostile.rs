@@ -17,14 +17,7 @@ async fn call(
     url: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let client = common::operator_client(hub).await;
-    let mut req = client.request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    common::call_json(&common::operator_client(hub).await, method, url, body).await
 }
 
 const NAMES: [&str; 9] = [

@@ -187,3 +187,25 @@ pub(crate) async fn login_client(hub: &RunningHub, name: &str, password: &str) -
         .build()
         .expect("client")
 }
+
+/// A JSON call with `http` (e.g. an [`operator_client`]): the status and the JSON body (null
+/// when empty or not JSON).
+#[allow(dead_code)]
+pub(crate) async fn call_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("send");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

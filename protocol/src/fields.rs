@@ -529,17 +529,14 @@ pub(crate) struct Obj<'v> {
     known: Vec<&'static str>,
 }
 
+/// An integer exactly as JSON writes one: `3`, not `3.0` or `1e1` (serde_json parses those as
+/// floats). A `u64` beyond `i64` reads as `i64::MAX`, so the range check rejects it.
 fn json_int(v: &Value) -> Option<i64> {
     let Value::Number(n) = v else { return None };
     if let Some(i) = n.as_i64() {
         return Some(i);
     }
-    if n.as_u64().is_some() {
-        return Some(i64::MAX);
-    }
-    let f = n.as_f64()?;
-    // Integral floats (JS numbers) count as integers; the range check happens later.
-    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    n.as_u64().map(|_| i64::MAX)
 }
 
 fn options_zh<T: Coded>() -> String {
@@ -1058,6 +1055,11 @@ fn value_to_json<R: ReadDoc>(
             ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Value::from(*i),
             ScalarValue::Uint(u) => Value::from(*u),
             ScalarValue::Counter(c) => Value::from(i64::from(c)),
+            // JS Automerge may store a count as an integral F64; it reads as the integer it is,
+            // so the strict JSON integer rule below applies to API input only.
+            ScalarValue::F64(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Value::from(*f as i64)
+            }
             ScalarValue::F64(f) => serde_json::Number::from_f64(*f)
                 .map(Value::Number)
                 .unwrap_or_else(|| unsupported("f64")),
@@ -1348,6 +1350,7 @@ mod tests {
         assert_eq!(json["a"], "scalar");
         assert_eq!(json["b"], "文字");
         assert_eq!(json["c"], 7);
+        assert_eq!(json["d"], 2, "an integral F64 reads as an integer");
         assert_eq!(json_int(&json["d"]), Some(2));
         assert!(json["e"].is_object());
     }

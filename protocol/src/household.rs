@@ -1284,6 +1284,26 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_strict() {
+        // serde_json reads `3.0` and `1e1` as floats; an integer field refuses them, and `2`
+        // beside them is accepted.
+        let body = r#"{"village": "510122104201", "group": 2, "residents": 3.0,
+                       "age_60_69": 1e1, "smartphones": 18446744073709551615}"#;
+        let value: Value = serde_json::from_str(body).expect("json");
+        let errs = HouseholdProfile::from_json(&value).expect_err("floats are not integers");
+        assert!(errs.has("residents", code::WRONG_TYPE), "{errs:#?}");
+        assert!(errs.has("age_60_69", code::WRONG_TYPE), "{errs:#?}");
+        assert!(errs.has("smartphones", code::OUT_OF_RANGE), "{errs:#?}");
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        let msg = errs
+            .iter()
+            .find(|e| e.field == "residents")
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert!(msg.contains("应为整数"), "{msg}");
+    }
+
+    #[test]
     fn collects_every_error_at_once() {
         let errs = HouseholdProfile::from_json(&json!({
             "village": "5101221042",

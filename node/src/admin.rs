@@ -32,6 +32,7 @@ use serde_json::json;
 use crate::accounts::{AccountError, Accounts, Role, User};
 use crate::api::ApiError;
 use crate::audit::{AuditEvent, AuditFilter};
+use crate::html::esc;
 use crate::store::DocStore;
 
 /// Most rows the audit view shows (newest first); the CSV export has no limit on log events
@@ -115,14 +116,6 @@ async fn guard<T: AdminBackend>(
     }
     req.extensions_mut().insert(user);
     next.run(req).await
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 fn page(title: &str, body: &str) -> Html<String> {

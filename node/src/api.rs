@@ -53,6 +53,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::accounts::{Cadre, Role, User, COOKIE};
+use crate::html::esc;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
 use crate::store::StoreError;
@@ -623,13 +624,6 @@ async fn overview(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
     Ok(Json(o).into_response())
 }
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>, ApiError> {
     let o = blocking(&state, |r| r.overview()).await?;
     let stats = state.records.store().stats();
@@ -664,7 +658,7 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
 <li><a href="/healthz">/healthz</a> 健康检查 · <a href="/metrics">/metrics</a> 监控指标</li>
 </ul>
 </body></html>"#,
-        name = escape_html(&state.node_name),
+        name = esc(&state.node_name),
         scope = state.records.scope(),
         hh = o.households,
         needs = o.needs,

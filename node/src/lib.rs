@@ -27,6 +27,7 @@
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
 //! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
 //! - [`content_api`]: content item JSON and file download (with `Range`) routes.
+//! - [`html`]: the one HTML escaping helper of server-rendered pages (node and hub).
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
@@ -46,6 +47,7 @@ pub mod discovery;
 pub mod edits;
 pub mod enroll;
 pub mod feedback;
+pub mod html;
 pub mod metrics;
 pub mod pushdown;
 pub mod ratelimit;

@@ -72,22 +72,9 @@ async fn css() -> Response {
         .into_response()
 }
 
-/// Escapes text for HTML element content and quoted attribute values. Everything a page renders
-/// from data (titles, names, ids, error messages) goes through here.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// The one HTML escaping helper (`cunyun_node::html::esc`); everything a page renders from data
+/// (titles, names, ids, error messages) goes through it.
+pub use cunyun_node::html::esc;
 
 /// The navigation entries: path and label.
 pub const NAV: [(&str, &str); 5] = [
@@ -241,15 +228,6 @@ pub fn ago(ms: u64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn esc_escapes_markup_and_both_quotes() {
-        assert_eq!(
-            esc("<img src=x onerror=\"a\" title='b'>&"),
-            "&lt;img src=x onerror=&quot;a&quot; title=&#39;b&#39;&gt;&amp;"
-        );
-        assert_eq!(esc("防非洲猪瘟"), "防非洲猪瘟");
-    }
 
     #[test]
     fn page_escapes_its_title_and_marks_the_current_entry() {

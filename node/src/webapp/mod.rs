@@ -41,6 +41,7 @@ use crate::accounts::Cadre;
 use crate::api::{blocking, count_write, json_body, ApiError, AppState};
 use crate::edits::OfflineEdit;
 use crate::feedback::{self, Event};
+use crate::html::esc;
 use crate::records::{prefixed, RecordError};
 use crate::webtls::PlainHttpPort;
 
@@ -332,14 +333,6 @@ async fn cadre_view(
     feedback_event(&state, &id, &item, Event::View).await
 }
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// The villager page's script: opens an item's viewer (by the rendition's mime type) from the
 /// content description, records the open, and sends 「有帮助」.
 const VILLAGER_JS: &str = r#"
@@ -395,7 +388,7 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
             items
                 .iter()
                 .map(|i| {
-                    let s = |k: &str| escape_html(i[k].as_str().unwrap_or(""));
+                    let s = |k: &str| esc(i[k].as_str().unwrap_or(""));
                     let (item, title, reason, rendition) =
                         (s("id"), s("title"), s("reason"), s("rendition"));
                     let week = s("week");
@@ -416,7 +409,7 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
             "<p class=empty>暂时无法显示，请稍后再试。</p>".to_string(),
         ),
     };
-    let hh = escape_html(&id);
+    let hh = esc(&id);
     let page = format!(
         r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>村云科普 · 为您推荐</title>

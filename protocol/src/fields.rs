@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | coded value (enum id, tag id, area code, date `YYYY-MM-DD`, phone, roster number, codes) | string | scalar string |
 //! | free text a person types (head's name, notes, free-text need, need title/description, contact role) | string | **`Text` object**, edited with `update_text` so concurrent edits merge character-wise |
-//! | count, band, priority, rating | integer | `ScalarValue::Int` (readers also accept `Uint` and integral `F64`) |
+//! | count, band, priority, rating | integer, written as one (`3`; `3.0` and `1e1` are refused) | `ScalarValue::Int` (readers also accept `Uint` and integral `F64`) |
 //! | yes/no | boolean | boolean |
 //! | multi-select of plain options (assets, site risks, health interests, need tags) | object `{"dogs": true}` | map keyed by id, value `true` |
 //! | multi-select with details (crops, livestock, stated needs) | object `{"citrus": {"area_band": 2}}` | map keyed by id, each value a map |

@@ -10,4 +10,4 @@ pub mod adapter;
 pub mod runner;
 pub mod service;
 
-pub use service::{SyncConfig, SyncService, SyncStatus};
+pub use service::{BoundListener, SyncConfig, SyncService, SyncStatus};

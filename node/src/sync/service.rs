@@ -71,6 +71,26 @@ pub struct SyncConfig {
     /// Inbound connections per source address (`[sync.per_address]`: `per_minute`,
     /// `concurrent`); see [`crate::ratelimit`].
     pub per_address: crate::ratelimit::AddrLimits,
+    /// A socket the caller already bound (tests, benchmarks): the service listens on it instead
+    /// of binding `listen`, so a port chosen with `:0` is never released and bound again.
+    #[serde(skip)]
+    pub bound: BoundListener,
+}
+
+/// A listening socket handed to [`SyncService::start`], taken by the first start that uses it.
+#[derive(Debug, Clone, Default)]
+pub struct BoundListener(Arc<Mutex<Option<std::net::TcpListener>>>);
+
+impl BoundListener {
+    /// Wraps a socket bound by the caller; its address is then the service's address.
+    pub fn new(listener: std::net::TcpListener) -> BoundListener {
+        BoundListener(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<std::net::TcpListener> {
+        // A poisoned lock still holds the socket; take it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Default for SyncConfig {
@@ -90,6 +110,7 @@ impl Default for SyncConfig {
             max_concurrent_sessions: 4,
             idle_timeout_s: 60,
             per_address: crate::ratelimit::AddrLimits::SYNC,
+            bound: BoundListener::default(),
         }
     }
 }
@@ -300,13 +321,17 @@ impl SyncService {
         }
         // Lists already stored take effect before the first handshake.
         revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| SyncStartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let bind_error = |source| SyncStartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = match config.bound.take() {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(bind_error)?;
+                TcpListener::from_std(l).map_err(bind_error)?
+            }
+            None => TcpListener::bind(config.listen).await.map_err(bind_error)?,
+        };
         let listen = listener
             .local_addr()
             .map_err(|source| SyncStartError::Bind {

@@ -24,11 +24,15 @@ const RUNS: u64 = 20;
 const VILLAGE: &str = "510116104201";
 
 async fn start_lan(root: &std::path::Path, seed: u64) -> anyhow::Result<Vec<RunningNode>> {
-    // Bind every sync port first so each node can be told all the others.
+    // Bind every sync port first so each node can be told all the others; each node then
+    // listens on the very socket bound here (a port released and bound again may be taken by
+    // another process on a shared machine).
     let mut ports = Vec::new();
+    let mut listeners = Vec::new();
     for _ in 0..NODES {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         ports.push(l.local_addr()?);
+        listeners.push(Some(l));
     }
     let mut nodes = Vec::with_capacity(NODES);
     for i in 0..NODES {
@@ -50,6 +54,9 @@ async fn start_lan(root: &std::path::Path, seed: u64) -> anyhow::Result<Vec<Runn
         c.sync.enabled = true;
         c.sync.mdns = false;
         c.sync.listen = ports[i];
+        c.sync.bound = cunyun_node::sync::BoundListener::new(
+            listeners[i].take().context("each socket is used once")?,
+        );
         c.sync.static_peers = ports
             .iter()
             .enumerate()

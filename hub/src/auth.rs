@@ -1,4 +1,4 @@
-//! Logins on the hub: accounts ([`cunyun_node::accounts`], in `<data_dir>/accounts.json`,
+//! Logins on the hub: accounts ([`cunyun_platform::accounts`], in `<data_dir>/accounts.json`,
 //! managed with `cunyun-hub user …` and `/admin/accounts`), the login page `/login`,
 //! `/api/v1/login` and `/api/v1/logout`, and the guard on every other route.
 //!
@@ -6,8 +6,8 @@
 //! of a `hub_operator` or `admin` account: without one an API call gets `401` (a page a redirect
 //! to `/login`), another role `403`. State-changing requests also need the CSRF header
 //! (`x-csrf-token` = the `cunyun_csrf` cookie) and are refused cross-site, as on the node
-//! ([`cunyun_node::api::csrf_guard`]). The admin pages (`/admin/accounts`, `/admin/audit`,
-//! `/admin/audit.csv`) are the node's ([`cunyun_node::admin`]), for admins only.
+//! ([`cunyun_platform::http::csrf_guard`]). The admin pages (`/admin/accounts`, `/admin/audit`,
+//! `/admin/audit.csv`) are the node's ([`cunyun_platform::admin`]), for admins only.
 
 use std::sync::Arc;
 
@@ -17,17 +17,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::Router;
-use cunyun_node::accounts::Role;
-use cunyun_node::admin::AdminBackend;
-use cunyun_node::api::ApiError;
+use cunyun_platform::accounts::Role;
+use cunyun_platform::admin::AdminBackend;
+use cunyun_platform::http::ApiError;
 
 use crate::Hub;
 
 impl AdminBackend for Hub {
-    fn accounts(&self) -> &cunyun_node::accounts::Accounts {
+    fn accounts(&self) -> &cunyun_platform::accounts::Accounts {
         &self.accounts
     }
-    fn store(&self) -> &cunyun_node::store::DocStore {
+    fn store(&self) -> &cunyun_platform::store::DocStore {
         &self.store
     }
     fn scope(&self) -> cunyun_protocol::area::AreaScope {
@@ -42,17 +42,20 @@ impl AdminBackend for Hub {
 /// admin routes.
 pub fn with_auth(hub: Arc<Hub>, guarded: Router<Arc<Hub>>) -> Router<Arc<Hub>> {
     Router::new()
-        .route("/api/v1/login", post(cunyun_node::admin::login::<Hub>))
-        .route("/api/v1/logout", post(cunyun_node::admin::logout::<Hub>))
-        .merge(cunyun_node::admin::public_routes::<Hub>())
-        .merge(cunyun_node::admin::routes(hub.clone()))
+        .route("/api/v1/login", post(cunyun_platform::admin::login::<Hub>))
+        .route(
+            "/api/v1/logout",
+            post(cunyun_platform::admin::logout::<Hub>),
+        )
+        .merge(cunyun_platform::admin::public_routes::<Hub>())
+        .merge(cunyun_platform::admin::routes(hub.clone()))
         .merge(guarded.route_layer(middleware::from_fn_with_state(hub, require_operator)))
-        .layer(middleware::from_fn(cunyun_node::api::csrf_guard))
+        .layer(middleware::from_fn(cunyun_platform::http::csrf_guard))
 }
 
 /// Lets through hub operators and admins with an open session (and the CSRF token for writes).
 async fn require_operator(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
-    let user = match cunyun_node::api::session_user(&hub.accounts, &req) {
+    let user = match cunyun_platform::http::session_user(&hub.accounts, &req) {
         Ok(u) => u,
         Err(e) => {
             let page =

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cunyun_node::store::StoreConfig;
-use cunyun_node::sync::SyncConfig;
+use cunyun_platform::store::StoreConfig;
+use cunyun_platform::sync::SyncConfig;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use serde::Deserialize;
 
@@ -51,8 +51,8 @@ pub struct HubConfig {
     pub max_body_bytes: usize,
     /// HTTP connections per source address (`[http_per_address]`: `per_minute`, `concurrent`,
     /// `exempt_loopback`; default 600 a minute, 64 at once, loopback exempt); see
-    /// `cunyun_node::ratelimit`.
-    pub http_per_address: cunyun_node::ratelimit::AddrLimits,
+    /// `cunyun_platform::ratelimit`.
+    pub http_per_address: cunyun_platform::ratelimit::AddrLimits,
     /// Largest file the console's upload form (`POST /api/v1/content/upload`) accepts, in bytes;
     /// larger files are added with `cunyun-hub content add` on the hub itself.
     pub max_upload_bytes: u64,
@@ -111,7 +111,7 @@ impl Default for HubConfig {
             match_interval_ms: 2_000,
             today: None,
             max_body_bytes: 256 * 1024,
-            http_per_address: cunyun_node::ratelimit::AddrLimits::HTTP,
+            http_per_address: cunyun_platform::ratelimit::AddrLimits::HTTP,
             max_upload_bytes: 200 * 1024 * 1024,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use automerge::Automerge;
-use cunyun_node::store::{DocStore, DocWrite, StoreError};
+use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::digest::HeadsDigest;
 use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
@@ -128,7 +128,7 @@ pub struct Engine {
     state: Mutex<State>,
 }
 
-use cunyun_node::records::now_ms;
+use cunyun_platform::clock::now_ms;
 
 impl Engine {
     /// An engine over `store` for the hub's `scope`, giving at most `per_week` new items per
@@ -484,12 +484,7 @@ impl Engine {
             })?;
             // A household deleted while this round ran gets no `rec` document.
             let mut writes = writes;
-            writes.retain(|w| {
-                !matches!(
-                    cunyun_node::deletion::deleted(&self.store, &w.key),
-                    Ok(true)
-                )
-            });
+            writes.retain(|w| !matches!(self.store.deleted(&w.key), Ok(true)));
             report.recs_written += writes.len();
             let written: Vec<DocKey> = writes.iter().map(|w| w.key.clone()).collect();
             if !writes.is_empty() {
@@ -864,7 +859,7 @@ fn rec_write(
 }
 
 /// The Automerge author of every change the hub makes (`rec`, `match`, need status), so the
-/// audit view ([`cunyun_node::audit::record_changes`]) shows who changed a record.
+/// audit view ([`cunyun_platform::audit::record_changes`]) shows who changed a record.
 pub const HUB_AUTHOR: &str = "hub";
 
 /// Commit options of a hub change: its message and time (seconds), read by the audit view.
@@ -913,7 +908,7 @@ fn commit_view(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use cunyun_node::store::StoreConfig;
+    use cunyun_platform::store::StoreConfig;
     use cunyun_protocol::area::AreaCode;
     use cunyun_protocol::taxonomy::Tag;
 
@@ -983,7 +978,7 @@ mod tests {
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
         // Every change the hub wrote carries its author and time, for the audit view.
-        let changes = cunyun_node::audit::record_changes(
+        let changes = cunyun_platform::audit::record_changes(
             &engine.store,
             &AreaScope::parse("511424").unwrap(),
             &Default::default(),

@@ -10,7 +10,7 @@
 //! function returns; invalid input changes nothing.
 
 use automerge::{Author, Automerge};
-use cunyun_node::store::{DocStore, DocWrite, StoreError};
+use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaCode;
 use cunyun_protocol::expert::Expert;
 use cunyun_protocol::fields::FieldErrors;
@@ -52,7 +52,7 @@ pub enum ExpertError {
     },
 }
 
-use cunyun_node::records::now_ms;
+use cunyun_platform::clock::now_ms;
 
 /// Whether `id` has the form of an expert id.
 pub fn valid_id(id: &str) -> bool {

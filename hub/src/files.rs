@@ -19,7 +19,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cunyun_node::blobs::{BlobError, BlobStore};
+use cunyun_platform::blobs::{BlobError, BlobStore};
 use cunyun_protocol::library::{ContentMeta, Format};
 use cunyun_protocol::manifest::{
     key_to_hex, ContentId, ContentManifest, ManifestError, Rendition, SigningKey, TrustedKeys,

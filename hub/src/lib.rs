@@ -54,9 +54,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cunyun_node::metrics::Metrics;
-use cunyun_node::store::{DocStore, StoreError};
-use cunyun_node::sync::SyncService;
+use cunyun_platform::metrics::Metrics;
+use cunyun_platform::store::{DocStore, StoreError};
+use cunyun_platform::sync::SyncService;
 use cunyun_protocol::area::Level;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::Role;
@@ -82,7 +82,7 @@ pub struct Hub {
     /// The sync service, when enabled.
     pub sync: Option<SyncService>,
     /// Operator and admin accounts, sessions and the audit log ([`auth`]).
-    pub accounts: cunyun_node::accounts::Accounts,
+    pub accounts: cunyun_platform::accounts::Accounts,
     metrics: Metrics,
     today: Option<Date>,
     scope: cunyun_protocol::area::AreaScope,
@@ -111,7 +111,7 @@ pub enum HubStartError {
     Store(#[from] StoreError),
     /// The accounts could not be read.
     #[error(transparent)]
-    Accounts(#[from] cunyun_node::accounts::AccountError),
+    Accounts(#[from] cunyun_platform::accounts::AccountError),
     /// The content library could not be opened.
     #[error("无法打开资源库: {0}")]
     Library(#[from] LibraryError),
@@ -120,7 +120,7 @@ pub enum HubStartError {
     Files(#[from] crate::files::FileStoreError),
     /// Sync could not start.
     #[error(transparent)]
-    Sync(#[from] cunyun_node::sync::service::SyncStartError),
+    Sync(#[from] cunyun_platform::sync::service::SyncStartError),
     /// The certificate is not a hub's for the configured province.
     #[error("证书身份为{role}（{scope}），省级枢纽需要hub角色、范围{expected}")]
     Identity {
@@ -266,7 +266,7 @@ pub async fn start(
         library,
         files,
         sync,
-        accounts: cunyun_node::accounts::Accounts::open(dir)?,
+        accounts: cunyun_platform::accounts::Accounts::open(dir)?,
         metrics: Metrics::new(),
         today,
         scope: config.scope,
@@ -321,10 +321,10 @@ pub async fn start(
     let (tx, rx) = oneshot::channel::<()>();
     let router =
         router(hub.clone()).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
-    let limiter = cunyun_node::ratelimit::AddrLimiter::new("hub-http", config.http_per_address);
+    let limiter = cunyun_platform::ratelimit::AddrLimiter::new("hub-http", config.http_per_address);
     let task = tokio::spawn(async move {
         axum::serve(
-            cunyun_node::ratelimit::LimitedListener::new(listener, limiter),
+            cunyun_platform::ratelimit::LimitedListener::new(listener, limiter),
             router,
         )
         .with_graceful_shutdown(async move {
@@ -752,7 +752,7 @@ mod tests {
                 .create(
                     "test",
                     "sheng",
-                    cunyun_node::accounts::Role::HubOperator,
+                    cunyun_platform::accounts::Role::HubOperator,
                     "51",
                     "operator-password",
                 )

@@ -81,7 +81,7 @@ pub struct ContentLibrary {
     version: std::sync::atomic::AtomicU64,
 }
 
-use cunyun_node::records::now_ms;
+use cunyun_platform::clock::now_ms;
 
 fn valid_id(id: &str) -> bool {
     id.len() == 17

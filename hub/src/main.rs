@@ -63,7 +63,7 @@ enum Command {
     /// 管理枢纽账户（省级运维、管理员）。
     User {
         #[command(subcommand)]
-        command: cunyun_node::user_cli::UserCommand,
+        command: cunyun_platform::user_cli::UserCommand,
     },
 }
 
@@ -267,7 +267,7 @@ async fn run() -> anyhow::Result<()> {
                 role: cunyun_protocol::key::Role::Hub,
                 scope,
             };
-            if cunyun_node::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)? {
+            if cunyun_platform::certs::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)? {
                 println!("已创建开发用证书机构：{}", ca_dir.display());
             }
             println!("枢纽身份：{}", identity.to_uri());
@@ -382,7 +382,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { command } => {
-            cunyun_node::user_cli::run(command, std::path::Path::new("./data/hub"), None)?;
+            cunyun_platform::user_cli::run(command, std::path::Path::new("./data/hub"), None)?;
             Ok(())
         }
         Command::Match { hub, login } => {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use automerge::Author;
-use cunyun_node::store::{DocStore, DocWrite, StoreError};
+use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::expert::{Expert, NeedMatch};
 use cunyun_protocol::fields::{Date, FieldError, FieldErrors};
@@ -79,7 +79,7 @@ pub enum NeedError {
     },
 }
 
-use cunyun_node::records::now_ms;
+use cunyun_platform::clock::now_ms;
 
 /// Every need inside `scope` that passes `filter`, by key, with suggestions named from the
 /// expert documents keyed at `province`.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cunyun_node::accounts::{Role, MAX_FAILURES};
+use cunyun_platform::accounts::{Role, MAX_FAILURES};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "足够长的测试密码";
@@ -156,7 +156,7 @@ async fn logins_are_rate_limited() {
         .hub
         .accounts
         .audit()
-        .read(&cunyun_node::audit::AuditFilter {
+        .read(&cunyun_platform::audit::AuditFilter {
             what: Some("login_failed".into()),
             ..Default::default()
         })

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cunyun_hub::config::HubConfig;
 use cunyun_hub::RunningHub;
-use cunyun_node::store::DocWrite;
+use cunyun_platform::store::DocWrite;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::Kind;
 use cunyun_protocol::need::{LocalNeed, NeedStatus};

@@ -130,7 +130,7 @@ async fn household_to_rec_to_file_to_feedback_to_coverage() {
     let key = hub.hub.files.public_key_hex();
     let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
     let county = start_node(root.path(), 2, Role::County, COUNTY, vec![hub_addr], &key).await;
-    cunyun_node::accounts::Accounts::open(&node_dir(root.path(), 1))
+    cunyun_platform::accounts::Accounts::open(&node_dir(root.path(), 1))
         .expect("accounts")
         .add(CADRE, VILLAGE, PASSWORD)
         .expect("cadre");

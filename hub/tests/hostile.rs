@@ -140,7 +140,7 @@ async fn the_operator_port_refuses_a_flooding_address_and_serves_the_operator() 
     let mut c = cunyun_hub::config::HubConfig::default();
     c.data_dir = root.path().join("hub");
     c.listen = "127.0.0.1:0".parse().unwrap();
-    c.http_per_address = cunyun_node::ratelimit::AddrLimits {
+    c.http_per_address = cunyun_platform::ratelimit::AddrLimits {
         per_minute: 3,
         concurrent: 2,
         exempt_loopback: false,

@@ -23,9 +23,9 @@ use automerge::Automerge;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
-use cunyun_node::sync::runner::{run_session, SessionLimits};
-use cunyun_node::tls::TlsContext;
+use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
+use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
@@ -74,7 +74,8 @@ fn hub_sync_addr(hub: &RunningHub) -> std::net::SocketAddr {
 async fn start_village(root: &Path, peer: std::net::SocketAddr) -> RunningNode {
     let id = identity(1, Role::Village, VILLAGE);
     let dir = root.join("village");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -412,8 +413,12 @@ async fn hub_refuses_and_logs_private_documents_from_a_misbehaving_peer() {
     // A county node whose session will pretend the hub is a county (and so offer `hp`).
     let rogue_id = identity(7, Role::County, "511424");
     let rogue_dir = root.path().join("rogue");
-    cunyun_node::tls::init_dev_identity(&root.path().join("ca"), &rogue_dir.join("tls"), &rogue_id)
-        .expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(
+        &root.path().join("ca"),
+        &rogue_dir.join("tls"),
+        &rogue_id,
+    )
+    .expect("init");
     let store = DocStore::open(&rogue_dir.join("store"), StoreConfig::default()).expect("store");
     let village = cunyun_protocol::area::AreaCode::parse(VILLAGE).expect("area");
     let mut writes = Vec::new();

@@ -56,7 +56,8 @@ impl Client {
 async fn start_village(root: &Path, peer: std::net::SocketAddr) -> RunningNode {
     let id = identity(1, Role::Village, VILLAGE);
     let dir = root.join("village");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");

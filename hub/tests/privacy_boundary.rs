@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
 use cunyun_hub::RunningHub;
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
-use cunyun_node::sync::runner::{run_session, SessionLimits};
-use cunyun_node::tls::TlsContext;
+use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
+use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::household::HouseholdProfile;
 use cunyun_protocol::identity::NodeIdentity;
@@ -126,7 +126,8 @@ const MARKS: [&str; 4] = ["PBCLEAN01", "PBMENTAL1", "PBPHONE01", "PBAIDTAG1"];
 fn county_store(root: &Path, name: &str, n: u8) -> (DocStore, TlsContext) {
     let id = identity(n, Role::County, "511424");
     let dir = root.join(name);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let store = DocStore::open(&dir.join("store"), StoreConfig::default()).expect("store");
     let writes = vec![
         raw_profile("hclean", MARKS[0], |_| {}),

@@ -2,13 +2,13 @@
 //! (`/status`).
 //!
 //! Every `/api/v1` route except login and logout needs a session cookie (see
-//! [`crate::accounts`]); without one it answers `401`. The logged-in account is the Automerge
+//! [`cunyun_platform::accounts`]); without one it answers `401`. The logged-in account is the Automerge
 //! author of every change made through the request.
 //!
 //! Authorization ([`authorize`]), `403` with a Chinese message otherwise: a cadre reads and
 //! writes only their village's records; a county (or hub) operator reads their scope and writes
 //! nothing; an admin manages accounts and reads the audit log (`/admin/…`,
-//! [`crate::admin`]) but reads no records. Lists show only records inside the account's scope;
+//! [`cunyun_platform::admin`]) but reads no records. Lists show only records inside the account's scope;
 //! the overview and coverage counts need a scope covering the whole node.
 //!
 //! CSRF ([`csrf_guard`]): login also sets the cookie `cunyun_csrf` (not `HttpOnly`); every
@@ -52,12 +52,13 @@ use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::accounts::{Cadre, Role, User, COOKIE};
-use crate::html::esc;
-use crate::metrics::{HttpLabels, Metrics};
 use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
-use crate::store::StoreError;
-use crate::timefmt::parse_time_ms;
+use cunyun_platform::accounts::{Cadre, Role, User};
+use cunyun_platform::html::esc;
+use cunyun_platform::http::{csrf_guard, forbidden, is_write, json_body, session_user, ApiError};
+use cunyun_platform::metrics::{HttpLabels, Metrics};
+use cunyun_platform::store::StoreError;
+use cunyun_platform::timefmt::parse_time_ms;
 
 /// Shared state of every handler.
 pub struct AppState {
@@ -66,22 +67,22 @@ pub struct AppState {
     /// Metrics registry.
     pub metrics: Metrics,
     /// Cadre accounts and sessions; a logged-in cadre is the author of their changes.
-    pub accounts: crate::accounts::Accounts,
+    pub accounts: cunyun_platform::accounts::Accounts,
     /// Name shown on the status page.
     pub node_name: String,
     /// The sync service, when sync is enabled.
-    pub sync: Option<crate::sync::SyncService>,
+    pub sync: Option<cunyun_platform::sync::SyncService>,
     /// The automerge-repo endpoint (`/automerge`): document ids and principals.
     pub automerge_repo: crate::automerge_repo::session::Endpoint,
     /// The content push-down loop, when sync is enabled.
     pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
 }
 
-impl crate::admin::AdminBackend for AppState {
-    fn accounts(&self) -> &crate::accounts::Accounts {
+impl cunyun_platform::admin::AdminBackend for AppState {
+    fn accounts(&self) -> &cunyun_platform::accounts::Accounts {
         &self.accounts
     }
-    fn store(&self) -> &crate::store::DocStore {
+    fn store(&self) -> &cunyun_platform::store::DocStore {
         self.records.store()
     }
     fn scope(&self) -> cunyun_protocol::area::AreaScope {
@@ -118,14 +119,21 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .merge(crate::webapp::api_routes())
         .merge(crate::content_api::api_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
-    let admin = crate::admin::routes(state.clone()).merge(crate::admin::public_routes());
+    let admin = cunyun_platform::admin::routes(state.clone())
+        .merge(cunyun_platform::admin::public_routes());
     Router::new()
         .route("/status", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/automerge", get(crate::automerge_repo::ws::handler))
-        .route("/api/v1/login", post(crate::admin::login::<AppState>))
-        .route("/api/v1/logout", post(crate::admin::logout::<AppState>))
+        .route(
+            "/api/v1/login",
+            post(cunyun_platform::admin::login::<AppState>),
+        )
+        .route(
+            "/api/v1/logout",
+            post(cunyun_platform::admin::logout::<AppState>),
+        )
         .merge(guarded)
         .merge(admin)
         .merge(crate::webapp::public_routes())
@@ -171,46 +179,17 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
-/// An error as the API reports it.
-pub struct ApiError {
-    status: StatusCode,
-    body: Value,
-}
-
-impl ApiError {
-    /// An error answered with `status` and `{"error": code, "message": message}`.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: json!({ "error": code, "message": message.into() }),
-        }
-    }
-}
-
-impl ApiError {
-    /// The HTTP status it answers with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
-    }
-}
-
 impl From<RecordError> for ApiError {
     fn from(e: RecordError) -> ApiError {
         match e {
-            RecordError::Invalid(errs) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                body: json!({
+            RecordError::Invalid(errs) => ApiError::with_body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
                     "error": "invalid",
                     "message": format!("输入有误，共{}处，请修改后重新提交", errs.0.len()),
                     "fields": errs.0,
                 }),
-            },
+            ),
             RecordError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
             RecordError::NotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -254,21 +233,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
             )
         })?
         .map_err(ApiError::from)
-}
-
-/// Parses a request body as JSON, with a Chinese error for anything else.
-pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!(
-                "请求内容不是有效的JSON（第{}行第{}列）",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
 }
 
 async fn not_found() -> ApiError {
@@ -400,7 +364,7 @@ pub(crate) fn count_write<T>(
             state
                 .metrics
                 .record_writes
-                .get_or_create(&crate::metrics::WriteLabels {
+                .get_or_create(&cunyun_platform::metrics::WriteLabels {
                     kind: kind.into(),
                     op: op.into(),
                 })
@@ -666,105 +630,6 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
     )))
 }
 
-/// The session token carried by the request's cookie, if any.
-pub(crate) fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
-    cookie(headers, COOKIE).map(str::to_string)
-}
-
-fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-}
-
-fn unauthenticated() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "请先登录（登录已过期或尚未登录）",
-    )
-}
-
-/// Whether a request method changes state (and so needs the CSRF token).
-fn is_write(method: &axum::http::Method) -> bool {
-    !matches!(
-        *method,
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    )
-}
-
-/// The value of cookie `name` in `headers`.
-pub(crate) fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn csrf_error(message: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "csrf", message)
-}
-
-/// Whether the browser says this request comes from another site: `Sec-Fetch-Site` other than
-/// `same-origin`/`none`, or an `Origin` whose host differs from `Host`. Requests without either
-/// header (curl, the CLI, tests) are not cross-site.
-pub fn cross_site(headers: &axum::http::HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return true;
-        }
-    }
-    match headers.get(header::ORIGIN) {
-        None => false,
-        Some(_) => !crate::automerge_repo::ws::same_origin_or_none(headers),
-    }
-}
-
-/// Refuses every state-changing request a browser marks as coming from another site (the
-/// villager page's POSTs have no session, so this is their CSRF defence; for logged-in requests
-/// it comes on top of the token check in [`require_login`]).
-pub async fn csrf_guard(req: Request, next: Next) -> Response {
-    if is_write(req.method()) && cross_site(req.headers()) {
-        tracing::warn!(
-            path = %req.uri().path(),
-            origin = ?req.headers().get(header::ORIGIN),
-            "cross-site write refused"
-        );
-        return csrf_error("拒绝跨站请求：请在本系统页面内操作").into_response();
-    }
-    next.run(req).await
-}
-
-/// Whether the request's `x-csrf-token` equals the session's token (constant time).
-pub fn csrf_ok(headers: &axum::http::HeaderMap, expected: &str) -> bool {
-    let Some(got) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    !expected.is_empty()
-        && got.len() == expected.len()
-        && got
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// The session's user, after the CSRF check for state-changing requests.
-pub fn session_user(accounts: &crate::accounts::Accounts, req: &Request) -> Result<User, ApiError> {
-    let (user, csrf) = session_token(req.headers())
-        .and_then(|t| accounts.session_with_csrf(&t))
-        .ok_or_else(unauthenticated)?;
-    if is_write(req.method()) && !csrf_ok(req.headers(), &csrf) {
-        tracing::warn!(account = %user.name, path = %req.uri().path(), "csrf token missing or wrong");
-        return Err(csrf_error(
-            "请求缺少安全令牌或令牌不符（x-csrf-token），请刷新页面后重试",
-        ));
-    }
-    Ok(user)
-}
-
 /// Lets a request through only with an open session and the right to do it, handing the handler
 /// its [`User`].
 async fn require_login(
@@ -782,36 +647,6 @@ async fn require_login(
     }
     req.extensions_mut().insert(user);
     next.run(req).await
-}
-
-/// Login body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    /// Account name.
-    pub name: String,
-    /// Password.
-    pub password: String,
-}
-
-/// Longest account name and password a login may carry, in bytes (hashing a huge password is
-/// work an attacker should not get for free).
-pub const MAX_LOGIN_FIELD_BYTES: usize = 1024;
-
-/// Parses a login body; pure, so it is fuzzed (`node/fuzz`, target `node_api_json`).
-pub fn parse_login(body: &[u8]) -> Result<LoginBody, ApiError> {
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "请求应为 {\"name\": 用户名, \"password\": 密码}",
-        )
-    };
-    let body: LoginBody = serde_json::from_slice(body).map_err(|_| bad())?;
-    if body.name.len() > MAX_LOGIN_FIELD_BYTES || body.password.len() > MAX_LOGIN_FIELD_BYTES {
-        return Err(bad());
-    }
-    Ok(body)
 }
 
 /// Whether `user` may make this request (see the module docs). Records named in the path are

@@ -26,10 +26,10 @@ use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::Role;
 use serde::Deserialize;
 
-use crate::blobs::ContentConfig;
-use crate::store::StoreConfig;
-use crate::sync::SyncConfig;
-use crate::webtls::WebTlsConfig;
+use cunyun_platform::blobs::ContentConfig;
+use cunyun_platform::certs::webtls::WebTlsConfig;
+use cunyun_platform::store::StoreConfig;
+use cunyun_platform::sync::SyncConfig;
 
 /// Everything a node needs to start. Every field has a default (see [`NodeConfig::default`]).
 #[derive(Debug, Clone, Deserialize)]
@@ -53,8 +53,8 @@ pub struct NodeConfig {
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: usize,
     /// HTTP connections per source address (`[http_per_address]`: `per_minute`, `concurrent`,
-    /// `exempt_loopback`); see [`crate::ratelimit`].
-    pub http_per_address: crate::ratelimit::AddrLimits,
+    /// `exempt_loopback`); see [`cunyun_platform::ratelimit`].
+    pub http_per_address: cunyun_platform::ratelimit::AddrLimits,
     /// Document store settings.
     pub store: StoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-node init` first).
@@ -62,7 +62,7 @@ pub struct NodeConfig {
     /// Content files: blob store quota and the hub keys content must be signed by (used when
     /// sync is enabled).
     pub content: ContentConfig,
-    /// HTTPS for the cadre web app (`[web_tls]`, off by default; see [`crate::webtls`]).
+    /// HTTPS for the cadre web app (`[web_tls]`, off by default; see [`cunyun_platform::certs::webtls`]).
     pub web_tls: WebTlsConfig,
 }
 
@@ -80,7 +80,7 @@ impl Default for NodeConfig {
             node_name: "村云节点".to_string(),
             default_author: "local-admin".to_string(),
             max_body_bytes: 256 * 1024,
-            http_per_address: crate::ratelimit::AddrLimits::HTTP,
+            http_per_address: cunyun_platform::ratelimit::AddrLimits::HTTP,
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             content: ContentConfig::default(),

@@ -28,8 +28,9 @@ use axum::{Json, Router};
 use cunyun_protocol::manifest::{ContentId, ContentManifest};
 use serde_json::{json, Value};
 
-use crate::api::{ApiError, AppState};
+use crate::api::AppState;
 use crate::pushdown::Pushdown;
+use cunyun_platform::http::ApiError;
 
 /// Routes behind the login (the caller adds the guard).
 pub fn api_routes() -> Router<Arc<AppState>> {

@@ -1,7 +1,8 @@
 //! Household deletion on request, on the node: writing a tombstone and removing the household's
 //! documents in one durable batch ([`Records::delete_household`]), the same removal when a
-//! tombstone arrives by sync ([`removals_for`], used by `sync::adapter`), and the guard that
-//! refuses a deleted household's documents from then on ([`deleted`]).
+//! tombstone arrives by sync (`cunyun_protocol::deletion::removed_by`, used by the platform's
+//! sync adapter; the guard that refuses a deleted household's documents from then on is
+//! `DocStore::deleted`).
 //!
 //! The tombstone (`<village>/del/<id>`, [`cunyun_protocol::deletion`]) reaches every node the
 //! household's documents reached; each removes `hh`, `hp`, `rec` and `fb` of that id from its
@@ -9,30 +10,17 @@
 //! sled's files too.
 
 use automerge::Automerge;
-use cunyun_protocol::deletion::{removed_by, tombstone_for, DeletionReason, Tombstone};
+use cunyun_protocol::deletion::{removed_by, DeletionReason, Tombstone};
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::{DocKey, Kind};
 
-use crate::records::{now_ms, RecordError, Records};
-use crate::store::{DocStore, DocWrite, StoreError};
-
-/// Whether `key` belongs to a household this store holds a tombstone for.
-pub fn deleted(store: &DocStore, key: &DocKey) -> Result<bool, StoreError> {
-    match tombstone_for(key) {
-        Some(t) => Ok(store.entry(&t)?.is_some()),
-        None => Ok(false),
-    }
-}
-
-/// The documents to remove along with the write of `key`: the household's documents when `key`
-/// is a tombstone, nothing otherwise.
-pub fn removals_for(key: &DocKey) -> Vec<DocKey> {
-    removed_by(key)
-}
+use crate::records::{RecordError, Records};
+use cunyun_platform::clock::now_ms;
+use cunyun_platform::store::{DocStore, DocWrite};
 
 /// Today's date in China Standard Time.
 fn today() -> Result<Date, RecordError> {
-    let (y, m, d) = crate::timefmt::cst_date(now_ms());
+    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
     u16::try_from(y)
         .ok()
         .and_then(|y| Date::new(y, m as u8, d as u8))
@@ -53,7 +41,7 @@ pub fn delete_in_store(
     let tomb =
         Tombstone::new(*hh.area(), id, today()?, reason, account).map_err(RecordError::Invalid)?;
     let del = hh.with_kind(Kind::Del);
-    let removes = removals_for(&del);
+    let removes = removed_by(&del);
     let mut held = false;
     for k in &removes {
         held |= store.entry(k)?.is_some();
@@ -115,8 +103,8 @@ mod tests {
     use automerge::ROOT;
 
     use super::*;
-    use crate::store::StoreConfig;
-    use crate::sync::adapter::{apply_changes, ApplyError, ReceivePolicy};
+    use cunyun_platform::store::StoreConfig;
+    use cunyun_platform::sync::adapter::{apply_changes, ApplyError, ReceivePolicy};
 
     fn key(s: &str) -> DocKey {
         DocKey::parse(s).unwrap()
@@ -209,8 +197,8 @@ mod tests {
         assert!(store.entry(&hp).unwrap().is_none());
         assert!(store.entry(&hh).unwrap().is_none());
         assert!(store.entry(&other).unwrap().is_some());
-        assert!(deleted(&store, &hp).unwrap());
-        assert!(!deleted(&store, &other).unwrap());
+        assert!(store.deleted(&hp).unwrap());
+        assert!(!store.deleted(&other).unwrap());
         // Later, alone: still refused.
         let applied =
             apply_changes(&store, vec![(hh.clone(), stale)], ReceivePolicy::default()).unwrap();

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::records::{
-    invalid, merge_patch, now_ms, prefixed, HouseholdParts, HouseholdRecord, RecordError, Records,
+    invalid, merge_patch, prefixed, HouseholdParts, HouseholdRecord, RecordError, Records,
 };
-use crate::store::DocWrite;
+use cunyun_platform::clock::now_ms;
+use cunyun_platform::store::DocWrite;
 
 /// Heads of the two household documents an edit was based on (hex).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -396,7 +397,7 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DocStore, StoreConfig};
+    use cunyun_platform::store::{DocStore, StoreConfig};
     use cunyun_protocol::area::AreaScope;
     use serde_json::json;
 

@@ -11,8 +11,9 @@ use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::rec::Rec;
 
-use crate::records::{now_ms, RecordError, Records};
-use crate::store::DocWrite;
+use crate::records::{RecordError, Records};
+use cunyun_platform::clock::now_ms;
+use cunyun_platform::store::DocWrite;
 
 /// Commit author of feedback changes (the villager is anonymous; the node records it).
 const AUTHOR: &str = "feedback";
@@ -40,7 +41,7 @@ impl Event {
 
 /// Today in China Standard Time, as a protocol date.
 pub fn today() -> Option<Date> {
-    let (y, m, d) = crate::timefmt::cst_date(now_ms());
+    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
     Date::new(
         u16::try_from(y).ok()?,
         u8::try_from(m).ok()?,

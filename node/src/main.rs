@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cunyun_node::config::{NodeConfig, DEFAULT_VILLAGE};
 use cunyun_node::server;
-use cunyun_node::user_cli::UserCommand;
+use cunyun_platform::user_cli::UserCommand;
 use cunyun_protocol::area::{AreaCode, Level};
 use cunyun_protocol::key::Kind;
 
@@ -94,7 +94,7 @@ enum Command {
         #[arg(long, default_value = "county")]
         role: String,
         /// 有效时长（小时）。
-        #[arg(long, default_value_t = cunyun_node::enroll::DEFAULT_TOKEN_TTL_HOURS)]
+        #[arg(long, default_value_t = cunyun_platform::certs::enroll::DEFAULT_TOKEN_TTL_HOURS)]
         ttl_hours: u64,
     },
     /// 运行注册服务：持令牌的节点可在此领取证书。
@@ -106,10 +106,10 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:7448")]
         listen: SocketAddr,
         /// 每个来源地址每分钟最多连接次数（0 表示不限）。
-        #[arg(long, default_value_t = cunyun_node::ratelimit::AddrLimits::ENROLL.per_minute)]
+        #[arg(long, default_value_t = cunyun_platform::ratelimit::AddrLimits::ENROLL.per_minute)]
         per_address_per_minute: u32,
         /// 每个来源地址最多同时连接数（0 表示不限）。
-        #[arg(long, default_value_t = cunyun_node::ratelimit::AddrLimits::ENROLL.concurrent)]
+        #[arg(long, default_value_t = cunyun_platform::ratelimit::AddrLimits::ENROLL.concurrent)]
         per_address_concurrent: u32,
     },
     /// 用一次性令牌向上级注册本节点（县级节点得到县级证书机构和本节点证书）。
@@ -209,7 +209,7 @@ enum Command {
 const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
-    cunyun_node::user_cli::run(
+    cunyun_platform::user_cli::run(
         command,
         std::path::Path::new("./data/node"),
         Some(DEFAULT_VILLAGE),
@@ -219,7 +219,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("cunyun=info,cunyun_node=info,warn")
+        tracing_subscriber::EnvFilter::new("cunyun=info,cunyun_node=info,cunyun_platform=info,warn")
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -312,10 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             per_address_per_minute,
             per_address_concurrent,
         } => {
-            let limits = cunyun_node::ratelimit::AddrLimits {
+            let limits = cunyun_platform::ratelimit::AddrLimits {
                 per_minute: per_address_per_minute,
                 concurrent: per_address_concurrent,
-                ..cunyun_node::ratelimit::AddrLimits::ENROLL
+                ..cunyun_platform::ratelimit::AddrLimits::ENROLL
             };
             enroll_serve(ca_dir, listen, limits).await
         }
@@ -353,7 +353,7 @@ async fn demo(
     config.scope = village.scope();
     config.node_name = "示例村（村云演示）".to_string();
     {
-        let accounts = cunyun_node::accounts::Accounts::open(&config.data_dir)?;
+        let accounts = cunyun_platform::accounts::Accounts::open(&config.data_dir)?;
         if !accounts.list()?.iter().any(|a| a.name == DEMO_USER.0) {
             accounts.add(DEMO_USER.0, &village.to_string(), DEMO_USER.1)?;
         }
@@ -430,7 +430,7 @@ fn init(data_dir: PathBuf, scope: &str, role: &str, ca_dir: PathBuf) -> anyhow::
         role,
         scope,
     };
-    let created = cunyun_node::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)?;
+    let created = cunyun_platform::certs::tls::init_dev_identity(&ca_dir, &tls_dir, &identity)?;
     if created {
         println!("已创建开发用证书机构：{}", ca_dir.display());
     }
@@ -461,12 +461,12 @@ fn ca_init(ca_dir: PathBuf, scope: &str) -> anyhow::Result<()> {
         role: cunyun_protocol::key::Role::Hub,
         scope,
     };
-    let ca = cunyun_node::tls::CertAuthority::create(
+    let ca = cunyun_platform::certs::tls::CertAuthority::create(
         "cunyun province CA (村云省级证书机构)",
         &identity,
     )?;
     std::fs::create_dir_all(&ca_dir).with_context(|| format!("无法创建 {}", ca_dir.display()))?;
-    cunyun_node::enroll::CaDir::write(&ca_dir, &ca.pem, &ca.pem.cert_pem)?;
+    cunyun_platform::certs::enroll::CaDir::write(&ca_dir, &ca.pem, &ca.pem.cert_pem)?;
     println!("已创建省级根证书机构：{}", ca_dir.display());
     println!(
         "根证书（随注册令牌交给各县）：{}",
@@ -479,7 +479,7 @@ fn ca_init(ca_dir: PathBuf, scope: &str) -> anyhow::Result<()> {
 fn enroll_token(ca_dir: PathBuf, scope: &str, role: &str, ttl_hours: u64) -> anyhow::Result<()> {
     let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
     let role = parse_role(role)?;
-    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let ca = cunyun_platform::certs::enroll::CaDir::load(&ca_dir)?;
     // Refuse now what the CA would refuse at enrollment.
     anyhow::ensure!(
         ca.ca.identity.scope.contains_scope(&scope),
@@ -496,12 +496,12 @@ fn enroll_token(ca_dir: PathBuf, scope: &str, role: &str, ttl_hours: u64) -> any
         ttl_hours > 0 && ttl_hours <= 24 * 30,
         "有效时长应在 1 到 720 小时之间"
     );
-    let tokens = cunyun_node::enroll::TokenStore::open(&ca_dir);
+    let tokens = cunyun_platform::certs::enroll::TokenStore::open(&ca_dir);
     let t = tokens.issue(
         scope,
         role,
         ttl_hours * 3600,
-        cunyun_node::trust::system_time_s(),
+        cunyun_platform::certs::trust::system_time_s(),
     )?;
     println!("一次性注册令牌（只能使用一次，{ttl_hours} 小时内有效）：");
     println!("{}", t.token);
@@ -516,11 +516,11 @@ fn enroll_token(ca_dir: PathBuf, scope: &str, role: &str, ttl_hours: u64) -> any
 async fn enroll_serve(
     ca_dir: PathBuf,
     listen: SocketAddr,
-    limits: cunyun_node::ratelimit::AddrLimits,
+    limits: cunyun_platform::ratelimit::AddrLimits,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
-    let ca = Arc::new(cunyun_node::enroll::CaDir::load(&ca_dir)?);
-    let tokens = Arc::new(cunyun_node::enroll::TokenStore::open(&ca_dir));
+    let ca = Arc::new(cunyun_platform::certs::enroll::CaDir::load(&ca_dir)?);
+    let tokens = Arc::new(cunyun_platform::certs::enroll::TokenStore::open(&ca_dir));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("无法监听 {listen}"))?;
@@ -531,7 +531,7 @@ async fn enroll_serve(
         ca.ca.identity.scope
     );
     tokio::select! {
-        _ = cunyun_node::enroll::serve_limited(listener, ca, tokens, limits) => {}
+        _ = cunyun_platform::certs::enroll::serve_limited(listener, ca, tokens, limits) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())
@@ -545,7 +545,8 @@ async fn enroll(
 ) -> anyhow::Result<()> {
     let root_pem = std::fs::read_to_string(&root_cert)
         .with_context(|| format!("无法读取根证书 {}", root_cert.display()))?;
-    let done = cunyun_node::enroll::enroll_node(server, &root_pem, token, &data_dir).await?;
+    let done =
+        cunyun_platform::certs::enroll::enroll_node(server, &root_pem, token, &data_dir).await?;
     println!("注册成功。节点身份：{}", done.identity.to_uri());
     println!("节点证书已写入：{}", data_dir.join("tls").display());
     if let Some(ca) = done.ca_dir {
@@ -565,17 +566,17 @@ fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Resul
                 .with_context(|| format!("节点编号“{n}”无效"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let ca = cunyun_platform::certs::enroll::CaDir::load(&ca_dir)?;
     let mut config = NodeConfig::default();
     config.data_dir = data_dir;
     let store =
         server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
-    let list = cunyun_node::revocation::publish(
+    let list = cunyun_platform::certs::revocation::publish(
         &store,
         &ca,
         &ids,
         &[],
-        cunyun_node::trust::system_time_s(),
+        cunyun_platform::certs::trust::system_time_s(),
     )?;
     println!(
         "吊销列表已更新（第 {} 版，共吊销 {} 个节点）；节点启动后随同步传到所有节点。",
@@ -624,8 +625,9 @@ fn delete_household(
     let tomb = cunyun_node::deletion::delete_in_store(&store, &hh, by, reason)
         .map_err(|e| anyhow::anyhow!("删除失败：{e}"))?;
     drop(store);
-    let stats = cunyun_node::store::DocStore::vacuum(&config.data_dir.join("store"), &config.store)
-        .context("文档库整理失败（删除已生效，下次启动时会再次整理）")?;
+    let stats =
+        cunyun_platform::store::DocStore::vacuum(&config.data_dir.join("store"), &config.store)
+            .context("文档库整理失败（删除已生效，下次启动时会再次整理）")?;
     println!(
         "已删除 {} 村农户 {}（{}，{}），文档库已整理（{} → {} 字节）；节点启动后删除随同步传到所有存有该户数据的节点。",
         tomb.village,
@@ -652,7 +654,7 @@ fn enroll_village(
         "{} 已有节点证书，不会覆盖",
         out.display()
     );
-    let ca = cunyun_node::enroll::CaDir::load(&ca_dir)?;
+    let ca = cunyun_platform::certs::enroll::CaDir::load(&ca_dir)?;
     let node_id = node_id
         .map(|n| {
             n.parse::<cunyun_protocol::identity::NodeId>()
@@ -697,7 +699,7 @@ async fn http_get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_jso
 fn fmt_time(ms: Option<u64>) -> String {
     match ms {
         Some(ms) => {
-            let ago = cunyun_node::records::now_ms().saturating_sub(ms) / 1000;
+            let ago = cunyun_platform::clock::now_ms().saturating_sub(ms) / 1000;
             format!("{ago}秒前")
         }
         None => "从未".into(),
@@ -802,12 +804,12 @@ fn web_cert(config: Option<PathBuf>, names: Vec<String>) -> anyhow::Result<()> {
         None => NodeConfig::default(),
     };
     let names = if names.is_empty() {
-        cunyun_node::webtls::cert_names(&config.web_tls)
+        cunyun_platform::certs::webtls::cert_names(&config.web_tls)
     } else {
         names
     };
-    let dir = cunyun_node::webtls::dir_of(&config.web_tls, &config.data_dir);
-    let files = cunyun_node::webtls::issue(&dir, &names)?;
+    let dir = cunyun_platform::certs::webtls::dir_of(&config.web_tls, &config.data_dir);
+    let files = cunyun_platform::certs::webtls::issue(&dir, &names)?;
     println!(
         "已签发网页证书：{}（{}）",
         files.cert.display(),

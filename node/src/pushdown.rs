@@ -46,9 +46,9 @@ use cunyun_protocol::manifest::ContentId;
 use cunyun_protocol::rec::Rec;
 use serde::Serialize;
 
-use crate::blobs::{fetch_keeping, BlobStore};
-use crate::store::DocStore;
-use crate::sync::SyncService;
+use cunyun_platform::blobs::{fetch_keeping, BlobStore};
+use cunyun_platform::store::DocStore;
+use cunyun_platform::sync::SyncService;
 
 /// What the push-down loop last saw.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -312,7 +312,10 @@ impl Pushdown {
             p.clone_from(&planned);
         }
         let mut last_error = None;
-        if let Err(e) = self.blobs.mark_wanted(&wanted, crate::records::now_ms()) {
+        if let Err(e) = self
+            .blobs
+            .mark_wanted(&wanted, cunyun_platform::clock::now_ms())
+        {
             last_error = Some(e.to_string());
         }
         let mut fetch = planned.clone();
@@ -366,7 +369,7 @@ impl Pushdown {
             last_error = None;
         }
         st.last_error = last_error;
-        st.last_run_ms = Some(crate::records::now_ms());
+        st.last_run_ms = Some(cunyun_platform::clock::now_ms());
         if let Ok(mut s) = self.status.lock() {
             st.runs = s.runs + 1;
             *s = st.clone();

@@ -29,7 +29,8 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::{DocStore, DocWrite, StoreError};
+use cunyun_platform::clock::now_ms;
+use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 
 /// Why a record operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,17 +189,9 @@ pub struct Records {
     ids: Mutex<Option<HashMap<String, DocKey>>>,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Today's date in China Standard Time, for the `created`/`updated` fields of needs.
 fn today() -> Option<Date> {
-    let (y, m, d) = crate::timefmt::cst_date(now_ms());
+    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
     Date::new(u16::try_from(y).ok()?, m as u8, d as u8)
 }
 

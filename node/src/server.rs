@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::{app, AppState};
 use crate::config::NodeConfig;
-use crate::metrics::Metrics;
 use crate::records::{RecordError, Records};
-use crate::store::{DocStore, StoreError};
+use cunyun_platform::metrics::Metrics;
+use cunyun_platform::store::{DocStore, StoreError};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +31,16 @@ pub enum StartError {
     Store(#[from] StoreError),
     /// The account files could not be opened.
     #[error(transparent)]
-    Accounts(#[from] crate::accounts::AccountError),
+    Accounts(#[from] cunyun_platform::accounts::AccountError),
     /// Sync could not start.
     #[error(transparent)]
-    Sync(#[from] crate::sync::service::SyncStartError),
+    Sync(#[from] cunyun_platform::sync::service::SyncStartError),
     /// The content blob store could not be opened (or a trusted hub key is malformed).
     #[error("无法打开内容缓存: {0}")]
-    Blobs(#[from] crate::blobs::BlobError),
+    Blobs(#[from] cunyun_platform::blobs::BlobError),
     /// The web app's HTTPS certificate could not be prepared.
     #[error(transparent)]
-    WebTls(#[from] crate::webtls::WebTlsError),
+    WebTls(#[from] cunyun_platform::certs::webtls::WebTlsError),
     /// The listen address could not be bound.
     #[error("无法监听 {addr}: {source}（端口可能已被占用）")]
     Bind {
@@ -147,9 +147,12 @@ pub async fn start_with_principals(
     shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, StartError> {
     let sync = if config.sync.enabled {
-        let service =
-            crate::sync::SyncService::start(config.sync.clone(), store.clone(), &config.data_dir)
-                .await?;
+        let service = cunyun_platform::sync::SyncService::start(
+            config.sync.clone(),
+            store.clone(),
+            &config.data_dir,
+        )
+        .await?;
         let blobs = open_blobs(config)?;
         service.set_blob_store(blobs.clone());
         let metrics_feed = service.subscribe();
@@ -179,7 +182,7 @@ pub async fn start_with_principals(
         automerge_repo,
         records: Records::new(store, config.scope),
         metrics: Metrics::new(),
-        accounts: crate::accounts::Accounts::open(&config.data_dir)?,
+        accounts: cunyun_platform::accounts::Accounts::open(&config.data_dir)?,
         node_name: config.node_name.clone(),
         sync,
         pushdown,
@@ -233,29 +236,33 @@ pub async fn start_with_principals(
     let mut router = app(state.clone(), config.max_body_bytes);
     let mut https = None;
     if config.web_tls.enabled {
-        let files = crate::webtls::prepare(&config.web_tls, &config.data_dir)?;
-        let tls = crate::webtls::server_config(&files)?;
+        let files = cunyun_platform::certs::webtls::prepare(&config.web_tls, &config.data_dir)?;
+        let tls = cunyun_platform::certs::webtls::server_config(&files)?;
         let (tcp, https_addr) = bind(config.web_tls.listen).await?;
-        let tcp = crate::ratelimit::LimitedListener::new(
+        let tcp = cunyun_platform::ratelimit::LimitedListener::new(
             tcp,
-            crate::ratelimit::AddrLimiter::new("https", config.http_per_address),
+            cunyun_platform::ratelimit::AddrLimiter::new("https", config.http_per_address),
         );
         let tls_listener =
-            crate::webtls::TlsListener::new(tcp, tls).map_err(|source| StartError::Bind {
-                addr: config.web_tls.listen,
-                source,
+            cunyun_platform::certs::webtls::TlsListener::new(tcp, tls).map_err(|source| {
+                StartError::Bind {
+                    addr: config.web_tls.listen,
+                    source,
+                }
             })?;
-        let ca = crate::webtls::CaDownload::load(&files.ca_cert, https_addr.port());
+        let ca =
+            cunyun_platform::certs::webtls::CaDownload::load(&files.ca_cert, https_addr.port());
         let https_router = app(state.clone(), config.max_body_bytes)
-            .merge(crate::webtls::ca_routes(ca.clone()))
-            .layer(axum::Extension(crate::webtls::PlainHttpPort(addr.port())));
-        router =
-            router
-                .merge(crate::webtls::ca_routes(ca))
-                .layer(axum::middleware::from_fn_with_state(
-                    https_addr.port(),
-                    crate::webtls::http_gate,
-                ));
+            .merge(cunyun_platform::certs::webtls::ca_routes(ca.clone()))
+            .layer(axum::Extension(
+                cunyun_platform::certs::webtls::PlainHttpPort(addr.port()),
+            ));
+        router = router
+            .merge(cunyun_platform::certs::webtls::ca_routes(ca))
+            .layer(axum::middleware::from_fn_with_state(
+                https_addr.port(),
+                cunyun_platform::certs::webtls::http_gate,
+            ));
         let stop = stopped();
         https = Some((
             https_addr,
@@ -269,9 +276,9 @@ pub async fn start_with_principals(
     }
     let https_addr = https.as_ref().map(|(a, _)| *a);
     let stop = stopped();
-    let listener = crate::ratelimit::LimitedListener::new(
+    let listener = cunyun_platform::ratelimit::LimitedListener::new(
         listener,
-        crate::ratelimit::AddrLimiter::new("http", config.http_per_address),
+        cunyun_platform::ratelimit::AddrLimiter::new("http", config.http_per_address),
     );
     let task = tokio::spawn(async move {
         let plain = axum::serve(listener, router)
@@ -295,8 +302,10 @@ pub async fn start_with_principals(
     })
 }
 
-/// Opens the content blob store of `config` (checking every chunk; see [`crate::blobs`]).
-pub fn open_blobs(config: &NodeConfig) -> Result<crate::blobs::BlobStore, crate::blobs::BlobError> {
+/// Opens the content blob store of `config` (checking every chunk; see [`cunyun_platform::blobs`]).
+pub fn open_blobs(
+    config: &NodeConfig,
+) -> Result<cunyun_platform::blobs::BlobStore, cunyun_platform::blobs::BlobError> {
     let trusted =
         cunyun_protocol::manifest::TrustedKeys::from_hex(&config.content.trusted_hub_keys)?;
     let dir = config
@@ -305,7 +314,7 @@ pub fn open_blobs(config: &NodeConfig) -> Result<crate::blobs::BlobStore, crate:
         .clone()
         .unwrap_or_else(|| config.data_dir.join("blobs"));
     let quota = config.content.quota_mb.saturating_mul(1 << 20);
-    let (store, report) = crate::blobs::BlobStore::open(&dir, quota, trusted)?;
+    let (store, report) = cunyun_platform::blobs::BlobStore::open(&dir, quota, trusted)?;
     tracing::info!(
         target: "cunyun::_events::blobs_opened",
         dir = %dir.display(),

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use cunyun_node::accounts::{Accounts, Role};
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
+use cunyun_platform::accounts::{Accounts, Role};
 use cunyun_protocol::area::AreaScope;
 use serde_json::{json, Value};
 

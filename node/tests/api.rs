@@ -27,7 +27,7 @@ const CADRE: &str = "wangli";
 const PASSWORD: &str = "村干部的密码2026";
 
 async fn start(dir: &std::path::Path) -> RunningNode {
-    let accounts = cunyun_node::accounts::Accounts::open(dir).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir).expect("accounts");
     if accounts.list().expect("list").is_empty() {
         accounts.add(CADRE, VILLAGE, PASSWORD).expect("add cadre");
     }

@@ -245,7 +245,7 @@ async fn cadre_syncs_and_changes_a_household_and_sees_node_changes() {
         .state
         .accounts
         .audit()
-        .read(&cunyun_node::audit::AuditFilter {
+        .read(&cunyun_platform::audit::AuditFilter {
             who: Some("cadre-li".into()),
             what: Some("record_change".into()),
             ..Default::default()

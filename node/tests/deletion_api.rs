@@ -26,7 +26,7 @@ fn config(dir: &std::path::Path) -> NodeConfig {
 }
 
 async fn start(dir: &std::path::Path) -> RunningNode {
-    let accounts = cunyun_node::accounts::Accounts::open(dir).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir).expect("accounts");
     accounts.add("cadre_a", VILLAGE_A, PASSWORD).expect("add a");
     accounts.add("cadre_b", VILLAGE_B, PASSWORD).expect("add b");
     drop(accounts);

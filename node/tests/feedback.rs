@@ -9,7 +9,7 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::store::DocWrite;
+use cunyun_platform::store::DocWrite;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::feedback::Feedback;
 use cunyun_protocol::fields::Date;
@@ -22,7 +22,7 @@ const CADRE: &str = "wangli";
 const PASSWORD: &str = "村干部的密码2026";
 
 async fn start(dir: &std::path::Path) -> RunningNode {
-    let accounts = cunyun_node::accounts::Accounts::open(dir).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir).expect("accounts");
     if accounts.list().expect("list").is_empty() {
         accounts.add(CADRE, VILLAGE, PASSWORD).expect("add cadre");
     }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cunyun_node::config::NodeConfig;
-use cunyun_node::enroll::{self, CaDir, TokenStore};
-use cunyun_node::ratelimit::AddrLimits;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::tls::CertAuthority;
-use cunyun_node::trust::system_time_s;
+use cunyun_platform::certs::enroll::{self, CaDir, TokenStore};
+use cunyun_platform::certs::tls::CertAuthority;
+use cunyun_platform::certs::trust::system_time_s;
+use cunyun_platform::ratelimit::AddrLimits;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -111,7 +111,8 @@ async fn start_node(
     peers: Vec<SocketAddr>,
 ) -> RunningNode {
     let dir = root.join(name);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -271,7 +272,7 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
 async fn a_cadre_of_village_a_gets_403_for_village_b_records_on_every_api_route() {
     use cunyun_protocol::key::Kind;
     let dir = tempfile::tempdir().expect("tempdir");
-    let accounts = cunyun_node::accounts::Accounts::open(dir.path()).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir.path()).expect("accounts");
     accounts
         .add("cadre-a", VILLAGE_A, "甲村干部的密码2026")
         .expect("add");
@@ -484,7 +485,7 @@ async fn traversal_in_content_rendition_item_and_app_file_names_is_refused() {
     c.data_dir = dir.path().join("data");
     std::fs::create_dir_all(&c.data_dir).expect("mkdir");
     std::fs::write(c.data_dir.join("secret.txt"), "TOP-SECRET-FILE").expect("write");
-    let accounts = cunyun_node::accounts::Accounts::open(&c.data_dir).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(&c.data_dir).expect("accounts");
     accounts
         .add("cadre-a", VILLAGE_A, "甲村干部的密码2026")
         .expect("add");
@@ -565,7 +566,7 @@ async fn traversal_in_content_rendition_item_and_app_file_names_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_on_every_writing_route_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let accounts = cunyun_node::accounts::Accounts::open(dir.path()).expect("accounts");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir.path()).expect("accounts");
     accounts
         .add("cadre-a", VILLAGE_A, "甲村干部的密码2026")
         .expect("add");

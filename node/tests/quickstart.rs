@@ -169,7 +169,7 @@ fn user_add_reads_the_password_from_stdin_and_refuses_bad_input() {
     let list = run(&["list"], "");
     let out = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(out.contains("wangli") && !out.contains("lisi"), "{out}");
-    let accounts = cunyun_node::accounts::Accounts::open(dir.path()).expect("open");
+    let accounts = cunyun_platform::accounts::Accounts::open(dir.path()).expect("open");
     let session = accounts
         .login("wangli", "一个足够长的密码")
         .expect("the password read from stdin logs in")

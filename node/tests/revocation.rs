@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cunyun_node::config::NodeConfig;
-use cunyun_node::enroll::CaDir;
-use cunyun_node::revocation::{self, list_key, verify_signed, RevocationSet};
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::tls::{CertAuthority, CertKeyPem};
-use cunyun_node::trust::system_time_s;
+use cunyun_platform::certs::enroll::CaDir;
+use cunyun_platform::certs::revocation::{self, list_key, verify_signed, RevocationSet};
+use cunyun_platform::certs::tls::{CertAuthority, CertKeyPem};
+use cunyun_platform::certs::trust::system_time_s;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -62,7 +62,8 @@ async fn start_node(
     peers: Vec<std::net::SocketAddr>,
 ) -> RunningNode {
     let pem = ca.ca.issue(id).expect("issue");
-    cunyun_node::tls::write_node_files(&dir.join("tls"), &pem, &ca.root_pem).expect("files");
+    cunyun_platform::certs::tls::write_node_files(&dir.join("tls"), &pem, &ca.root_pem)
+        .expect("files");
     let mut c = NodeConfig::default();
     c.data_dir = dir.to_owned();
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -80,7 +81,7 @@ async fn start_node(
         .expect("node starts")
 }
 
-fn sync(node: &RunningNode) -> &cunyun_node::sync::service::SyncService {
+fn sync(node: &RunningNode) -> &cunyun_platform::sync::service::SyncService {
     node.state.sync.as_ref().expect("sync enabled")
 }
 
@@ -117,7 +118,7 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     )
     .expect("published");
     assert_eq!(list.seq, 1);
-    let audit = cunyun_node::audit::Audit::open(&county_ca.dir)
+    let audit = cunyun_platform::audit::Audit::open(&county_ca.dir)
         .read(&Default::default())
         .expect("audit");
     assert!(
@@ -247,7 +248,7 @@ async fn a_running_session_ends_when_the_peer_is_revoked() {
     let county = start_node(&tmp.path().join("c"), &c_id, &county_ca, vec![]).await;
     let c_addr = sync(&county).listen_addr();
     // Village A connects and then says nothing: the county waits for it (idle limit 60 s).
-    let a = cunyun_node::tls::TlsContext::from_pem(
+    let a = cunyun_platform::certs::tls::TlsContext::from_pem(
         &county_ca.ca.issue(&a_id).expect("issue"),
         &county_ca.root_pem,
         Path::new("-"),

@@ -32,7 +32,8 @@ async fn start_node(
     peers: Vec<std::net::SocketAddr>,
 ) -> RunningNode {
     let dir = root.join(name);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");

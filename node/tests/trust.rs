@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cunyun_node::config::NodeConfig;
-use cunyun_node::revocation::RevocationSet;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::tls::{CertAuthority, CertKeyPem, TlsContext, Validity, SERVER_NAME};
-use cunyun_node::trust::{system_time_s, TrustClock, TrustError};
+use cunyun_platform::certs::revocation::RevocationSet;
+use cunyun_platform::certs::tls::{CertAuthority, CertKeyPem, TlsContext, Validity, SERVER_NAME};
+use cunyun_platform::certs::trust::{system_time_s, TrustClock, TrustError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -348,7 +348,8 @@ async fn province_county_village_chain_syncs() {
     let rogue = pki();
     let write = |name: &str, pem: &CertKeyPem, root_pem: &str| {
         let dir = root.path().join(name);
-        cunyun_node::tls::write_node_files(&dir.join("tls"), pem, root_pem).expect("write");
+        cunyun_platform::certs::tls::write_node_files(&dir.join("tls"), pem, root_pem)
+            .expect("write");
         dir
     };
     let c_dir = write(

@@ -158,7 +158,7 @@ async fn stock_automerge_repo_client_syncs_with_a_node() {
     config.data_dir = data.path().to_path_buf();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scope = AreaScope::parse(VILLAGE).unwrap();
-    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    let accounts = cunyun_platform::accounts::Accounts::open(data.path()).unwrap();
     accounts.add(ACCOUNT, VILLAGE, PASSWORD).unwrap();
     drop(accounts);
     let store = server::open_store(&config).unwrap();

@@ -96,7 +96,7 @@ async fn tokens_count_only_from_the_same_origin() {
     config.data_dir = data.path().to_path_buf();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scope = AreaScope::parse(VILLAGE).unwrap();
-    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    let accounts = cunyun_platform::accounts::Accounts::open(data.path()).unwrap();
     accounts.add("zhouwu", VILLAGE, "村干部的密码2026").unwrap();
     drop(accounts);
     let store = server::open_store(&config).unwrap();
@@ -200,7 +200,7 @@ async fn a_cadre_of_another_village_gets_nothing_of_this_village_on_a_county_nod
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scope = AreaScope::parse("510116").unwrap();
     config.role = cunyun_protocol::key::Role::County;
-    let accounts = cunyun_node::accounts::Accounts::open(data.path()).unwrap();
+    let accounts = cunyun_platform::accounts::Accounts::open(data.path()).unwrap();
     accounts
         .add("cadre-a", VILLAGE, "甲村干部的密码2026")
         .unwrap();

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cunyun_node::blobs::{self, BlobStore, TransferLimits, DEFAULT_CHUNK_SIZE};
-use cunyun_node::store::{DocStore, StoreConfig};
-use cunyun_node::sync::{SyncConfig, SyncService};
-use cunyun_node::tls::TlsContext;
+use cunyun_platform::blobs::{self, BlobStore, TransferLimits, DEFAULT_CHUNK_SIZE};
+use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::store::{DocStore, StoreConfig};
+use cunyun_platform::sync::{SyncConfig, SyncService};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::blob::{wire, Frame, FrameReader, ServeRequest, ServeStats, Server};
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
@@ -39,7 +39,7 @@ fn tls(root: &Path, name: &str, n: u8, role: Role, scope: &str) -> TlsContext {
         scope: AreaScope::parse(scope).expect("scope"),
     };
     let dir = root.join(name).join("tls");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir, &id).expect("identity");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir, &id).expect("identity");
     TlsContext::load(&dir, Default::default()).expect("tls")
 }
 
@@ -492,7 +492,7 @@ async fn a_node_started_from_config_serves_content_signed_by_its_trusted_key() {
         scope: AreaScope::parse("510116").expect("scope"),
     };
     let dir = root.join("county");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &county_id)
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &county_id)
         .expect("identity");
     let mut c = cunyun_node::config::NodeConfig::default();
     c.data_dir = dir;
@@ -525,8 +525,12 @@ async fn a_node_started_from_config_serves_content_signed_by_its_trusted_key() {
     // A malformed trusted key stops the node from starting, with a clear error.
     let mut bad = c.clone();
     bad.data_dir = root.join("county2");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &bad.data_dir.join("tls"), &county_id)
-        .expect("identity");
+    cunyun_platform::certs::tls::init_dev_identity(
+        &root.join("ca"),
+        &bad.data_dir.join("tls"),
+        &county_id,
+    )
+    .expect("identity");
     bad.content.trusted_hub_keys = vec!["not-a-key".into()];
     let err = cunyun_node::server::start(&bad, std::future::pending())
         .await

@@ -104,7 +104,7 @@ fn identity(n: u8, role: Role, scope: &str) -> anyhow::Result<NodeIdentity> {
 async fn start_hub(root: &Path) -> anyhow::Result<RunningHub> {
     let id = identity(9, Role::Hub, "51")?;
     let dir = root.join("hub");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
     let mut c = HubConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse()?;
@@ -123,7 +123,7 @@ async fn start_hub(root: &Path) -> anyhow::Result<RunningHub> {
 async fn start_village(root: &Path, peer: std::net::SocketAddr) -> anyhow::Result<RunningNode> {
     let id = identity(1, Role::Village, VILLAGE)?;
     let dir = root.join("village");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse()?;
@@ -198,7 +198,7 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     hub.hub.accounts.create(
         "test",
         OPERATOR.0,
-        cunyun_node::accounts::Role::HubOperator,
+        cunyun_platform::accounts::Role::HubOperator,
         "51",
         OPERATOR.1,
     )?;

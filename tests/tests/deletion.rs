@@ -22,7 +22,7 @@ use cunyun_hub::config::HubConfig;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::deletion::DeletionReason;
 use cunyun_protocol::fields::Date;
@@ -68,7 +68,8 @@ async fn try_start_node(
     peers: Vec<std::net::SocketAddr>,
 ) -> Result<RunningNode, server::StartError> {
     let dir = root.join(name);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -87,7 +88,8 @@ async fn try_start_node(
 async fn start_hub(root: &Path, peer: std::net::SocketAddr) -> RunningHub {
     let id = identity(9, Role::Hub, "51");
     let dir = root.join("hub");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = HubConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");

@@ -16,7 +16,8 @@ const VILLAGE: &str = "510116104201";
 
 fn config(root: &std::path::Path, name: &str, id: NodeIdentity) -> NodeConfig {
     let dir = root.join(name);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("identity");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("identity");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");

@@ -35,8 +35,12 @@ fn three_namespaced_nodes_discover_each_other_and_converge_over_tls() {
             role: *role,
             scope: AreaScope::parse(scope).expect("scope"),
         };
-        cunyun_node::tls::init_dev_identity(&root.path().join("ca"), &dir.join("tls"), &id)
-            .expect("identity");
+        cunyun_platform::certs::tls::init_dev_identity(
+            &root.path().join("ca"),
+            &dir.join("tls"),
+            &id,
+        )
+        .expect("identity");
         let mut child = lan
             .command(i, std::path::Path::new(env!("CARGO_BIN_EXE_netns_node")))
             .arg("--dir")

@@ -31,7 +31,7 @@ fn img(name: &str) -> PathBuf {
 }
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<RunningNode> {
-    let accounts = cunyun_node::accounts::Accounts::open(dir)?;
+    let accounts = cunyun_platform::accounts::Accounts::open(dir)?;
     accounts.add("wangli", VILLAGE, "wangli-password")?;
     accounts.add("zhaomin", VILLAGE, "zhaomin-password")?;
     let mut c = NodeConfig::default();
@@ -77,7 +77,7 @@ fn write_rec(node: &RunningNode, id: &str) -> anyhow::Result<()> {
     node.state
         .records
         .store()
-        .commit(vec![cunyun_node::store::DocWrite {
+        .commit(vec![cunyun_platform::store::DocWrite {
             key,
             chunk: doc.save(),
             heads: doc.get_heads(),

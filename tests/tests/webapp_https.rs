@@ -45,7 +45,7 @@ fn tools_available() -> bool {
 }
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<RunningNode> {
-    let accounts = cunyun_node::accounts::Accounts::open(dir)?;
+    let accounts = cunyun_platform::accounts::Accounts::open(dir)?;
     accounts.add("wangli", VILLAGE, "wangli-password")?;
     let c = NodeConfig::from_toml(&format!(
         "data_dir = {dir:?}\nlisten = \"127.0.0.1:0\"\nscope = \"{VILLAGE}\"\nnode_name = \"测试村\"\n\

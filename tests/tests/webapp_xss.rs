@@ -22,7 +22,7 @@ const ATTR: &str = "\"><img src=x onerror=__xss=3>";
 const NAME: &str = "<svg onload=__xss=1>";
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<RunningNode> {
-    let accounts = cunyun_node::accounts::Accounts::open(dir)?;
+    let accounts = cunyun_platform::accounts::Accounts::open(dir)?;
     accounts.add("wangli", VILLAGE, "wangli-password")?;
     let mut c = NodeConfig::default();
     c.data_dir = dir.to_path_buf();
@@ -184,7 +184,7 @@ async fn markup_in_fields_is_shown_as_text_everywhere() -> anyhow::Result<()> {
     node.state
         .records
         .store()
-        .commit(vec![cunyun_node::store::DocWrite {
+        .commit(vec![cunyun_platform::store::DocWrite {
             key,
             chunk: doc.save(),
             heads: doc.get_heads(),

@@ -25,9 +25,9 @@ use clap::Parser;
 use cunyun_hub::config::HubConfig;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
-use cunyun_node::enroll::CaDir;
 use cunyun_node::server::{self, RunningNode};
-use cunyun_node::tls::{CertAuthority, CertKeyPem};
+use cunyun_platform::certs::enroll::CaDir;
+use cunyun_platform::certs::tls::{CertAuthority, CertKeyPem};
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::{Kind, Role};
@@ -116,7 +116,7 @@ fn prepare_certificates(dir: &Path) -> anyhow::Result<bool> {
         let county = CertAuthority::from_pem(ca_pem.clone())?;
         let node = county.issue(&identity)?;
         CaDir::write(&county_ca_dir, &ca_pem, &province.root_pem)?;
-        cunyun_node::tls::write_node_files(
+        cunyun_platform::certs::tls::write_node_files(
             &dir.join("county").join("tls"),
             &node,
             &province.root_pem,
@@ -153,7 +153,7 @@ async fn start_hub(dir: &Path, port: u16) -> anyhow::Result<RunningHub> {
         accounts.create(
             "demo-county",
             DEMO_OPERATOR.0,
-            cunyun_node::accounts::Role::HubOperator,
+            cunyun_platform::accounts::Role::HubOperator,
             "51",
             DEMO_OPERATOR.1,
         )?;
@@ -223,7 +223,7 @@ async fn start_village(
         hub_key,
     );
     {
-        let accounts = cunyun_node::accounts::Accounts::open(&c.data_dir)?;
+        let accounts = cunyun_platform::accounts::Accounts::open(&c.data_dir)?;
         if !accounts.list()?.iter().any(|a| a.name == DEMO_USER.0) {
             accounts.add(DEMO_USER.0, code, DEMO_USER.1)?;
         }

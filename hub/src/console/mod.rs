@@ -72,9 +72,9 @@ async fn css() -> Response {
         .into_response()
 }
 
-/// The one HTML escaping helper (`cunyun_node::html::esc`); everything a page renders from data
+/// The one HTML escaping helper (`cunyun_platform::html::esc`); everything a page renders from data
 /// (titles, names, ids, error messages) goes through it.
-pub use cunyun_node::html::esc;
+pub use cunyun_platform::html::esc;
 
 /// The navigation entries: path and label.
 pub const NAV: [(&str, &str); 5] = [
@@ -211,7 +211,7 @@ pub fn tag_picker(name: &str, checked: &dyn Fn(&str) -> bool) -> String {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) use cunyun_node::records::now_ms;
+pub(crate) use cunyun_platform::clock::now_ms;
 
 /// "3分钟前"-style age of a timestamp.
 pub fn ago(ms: u64) -> String {

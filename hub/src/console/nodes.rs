@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cunyun_node::store::DocStore;
-use cunyun_node::sync::service::PeerStatus;
+use cunyun_platform::store::DocStore;
+use cunyun_platform::sync::service::PeerStatus;
 use cunyun_protocol::area::AreaScope;
 
 use super::{ago, esc, page};
@@ -27,7 +27,7 @@ pub fn backlog(store: &DocStore, province: &AreaScope, peer: &PeerStatus) -> Opt
     let scope = AreaScope::parse(peer.scope.as_deref()?).ok()?;
     let mut n = 0u64;
     let mut read = 0usize;
-    let mut count = |entry: &cunyun_node::store::IndexEntry| {
+    let mut count = |entry: &cunyun_platform::store::IndexEntry| {
         read += 1;
         if entry.updated_at_ms > since {
             n += 1;
@@ -137,7 +137,7 @@ pub(crate) async fn page_handler(State(hub): State<Arc<Hub>>) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use cunyun_node::store::{DocWrite, StoreConfig};
+    use cunyun_platform::store::{DocWrite, StoreConfig};
     use cunyun_protocol::key::DocKey;
 
     fn put(store: &DocStore, key: &str, at: u64) {

@@ -34,7 +34,8 @@ pub(crate) async fn start_hub(root: &Path) -> RunningHub {
 pub(crate) async fn start_hub_with(root: &Path, tune: impl FnOnce(&mut HubConfig)) -> RunningHub {
     let id = identity(9, Role::Hub, "51");
     let dir = root.join("hub");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = HubConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -86,7 +87,8 @@ pub(crate) async fn start_node(
 ) -> RunningNode {
     let id = identity(n, role, scope);
     let dir = node_dir(root, n);
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id).expect("init");
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)
+        .expect("init");
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse().expect("addr");
@@ -140,7 +142,7 @@ pub(crate) async fn operator_client(hub: &RunningHub) -> reqwest::Client {
             .create(
                 "test",
                 "sheng",
-                cunyun_node::accounts::Role::HubOperator,
+                cunyun_platform::accounts::Role::HubOperator,
                 "51",
                 OPERATOR_PASSWORD,
             )

@@ -5,9 +5,9 @@
 //! round-trip (serialise, parse again, same value).
 #![no_main]
 
-use cunyun_node::api::parse_login;
+use cunyun_platform::http::parse_login;
 use cunyun_node::edits::{patched, OfflineEdit};
-use cunyun_node::enroll::{decode_request, decode_response};
+use cunyun_platform::certs::enroll::{decode_request, decode_response};
 use cunyun_protocol::area::AreaCode;
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
 use cunyun_protocol::identity::NodeId;
@@ -53,7 +53,7 @@ fn enroll_response(body: &[u8]) {
 
 fn login(body: &[u8]) {
     if let Ok(login) = parse_login(body) {
-        assert!(login.name.len() <= cunyun_node::api::MAX_LOGIN_FIELD_BYTES);
+        assert!(login.name.len() <= cunyun_platform::http::MAX_LOGIN_FIELD_BYTES);
         let again = serde_json::to_vec(&login).expect("a login serialises");
         assert_eq!(parse_login(&again).ok(), Some(login));
     }

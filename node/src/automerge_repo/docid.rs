@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::DocKey;
 
-use crate::store::{DocStore, StoreError};
+use cunyun_platform::store::{DocStore, StoreError};
 
 /// The BLAKE3 `derive_key` context of document ids. Changing it renames every document.
 pub const DERIVE_CONTEXT: &str = "cunyun 2026-12 automerge-repo documentId v1";
@@ -241,8 +241,8 @@ mod tests {
 
     #[test]
     fn index_finds_stored_documents_and_rescans_after_writes() {
-        use crate::store::{DocWrite, StoreConfig};
         use automerge::transaction::Transactable;
+        use cunyun_platform::store::{DocWrite, StoreConfig};
         let dir = tempfile::tempdir().unwrap();
         let store = DocStore::open(dir.path(), StoreConfig::default()).unwrap();
         let put = |k: &DocKey| {

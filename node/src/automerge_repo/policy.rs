@@ -51,8 +51,8 @@ impl Principal {
 
 /// The principal of a logged-in account: a cadre of their village; a county or hub operator
 /// reads their scope; an admin (who manages accounts, not records) is anonymous here.
-pub fn principal_of(user: crate::accounts::User) -> Principal {
-    use crate::accounts::Role;
+pub fn principal_of(user: cunyun_platform::accounts::User) -> Principal {
+    use cunyun_platform::accounts::Role;
     match user.role {
         Role::Cadre => Principal::Cadre {
             account: user.name,
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn accounts_map_to_principals_by_role() {
-        use crate::accounts::{Role, User};
+        use cunyun_platform::accounts::{Role, User};
         let user = |role, scope: &str| User {
             name: "u".into(),
             role,

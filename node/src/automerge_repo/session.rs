@@ -45,8 +45,8 @@ use super::docid::{DocIndex, DocumentId};
 use super::policy::{access, Access, Credentials, Principal, PrincipalResolver};
 use super::wire::{self, Message, PeerMetadata, WireError, PROTOCOL_VERSION};
 use crate::api::AppState;
-use crate::records::now_ms;
-use crate::store::{DocStore, DocWrite};
+use cunyun_platform::clock::now_ms;
+use cunyun_platform::store::{DocStore, DocWrite};
 
 /// Most documents one connection may have open at once; more are answered `doc-unavailable`.
 pub const MAX_OPEN_DOCUMENTS: usize = 2048;
@@ -414,7 +414,7 @@ impl Connection {
         check_document(key, &doc).map_err(Refusal)?;
         // The changes carry the client's actor, not the account: the audit log says whose they
         // are, durably before they are stored and acknowledged.
-        let event = crate::audit::AuditEvent::now(
+        let event = cunyun_platform::audit::AuditEvent::now(
             self.principal.account(),
             "record_change",
             &key.to_string(),

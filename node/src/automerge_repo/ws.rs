@@ -1,7 +1,7 @@
 //! The `/automerge` WebSocket route: upgrades the request, takes its principal from the
 //! credentials it carries ([`super::policy::PrincipalResolver`]), and runs one
 //! [`Connection`] over the socket: binary frames in, replies out, and, whenever the store
-//! acknowledged a commit ([`crate::store::DocStore::watch_writes`]; commits within
+//! acknowledged a commit ([`cunyun_platform::store::DocStore::watch_writes`]; commits within
 //! [`PUSH_COALESCE`] are taken together), a push of the open documents that changed. A peer that
 //! has not sent `join` within [`JOIN_TIMEOUT`] is dropped.
 //!
@@ -23,6 +23,7 @@ use super::policy::{Credentials, Principal};
 use super::session::{Connection, Step};
 use super::wire::{self, Message, MAX_MESSAGE_BYTES};
 use crate::api::AppState;
+use cunyun_platform::http::same_origin_or_none;
 
 /// How long a new connection may take to send `join`.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +52,7 @@ pub async fn handler(
         };
         // A logged-in cadre's session cookie (the web app's login), else the endpoint's resolver.
         match credentials
-            .cookie(crate::accounts::COOKIE)
+            .cookie(cunyun_platform::accounts::COOKIE)
             .and_then(|token| state.accounts.session(token))
         {
             Some(user) => crate::automerge_repo::policy::principal_of(user),
@@ -67,24 +68,6 @@ pub async fn handler(
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(state, principal, socket))
-}
-
-/// Whether the request has no `Origin`, or one whose host and port equal the `Host` header.
-pub fn same_origin_or_none(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let (Ok(origin), Some(Ok(host))) = (
-        origin.to_str(),
-        headers.get(header::HOST).map(|h| h.to_str()),
-    ) else {
-        return false;
-    };
-    let authority = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .unwrap_or("");
-    !authority.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
 /// Sleeps until `due`, or forever when there is none.
@@ -166,36 +149,4 @@ async fn serve(state: Arc<AppState>, principal: super::policy::Principal, mut so
         account = conn.principal().account(),
         "automerge-repo connection closed"
     );
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn cross_origin_upgrades_lose_their_credentials() {
-        assert!(same_origin_or_none(&headers(&[("host", "10.0.0.2:8080")])));
-        assert!(same_origin_or_none(&headers(&[
-            ("host", "10.0.0.2:8080"),
-            ("origin", "http://10.0.0.2:8080")
-        ])));
-        assert!(!same_origin_or_none(&headers(&[
-            ("host", "10.0.0.2:8080"),
-            ("origin", "http://evil.example")
-        ])));
-        assert!(!same_origin_or_none(&headers(&[
-            ("host", "10.0.0.2:8080"),
-            ("origin", "http://10.0.0.2:9090")
-        ])));
-        assert!(!same_origin_or_none(&headers(&[("origin", "null")])));
-    }
 }

@@ -37,13 +37,14 @@ use cunyun_protocol::rec::{Rec, RecItem};
 use cunyun_protocol::triggers::derive_tags;
 use serde_json::{json, Value};
 
-use crate::accounts::Cadre;
-use crate::api::{blocking, count_write, json_body, ApiError, AppState};
+use crate::api::{blocking, count_write, AppState};
 use crate::edits::OfflineEdit;
 use crate::feedback::{self, Event};
-use crate::html::esc;
 use crate::records::{prefixed, RecordError};
-use crate::webtls::PlainHttpPort;
+use cunyun_platform::accounts::Cadre;
+use cunyun_platform::certs::webtls::PlainHttpPort;
+use cunyun_platform::html::esc;
+use cunyun_platform::http::{json_body, ApiError};
 
 /// One embedded asset.
 struct Asset {
@@ -424,7 +425,7 @@ button{{font:inherit;padding:.6rem 1rem;border-radius:8px;border:0;background:#1
 }
 
 /// The villager link of household `id` as reached through `headers`' host: always plain HTTP,
-/// on the plain listener's port when the request came over HTTPS ([`crate::webtls`]).
+/// on the plain listener's port when the request came over HTTPS ([`cunyun_platform::certs::webtls`]).
 fn villager_link(headers: &HeaderMap, plain: Option<PlainHttpPort>, id: &str) -> String {
     let host = headers
         .get(header::HOST)
@@ -436,7 +437,10 @@ fn villager_link(headers: &HeaderMap, plain: Option<PlainHttpPort>, id: &str) ->
         .unwrap_or("127.0.0.1");
     match plain {
         Some(PlainHttpPort(port)) => {
-            format!("http://{}:{port}/v/{id}", crate::webtls::host_only(host))
+            format!(
+                "http://{}:{port}/v/{id}",
+                cunyun_platform::certs::webtls::host_only(host)
+            )
         }
         None => format!("http://{host}/v/{id}"),
     }

@@ -27,7 +27,7 @@ use cunyun_node::automerge_repo::wire::{self, Message};
 use cunyun_node::config::NodeConfig;
 use cunyun_node::records::UpdateMode;
 use cunyun_node::server;
-use cunyun_node::store::DocStore;
+use cunyun_platform::store::DocStore;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::digest::heads_digest;
 use cunyun_protocol::key::{DocKey, Kind};

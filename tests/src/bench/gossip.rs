@@ -45,7 +45,11 @@ async fn start_lan(root: &std::path::Path, seed: u64) -> anyhow::Result<Vec<Runn
             role: if i == 0 { Role::County } else { Role::Village },
             scope: AreaScope::parse(if i == 0 { "510116" } else { VILLAGE })?,
         };
-        cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &identity)?;
+        cunyun_platform::certs::tls::init_dev_identity(
+            &root.join("ca"),
+            &dir.join("tls"),
+            &identity,
+        )?;
         let mut c = NodeConfig::default();
         c.data_dir = dir;
         c.listen = "127.0.0.1:0".parse()?;
@@ -54,7 +58,7 @@ async fn start_lan(root: &std::path::Path, seed: u64) -> anyhow::Result<Vec<Runn
         c.sync.enabled = true;
         c.sync.mdns = false;
         c.sync.listen = ports[i];
-        c.sync.bound = cunyun_node::sync::BoundListener::new(
+        c.sync.bound = cunyun_platform::sync::BoundListener::new(
             listeners[i].take().context("each socket is used once")?,
         );
         c.sync.static_peers = ports

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use automerge::AutoCommit;
 use cunyun_node::sample::{sample_edit, sample_village, SampleHousehold};
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
 use cunyun_protocol::key::{DocKey, Kind};

@@ -204,15 +204,15 @@ impl BuildHost for MemStore {
 /// The node's own durable store (sled, on disk in a temporary directory) as the host: index
 /// scans, document loads and durable commits are all real.
 struct SledHost {
-    store: cunyun_node::store::DocStore,
+    store: cunyun_platform::store::DocStore,
     /// The session's index cache, as the node's runner keeps one per session.
-    cache: cunyun_node::sync::adapter::IndexCache,
+    cache: cunyun_platform::sync::adapter::IndexCache,
     _dir: tempfile::TempDir,
 }
 
 impl SledHost {
-    fn view(&self) -> cunyun_node::sync::adapter::NodeSyncStore<'_> {
-        cunyun_node::sync::adapter::NodeSyncStore::with_cache(&self.store, &self.cache)
+    fn view(&self) -> cunyun_platform::sync::adapter::NodeSyncStore<'_> {
+        cunyun_platform::sync::adapter::NodeSyncStore::with_cache(&self.store, &self.cache)
     }
 }
 
@@ -276,10 +276,10 @@ impl SyncStore for SledHost {
 
 impl SyncHost for SledHost {
     fn apply_changes(&mut self, key: &DocKey, changes: &[Vec<u8>]) -> Result<bool> {
-        let applied = cunyun_node::sync::adapter::apply_changes(
+        let applied = cunyun_platform::sync::adapter::apply_changes(
             &self.store,
             vec![(key.clone(), changes.to_vec())],
-            cunyun_node::sync::adapter::ReceivePolicy::default(),
+            cunyun_platform::sync::adapter::ReceivePolicy::default(),
         )?;
         if let Some(e) = applied.failed.first() {
             return Err(anyhow!("apply to {key}: {e}"));
@@ -297,10 +297,10 @@ impl SyncHost for SledHost {
 
 impl BuildHost for SledHost {
     fn build(_actor: &[u8], households: &[Household]) -> Result<Self> {
-        use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
+        use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
         let dir = tempfile::tempdir()?;
         let store = DocStore::open(&dir.path().join("store"), StoreConfig::default())?;
-        let now = cunyun_node::records::now_ms();
+        let now = cunyun_platform::clock::now_ms();
         for batch in households.chunks(1000) {
             let mut writes = Vec::with_capacity(batch.len());
             for h in batch {

@@ -27,8 +27,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cunyun_node::blobs::{self, BlobStore, TransferLimits};
-use cunyun_node::tls::TlsContext;
+use cunyun_platform::blobs::{self, BlobStore, TransferLimits};
+use cunyun_platform::certs::tls::TlsContext;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -52,7 +52,7 @@ fn tls(
         scope: AreaScope::parse(scope)?,
     };
     let dir = root.join(name).join("tls");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir, &id)?;
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir, &id)?;
     Ok(TlsContext::load(&dir, Default::default())?)
 }
 

@@ -48,7 +48,7 @@ async fn wire_bytes(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<us
 
 async fn bench() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let accounts = cunyun_node::accounts::Accounts::open(dir.path())?;
+    let accounts = cunyun_platform::accounts::Accounts::open(dir.path())?;
     accounts.add("bench", VILLAGE, "bench-password")?;
     let mut c = NodeConfig::default();
     c.data_dir = dir.path().to_path_buf();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cunyun_node::discovery::{MdnsDiscovery, PeerEvent};
+use cunyun_platform::discovery::{MdnsDiscovery, PeerEvent};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use automerge::{transaction::Transactable, AutoCommit, ReadDoc, ROOT};
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig, StoreError};
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig, StoreError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::DocKey;
 use rand::{Rng, SeedableRng};

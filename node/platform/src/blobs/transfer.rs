@@ -1,5 +1,5 @@
 //! Runs blob transfers over a byte stream (in practice a mutual-TLS connection with the
-//! [`BLOB_ALPN`](crate::tls::BLOB_ALPN) protocol id): [`fetch_over`] drives a
+//! [`BLOB_ALPN`](crate::certs::tls::BLOB_ALPN) protocol id): [`fetch_over`] drives a
 //! [`Fetcher`], [`serve_over`] a [`Server`], both sans-IO from `cunyun_protocol::blob`.
 //! Store work runs on the blocking pool.
 
@@ -14,8 +14,8 @@ use cunyun_protocol::manifest::ContentId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::store::{BlobError, BlobStore};
-use crate::records::now_ms;
-use crate::tls::TlsContext;
+use crate::certs::tls::TlsContext;
+use crate::clock::now_ms;
 
 /// Why a transfer connection ended early.
 #[derive(Debug, thiserror::Error)]

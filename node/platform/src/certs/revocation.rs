@@ -14,7 +14,7 @@
 //! issuer's scope (a county cannot revoke another county's villages, nor the hub). Revocation is
 //! monotonic: lists are cumulative and every list that verifies is added to the
 //! [`RevocationSet`]; a forged or damaged value in the document (any peer can write a CRDT) is
-//! ignored and removes nothing. The chain verifier ([`crate::trust`]) consults the set on every
+//! ignored and removes nothing. The chain verifier ([`crate::certs::trust`]) consults the set on every
 //! handshake, so once a node has the list the revoked node is refused in both directions.
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ use cunyun_protocol::key::{DocKey, Kind, Role};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::enroll::CaDir;
+use crate::certs::enroll::CaDir;
 use crate::store::{DocStore, DocWrite};
 
 /// Version of the list payload.

@@ -10,7 +10,7 @@
 //!
 //! **Which CA.** The certificate is issued by a *node-local web CA* made on first start in
 //! `<data_dir>/web-tls/` (its key never leaves the node), not by the county CA of
-//! [`crate::tls`]/[`crate::enroll`]: that key is kept offline by the county operator and vouches
+//! [`crate::certs::tls`]/[`crate::certs::enroll`]: that key is kept offline by the county operator and vouches
 //! for node identities in sync; a CA installed on a phone is trusted by the phone for every
 //! site, so the web CA carries X.509 name constraints and can vouch only for LAN names and
 //! addresses (RFC 1918, loopback, link-local, ULA; `localhost`, `*.local`, `*.lan`,
@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::ratelimit::{LimitedListener, LimitedStream};
 
-use crate::tls::{write_private, Validity};
+use crate::certs::tls::{write_private, Validity};
 
 /// How long the web CA is valid, in days.
 pub const WEB_CA_VALIDITY_DAYS: i64 = 10 * 365;
@@ -263,7 +263,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, String), W
 }
 
 fn apply_validity(params: &mut CertificateParams, days: i64) -> Result<(), WebTlsError> {
-    let v = Validity::from_now(crate::trust::system_time_s(), days);
+    let v = Validity::from_now(crate::certs::trust::system_time_s(), days);
     let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).map_err(cert_err);
     params.not_before = t(v.not_before)?;
     params.not_after = t(v.not_after)?;
@@ -318,7 +318,7 @@ fn still_good(path: &Path, names: &[String]) -> bool {
     let Ok(cert) = pem.parse_x509() else {
         return false;
     };
-    let now = crate::trust::system_time_s() as i64;
+    let now = crate::certs::trust::system_time_s() as i64;
     if cert.validity().not_after.timestamp() < now + RENEW_BEFORE_DAYS * 86_400 {
         return false;
     }

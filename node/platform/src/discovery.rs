@@ -3,7 +3,7 @@
 //! A node announces its sync port with TXT records `id` (node id), `role`, `scope` and `pv`
 //! (protocol version), and browses for everyone else's. What the TXT records say is only a hint
 //! for whom to dial: the peer's real identity is what its certificate says during the TLS
-//! handshake ([`crate::tls`]), and a claimed scope never widens what is shared.
+//! handshake ([`crate::certs::tls`]), and a claimed scope never widens what is shared.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

@@ -357,6 +357,15 @@ impl DocStore {
         }
     }
 
+    /// Whether `key` belongs to a household this store holds a tombstone for (whose documents
+    /// are refused from then on, see `cunyun_protocol::deletion`).
+    pub fn deleted(&self, key: &DocKey) -> Result<bool, StoreError> {
+        match cunyun_protocol::deletion::tombstone_for(key) {
+            Some(t) => Ok(self.entry(&t)?.is_some()),
+            None => Ok(false),
+        }
+    }
+
     /// Every document inside `scope` with its index entry, in key order. Damaged entries are
     /// yielded as errors (and quarantined); the scan then continues. A backend error ends it.
     pub fn scan(&self, scope: &AreaScope) -> ScanIter {
@@ -567,7 +576,7 @@ fn load_quarantine(backend: &dyn KvBackend) -> BTreeMap<String, QuarantineRecord
                     QuarantineRecord {
                         key,
                         reason: format!("the quarantine list could not be read completely: {e}"),
-                        when_ms: shared::now_ms(),
+                        when_ms: crate::clock::now_ms(),
                         from_backend: true,
                     },
                 );

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::{transaction::Transactable, AutoCommit, ChangeHash, ReadDoc, ROOT};
-use cunyun_node::store::{DocStore, DocWrite, StoreConfig};
+use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::DocKey;
 use rand::{Rng, SeedableRng};

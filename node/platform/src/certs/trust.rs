@@ -8,7 +8,7 @@
 //!    scope inside its issuer's, a hub root, county intermediates, allowed roles;
 //! 3. checks validity against the node's **trusted time** ([`TrustClock`]);
 //! 4. refuses a chain any certificate of which is on a revocation list the node has accepted
-//!    ([`crate::revocation`]).
+//!    ([`crate::certs::revocation`]).
 //!
 //! # Clock rule (Pis without a battery-backed clock)
 //! A village Pi's clock may read 1970, or the moment it lost power, after a power cut. The node
@@ -40,7 +40,7 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::revocation::RevocationSet;
+use crate::certs::revocation::RevocationSet;
 
 /// Why a peer's chain was refused. Messages are for operators (Chinese).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

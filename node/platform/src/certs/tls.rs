@@ -2,11 +2,11 @@
 //!
 //! Every node holds a certificate chained to the province root CA held by the hub, either
 //! directly or through the county CA of its county (province → county → village; see
-//! [`cunyun_protocol::cert`] for the chain policy and [`crate::enroll`] for how certificates
+//! [`cunyun_protocol::cert`] for the chain policy and [`crate::certs::enroll`] for how certificates
 //! are obtained). `cunyun-node init` makes a local development root instead. Every certificate
 //! (CAs included) binds an identity — id, role, scope — as a subjectAltName URI
 //! ([`cunyun_protocol::identity`]). Both sides of a connection present their chain; each side
-//! verifies the other's with [`crate::trust::ChainVerifier`] and then takes the peer's identity
+//! verifies the other's with [`crate::certs::trust::ChainVerifier`] and then takes the peer's identity
 //! **from the certificate**, never from anything said inside the session.
 //!
 //! Every certificate also carries the DNS name [`SERVER_NAME`], which clients use as the TLS
@@ -28,8 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::TcpStream;
 
-use crate::revocation::RevocationSet;
-use crate::trust::{ChainVerifier, TrustClock};
+use crate::certs::revocation::RevocationSet;
+use crate::certs::trust::{ChainVerifier, TrustClock};
 
 /// The DNS name every node certificate carries and every client asks for.
 pub const SERVER_NAME: &str = "node.cunyun.invalid";
@@ -63,7 +63,7 @@ pub enum TlsError {
     Policy(String),
     /// The trust root or a chain was refused.
     #[error(transparent)]
-    Trust(#[from] crate::trust::TrustError),
+    Trust(#[from] crate::certs::trust::TrustError),
     /// The connection failed.
     #[error("连接失败: {0}")]
     Io(#[from] std::io::Error),
@@ -172,7 +172,8 @@ impl CertAuthority {
         }
         let key = KeyPair::generate()?;
         let mut params = ca_params(name, identity)?;
-        Validity::from_now(crate::trust::system_time_s(), ROOT_VALIDITY_DAYS).apply(&mut params)?;
+        Validity::from_now(crate::certs::trust::system_time_s(), ROOT_VALIDITY_DAYS)
+            .apply(&mut params)?;
         let cert = params.self_signed(&key)?;
         let pem = CertKeyPem {
             cert_pem: cert.pem(),
@@ -219,7 +220,7 @@ impl CertAuthority {
     pub fn issue(&self, identity: &NodeIdentity) -> Result<CertKeyPem, TlsError> {
         self.issue_with(
             identity,
-            Validity::from_now(crate::trust::system_time_s(), NODE_VALIDITY_DAYS),
+            Validity::from_now(crate::certs::trust::system_time_s(), NODE_VALIDITY_DAYS),
         )
     }
 
@@ -291,8 +292,11 @@ impl CertAuthority {
         refuse_issue(&self.identity, identity, true)?;
         let mut params = ca_params("cunyun county CA (县级证书机构)", identity)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        Validity::from_now(crate::trust::system_time_s(), COUNTY_CA_VALIDITY_DAYS)
-            .apply(&mut params)?;
+        Validity::from_now(
+            crate::certs::trust::system_time_s(),
+            COUNTY_CA_VALIDITY_DAYS,
+        )
+        .apply(&mut params)?;
         Ok(params.signed_by(public_key, &self.issuer)?.pem())
     }
 }

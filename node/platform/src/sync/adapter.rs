@@ -22,7 +22,7 @@ use cunyun_protocol::sync::{
     heads_and_parents, DocCompare, SharedScope, StoreError as SyncStoreError, SyncStore,
 };
 
-use crate::records::now_ms;
+use crate::clock::now_ms;
 use crate::store::{DocStore, DocWrite, StoreError};
 
 /// Verdicts of the sensitive-content check per document version. A heads digest names one
@@ -475,7 +475,7 @@ pub fn apply_changes(
         let result = apply_one(store, &key, changes, policy);
         if key.kind() == Kind::Del && result.is_ok() {
             // Also when the tombstone was known: whatever of the household is still here goes.
-            removes.extend(crate::deletion::removals_for(&key));
+            removes.extend(cunyun_protocol::deletion::removed_by(&key));
         }
         match result {
             Ok(Some(w)) => {

@@ -64,7 +64,7 @@ impl AuditEvent {
     /// A successful event now.
     pub fn now(actor: &str, action: &str, target: &str, detail: impl Into<String>) -> AuditEvent {
         AuditEvent {
-            ts_ms: crate::records::now_ms(),
+            ts_ms: crate::clock::now_ms(),
             actor: actor.to_string(),
             action: action.to_string(),
             target: target.to_string(),

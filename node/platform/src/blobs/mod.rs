@@ -41,7 +41,7 @@
 //! # Transfer ([`transfer`])
 //!
 //! A node fetches from its upstream (county node or hub) over the same mutual-TLS listener as
-//! sync, selected by the ALPN id [`crate::tls::BLOB_ALPN`]: [`transfer::fetch_wanted`]. A
+//! sync, selected by the ALPN id [`crate::certs::tls::BLOB_ALPN`]: [`transfer::fetch_wanted`]. A
 //! node that holds content (the hub; a county node for its villages) serves it with
 //! [`transfer::serve_over`], which the sync service runs for connections asking for that ALPN
 //! when it has a blob store ([`crate::sync::SyncService::set_blob_store`]).
@@ -74,7 +74,7 @@ pub struct ContentConfig {
     /// manifests this node accepts. Empty: no content is accepted.
     pub trusted_hub_keys: Vec<String>,
     /// Seconds between push-down runs (besides the run after each sync session that brought
-    /// changes); see [`crate::pushdown`].
+    /// changes); see `cunyun_node::pushdown`.
     pub pushdown_interval_s: u64,
 }
 

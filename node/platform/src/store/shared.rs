@@ -1,11 +1,11 @@
 //! [`Shared`]: the state every store handle, reader and the writer thread see: the backend, the
 //! request channel, the in-memory quarantine list and the metric counters.
 
+use crate::clock::now_ms;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::backend::KvBackend;
 use super::codec::Totals;
@@ -107,13 +107,6 @@ pub(crate) struct Shared {
     pub(crate) written: tokio::sync::watch::Sender<u64>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Shared {
     /// Builds the shared state.
     pub(crate) fn new(
@@ -171,7 +164,7 @@ impl Shared {
             from_backend: damage.backend,
         };
         tracing::error!(
-            target: "cunyun_node::store",
+            target: "cunyun_platform::store",
             key = %key,
             reason = %damage.reason,
             from_backend = damage.backend,

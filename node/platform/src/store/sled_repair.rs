@@ -633,7 +633,7 @@ pub(crate) fn check_and_heal(dir: &Path, full: bool) -> Result<RepairReport, Rep
         .create(true)
         .append(true)
         .open(dir.join(REPAIR_LOG))?;
-    let when = super::shared::now_ms();
+    let when = crate::clock::now_ms();
     for fix in &fixes {
         match *fix {
             Fix::Record { offset, old, new } => {

@@ -40,7 +40,7 @@ use cunyun_protocol::area::{AreaCode, Level};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::records::now_ms;
+use crate::clock::now_ms;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "cunyun_session";

@@ -31,9 +31,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::revocation::RevocationSet;
-use crate::tls::{CertAuthority, CertKeyPem, TlsError, Validity, NODE_VALIDITY_DAYS, SERVER_NAME};
-use crate::trust::{system_time_s, ChainVerifier, TrustClock};
+use crate::certs::revocation::RevocationSet;
+use crate::certs::tls::{
+    CertAuthority, CertKeyPem, TlsError, Validity, NODE_VALIDITY_DAYS, SERVER_NAME,
+};
+use crate::certs::trust::{system_time_s, ChainVerifier, TrustClock};
 
 /// Largest request or response, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 32 * 1024;
@@ -146,7 +148,7 @@ impl TokenStore {
     fn write(&self, records: &[TokenRecord]) -> Result<(), EnrollError> {
         let text = serde_json::to_string_pretty(records).map_err(std::io::Error::other)?;
         let tmp = self.path.with_extension("json.tmp");
-        crate::tls::write_private(&tmp, &text)?;
+        crate::certs::tls::write_private(&tmp, &text)?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
@@ -285,7 +287,7 @@ impl CaDir {
     /// Writes a CA directory (county CA: `root_pem` is the province root's certificate).
     pub fn write(dir: &Path, ca: &CertKeyPem, root_pem: &str) -> Result<(), EnrollError> {
         std::fs::create_dir_all(dir)?;
-        crate::tls::write_private(&dir.join("ca.key"), &ca.key_pem)?;
+        crate::certs::tls::write_private(&dir.join("ca.key"), &ca.key_pem)?;
         std::fs::write(dir.join("ca.crt"), &ca.cert_pem)?;
         std::fs::write(dir.join("root.crt"), root_pem)?;
         std::fs::File::open(dir)?.sync_all()?;
@@ -312,7 +314,7 @@ impl CaDir {
             scope,
         };
         let pem = self.ca.issue(&identity)?;
-        crate::tls::write_node_files(tls_dir, &pem, &self.root_pem)?;
+        crate::certs::tls::write_node_files(tls_dir, &pem, &self.root_pem)?;
         audit(
             &crate::audit::Audit::open(&self.dir),
             crate::audit::AuditEvent::now(
@@ -673,7 +675,7 @@ pub async fn enroll_node(
         )
     };
     // Check before writing: the chain must verify against the root like any peer's would.
-    let ctx = crate::tls::TlsContext::from_pem(&node_pem, root_pem, &tls_dir)?;
+    let ctx = crate::certs::tls::TlsContext::from_pem(&node_pem, root_pem, &tls_dir)?;
     ctx.verifier()
         .verify(
             &first_der(&node_pem.cert_pem)?,
@@ -682,7 +684,7 @@ pub async fn enroll_node(
             webpki::KeyUsage::client_auth(),
         )
         .map_err(|e| EnrollError::BadResponse(e.to_string()))?;
-    crate::tls::write_node_files(&tls_dir, &node_pem, root_pem)?;
+    crate::certs::tls::write_node_files(&tls_dir, &node_pem, root_pem)?;
     Ok(Enrolled {
         identity: ctx.identity,
         ca_dir: written_ca,

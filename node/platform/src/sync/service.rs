@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::certs::revocation::RevocationSet;
+use crate::certs::tls::TlsContext;
+use crate::clock::now_ms;
 use crate::discovery::{MdnsDiscovery, PeerEvent};
-use crate::records::now_ms;
-use crate::revocation::RevocationSet;
 use crate::store::DocStore;
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
-use crate::tls::TlsContext;
 
 /// A node whose certificate expires within this many days logs a warning at start.
 pub const RENEW_WARNING_DAYS: i64 = 30;
@@ -121,7 +121,7 @@ impl Default for SyncConfig {
 pub enum SyncStartError {
     /// No usable certificate.
     #[error("无法加载节点证书（请先运行 cunyun-node init）: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::certs::tls::TlsError),
     /// The sync port could not be bound.
     #[error("无法监听同步端口 {addr}: {source}")]
     Bind {
@@ -310,7 +310,7 @@ impl SyncService {
             .unwrap_or_else(|| data_dir.join("tls"));
         let revoked = Arc::new(RevocationSet::new());
         let tls = TlsContext::load(&tls_dir, revoked.clone())?;
-        let left_s = tls.own_cert().not_after - crate::trust::system_time_s() as i64;
+        let left_s = tls.own_cert().not_after - crate::certs::trust::system_time_s() as i64;
         if left_s < RENEW_WARNING_DAYS * 86_400 {
             tracing::warn!(
                 target: "cunyun::_events::certificate_expiring",
@@ -387,7 +387,7 @@ impl SyncService {
     }
 
     /// Serves content from `store` to peers that connect with the blob ALPN
-    /// ([`crate::tls::BLOB_ALPN`]); until this is called such connections are closed.
+    /// ([`crate::certs::tls::BLOB_ALPN`]); until this is called such connections are closed.
     pub fn set_blob_store(&self, store: crate::blobs::BlobStore) {
         if let Ok(mut b) = self.inner.blobs.lock() {
             *b = Some(store);
@@ -726,7 +726,7 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
                 }
                 Err(_) => return,
             };
-            if stream.get_ref().1.alpn_protocol() == Some(crate::tls::BLOB_ALPN) {
+            if stream.get_ref().1.alpn_protocol() == Some(crate::certs::tls::BLOB_ALPN) {
                 drop(permit);
                 serve_blobs(&service, stream, peer).await;
                 return;

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cunyun_node::enroll::{self, CaDir, EnrollError, TokenStore};
-use cunyun_node::tls::{CertAuthority, TlsContext};
-use cunyun_node::trust::system_time_s;
+use cunyun_platform::certs::enroll::{self, CaDir, EnrollError, TokenStore};
+use cunyun_platform::certs::tls::{CertAuthority, TlsContext};
+use cunyun_platform::certs::trust::system_time_s;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -213,7 +213,7 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
     ping(village_b, county).await.expect("village b and county");
     // Every CA event is in the audit log of its CA directory.
     let actions = |dir: &Path| -> Vec<String> {
-        cunyun_node::audit::Audit::open(dir)
+        cunyun_platform::audit::Audit::open(dir)
             .read(&Default::default())
             .expect("audit log")
             .into_iter()

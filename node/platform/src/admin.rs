@@ -12,7 +12,7 @@
 //! | GET | `/admin/audit.csv?…` | the same rows as CSV |
 //! | GET | `/admin/admin.js` | the page script (sends the CSRF header) |
 //!
-//! The same routes serve the node ([`crate::api::AppState`]) and the hub, through
+//! The same routes serve the node (`cunyun_node::api::AppState`) and the hub, through
 //! [`AdminBackend`]. Every change is made as the logged-in admin and lands in the audit log.
 //! The audit view joins `<data_dir>/audit.jsonl`, `<data_dir>/ca/audit.jsonl` (a county's CA:
 //! enrollment tokens, certificates, revocations) and the record changes of the store.
@@ -30,9 +30,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::accounts::{AccountError, Accounts, Role, User};
-use crate::api::ApiError;
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::html::esc;
+use crate::http::ApiError;
 use crate::store::DocStore;
 
 /// Most rows the audit view shows (newest first); the CSV export has no limit on log events
@@ -87,13 +87,13 @@ async fn login_page<T: AdminBackend>(State(state): State<Arc<T>>) -> Html<String
     ))
 }
 
-/// Only admins pass (after the session and CSRF checks of [`crate::api::session_user`]).
+/// Only admins pass (after the session and CSRF checks of [`crate::http::session_user`]).
 async fn guard<T: AdminBackend>(
     State(state): State<Arc<T>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let user = match crate::api::session_user(state.accounts(), &req) {
+    let user = match crate::http::session_user(state.accounts(), &req) {
         Ok(u) => u,
         Err(e) => {
             if e.status() == StatusCode::UNAUTHORIZED
@@ -561,8 +561,11 @@ async fn script() -> Response {
 }
 
 /// Whether the request reached us over TLS: on the node's own HTTPS listener (which marks its
-/// requests with [`crate::webtls::PlainHttpPort`]) or through a proxy (`X-Forwarded-Proto`).
-fn over_tls(https: Option<&crate::webtls::PlainHttpPort>, headers: &axum::http::HeaderMap) -> bool {
+/// requests with [`crate::certs::webtls::PlainHttpPort`]) or through a proxy (`X-Forwarded-Proto`).
+fn over_tls(
+    https: Option<&crate::certs::webtls::PlainHttpPort>,
+    headers: &axum::http::HeaderMap,
+) -> bool {
     https.is_some()
         || headers
             .get("x-forwarded-proto")
@@ -592,12 +595,12 @@ fn csrf_cookie(token: &str, max_age_s: u64, secure: bool) -> String {
 /// disabled.
 pub async fn login<T: AdminBackend>(
     State(state): State<Arc<T>>,
-    https: Option<axum::Extension<crate::webtls::PlainHttpPort>>,
+    https: Option<axum::Extension<crate::certs::webtls::PlainHttpPort>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    crate::api::json_body(&body)?;
-    let body = crate::api::parse_login(&body)?;
+    crate::http::json_body(&body)?;
+    let body = crate::http::parse_login(&body)?;
     let secure = over_tls(https.as_ref().map(|e| &e.0), &headers);
     let st = state.clone();
     let result =
@@ -656,9 +659,9 @@ pub async fn logout<T: AdminBackend>(
     req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers().clone();
-    if let Some(token) = crate::api::session_token(&headers) {
+    if let Some(token) = crate::http::session_token(&headers) {
         if state.accounts().session(&token).is_some() {
-            crate::api::session_user(state.accounts(), &req)?;
+            crate::http::session_user(state.accounts(), &req)?;
         }
         state.accounts().logout(&token).map_err(|e| {
             tracing::error!(error = %e, "logout failed");
@@ -670,7 +673,8 @@ pub async fn logout<T: AdminBackend>(
         })?;
     }
     let secure = over_tls(
-        req.extensions().get::<crate::webtls::PlainHttpPort>(),
+        req.extensions()
+            .get::<crate::certs::webtls::PlainHttpPort>(),
         &headers,
     );
     let cookie = session_cookie("", 0, secure);

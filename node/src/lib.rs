@@ -26,7 +26,8 @@
 //!   delivered.
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
 //! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
-//! - [`content_api`]: content item JSON and file download (with `Range`) routes.
+//! - [`content_api`]: content item JSON, file download (with `Range`) and rendered-article routes.
+//! - [`markdown`]: an article rendition (Markdown, HTML, text) as sanitised HTML.
 //! - [`html`]: the one HTML escaping helper of server-rendered pages (node and hub).
 //! - [`metrics`], [`timefmt`]: Prometheus metrics; query-string time parsing.
 //!
@@ -48,6 +49,7 @@ pub mod edits;
 pub mod enroll;
 pub mod feedback;
 pub mod html;
+pub mod markdown;
 pub mod metrics;
 pub mod pushdown;
 pub mod ratelimit;

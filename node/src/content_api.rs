@@ -236,7 +236,8 @@ pub fn local_article(p: &Pushdown, item_id: &str, rendition: &str) -> Result<Str
         .blobs()
         .read_range(&cid, rendition, 0, r.total_bytes)
         .map_err(ArticleError::Read)?;
-    Ok(markdown::render(&data, &r.mime, item_id)?)
+    let names: Vec<&str> = m.renditions.iter().map(|r| r.name.as_str()).collect();
+    Ok(markdown::render(&data, &r.mime, item_id, &names)?)
 }
 
 /// `GET /content/{item_id}/{rendition}/html`: the article as a sanitised HTML fragment, fetched

@@ -10,11 +10,12 @@
 //!   form elements, no event handlers or `style` attributes, only `http`, `https`, `mailto` and
 //!   `tel` (and the like) URLs — never `javascript:`; links get `rel="noopener noreferrer"`.
 //! - A relative image or link (`poster.png`) names another rendition of the same signed item and
-//!   becomes `/content/{item}/poster.png`; an image from another site is dropped (the village is
-//!   often offline, and opening an article should not tell a third party who reads it).
+//!   becomes `/content/{item}/poster.png`; one that names no rendition of the item is dropped, and
+//!   so is an image from another site (the village is often offline, and opening an article
+//!   should not tell a third party who reads it).
 //!
-//! [`render`] takes the file's bytes and mime type; [`ArticleFormat::of_mime`] says whether a
-//! rendition is an article at all.
+//! [`render`] takes the file's bytes, its mime type and the item's id and rendition names;
+//! [`ArticleFormat::of_mime`] says whether a rendition is an article at all.
 
 use std::borrow::Cow;
 
@@ -68,8 +69,14 @@ impl ArticleFormat {
     }
 }
 
-/// Renders the file of rendition `mime` of content item `item` as a sanitised HTML fragment.
-pub fn render(bytes: &[u8], mime: &str, item: &str) -> Result<String, RenderError> {
+/// Renders a rendition's file (`bytes`, of type `mime`) of content item `item`, whose renditions
+/// are named `renditions`, as a sanitised HTML fragment.
+pub fn render(
+    bytes: &[u8],
+    mime: &str,
+    item: &str,
+    renditions: &[&str],
+) -> Result<String, RenderError> {
     let format =
         ArticleFormat::of_mime(mime).ok_or_else(|| RenderError::NotAnArticle(mime.to_string()))?;
     if bytes.len() as u64 > MAX_ARTICLE_BYTES {
@@ -82,7 +89,7 @@ pub fn render(bytes: &[u8], mime: &str, item: &str) -> Result<String, RenderErro
         ArticleFormat::Html => text.to_string(),
         ArticleFormat::Plain => plain_to_html(text),
     };
-    Ok(sanitise(&html, item))
+    Ok(sanitise(&html, item, renditions))
 }
 
 /// Markdown to (unsanitised) HTML; soft line breaks become `<br>`.
@@ -175,8 +182,9 @@ fn target(value: &str) -> Target<'_> {
 
 /// The ammonia pass: the default allow-list (no scripts, styles, frames, forms or event
 /// handlers; safe URL schemes only) plus the URL policy of the module doc.
-fn sanitise(html: &str, item: &str) -> String {
+fn sanitise(html: &str, item: &str, renditions: &[&str]) -> String {
     let base = format!("/content/{}/", path_segment(item));
+    let names: Vec<String> = renditions.iter().map(|n| n.to_string()).collect();
     let mut b = ammonia::Builder::default();
     b.attribute_filter(move |element, attribute, value| {
         let is_url = matches!(
@@ -190,9 +198,10 @@ fn sanitise(html: &str, item: &str) -> String {
             return None;
         }
         match (element, target(value)) {
-            (_, Target::Rendition(name)) => {
+            (_, Target::Rendition(name)) if names.iter().any(|n| n == name) => {
                 Some(Cow::Owned(format!("{base}{}", path_segment(name))))
             }
+            (_, Target::Rendition(_)) => None,
             (_, Target::Unknown) => None,
             ("img", Target::Absolute | Target::OtherSite) => None,
             _ => Some(Cow::Borrowed(value)),
@@ -206,7 +215,13 @@ mod tests {
     use super::*;
 
     fn md(s: &str) -> String {
-        render(s.as_bytes(), "text/markdown", "asf-10").expect("renders")
+        render(
+            s.as_bytes(),
+            "text/markdown",
+            "asf-10",
+            &["main", "poster.png"],
+        )
+        .expect("renders")
     }
 
     #[test]
@@ -232,8 +247,13 @@ mod tests {
         let h = md("早上喂料\n中午清粪\n晚上消毒");
         assert_eq!(h.matches("<br>").count(), 2, "{h}");
         assert!(h.contains("早上喂料<br>"), "{h}");
-        let p =
-            render("第一行\n第二行\n\n第二段 <b>".as_bytes(), "text/plain", "x").expect("plain");
+        let p = render(
+            "第一行\n第二行\n\n第二段 <b>".as_bytes(),
+            "text/plain",
+            "x",
+            &["main"],
+        )
+        .expect("plain");
         assert_eq!(p, "<p>第一行<br>\n第二行</p>\n<p>第二段 &lt;b&gt;</p>\n");
     }
 
@@ -276,6 +296,7 @@ mod tests {
             b"<h2>HTML</h2><img src=x onerror=alert(1)><svg onload=alert(1)></svg><a href='javascript:x'>a</a>",
             "text/html; charset=utf-8",
             "asf-10",
+            &["main"],
         )
         .expect("html");
         let lower = raw.to_lowercase();
@@ -293,7 +314,14 @@ mod tests {
             "{h}"
         );
         assert!(!h.contains("example.com") && !h.contains("../x.png"), "{h}");
-        let odd = render(b"![a](./main)", "text/markdown", "id with/slash").expect("md");
+        // A name the item has no rendition of is dropped; a link to another rendition is kept.
+        let h = md("![缺图](missing.png) [PDF版](main)");
+        assert!(
+            !h.contains("missing.png") && h.contains("<img alt=\"缺图\">"),
+            "{h}"
+        );
+        assert!(h.contains(r#"<a href="/content/asf-10/main""#), "{h}");
+        let odd = render(b"![a](./main)", "text/markdown", "id with/slash", &["main"]).expect("md");
         assert!(
             odd.contains(r#"src="/content/id%20with%2Fslash/main""#),
             "{odd}"
@@ -303,16 +331,16 @@ mod tests {
     #[test]
     fn what_is_not_an_article_is_refused() {
         assert_eq!(
-            render(b"%PDF", "application/pdf", "x"),
+            render(b"%PDF", "application/pdf", "x", &["main"]),
             Err(RenderError::NotAnArticle("application/pdf".into()))
         );
         assert_eq!(
-            render(&[0xff, 0xfe, 0x00], "text/markdown", "x"),
+            render(&[0xff, 0xfe, 0x00], "text/markdown", "x", &["main"]),
             Err(RenderError::NotUtf8)
         );
         let big = vec![b'a'; MAX_ARTICLE_BYTES as usize + 1];
         assert!(matches!(
-            render(&big, "text/markdown", "x"),
+            render(&big, "text/markdown", "x", &["main"]),
             Err(RenderError::TooLarge(_))
         ));
         assert_eq!(

@@ -459,7 +459,7 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
 article{{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem}}img,video,iframe{{max-width:100%;width:100%}}iframe{{height:70vh;border:0}}audio{{width:100%}}
 .week{{color:#666;font-size:.9rem}}.wait{{color:#8a5a00}}.viewer{{margin-top:.8rem}}
 .article{{overflow-wrap:anywhere}}.article h1{{font-size:1.3rem;color:#222;margin:.6rem 0}}.article h2{{font-size:1.15rem;margin:1rem 0 .4rem}}.article h3{{font-size:1.05rem}}
-.article p,.article li{{margin:.5rem 0}}.article ul,.article ol{{padding-left:1.4rem}}.article img{{width:auto;max-width:100%;height:auto}}
+.article p,.article li{{margin:.5rem 0}}.article ul,.article ol{{padding-left:1.4rem}}.article img{{width:auto;max-width:100%;height:auto}}.article a:not([href]){{color:inherit}}
 .article blockquote{{margin:.8rem 0;padding:.3rem .8rem;border-left:4px solid #9cc8a9;background:#f1f7f2;color:#444}}
 .article table{{display:block;overflow-x:auto;border-collapse:collapse}}.article td,.article th{{border:1px solid #ddd;padding:.3rem .5rem}}.article pre{{white-space:pre-wrap}}
 button{{font:inherit;padding:.6rem 1rem;border-radius:8px;border:0;background:#1d6b3a;color:#fff}}button.helpful{{background:#b85c00}}

@@ -350,4 +350,61 @@ mod tests {
         assert_eq!(ArticleFormat::of_mime("image/png"), None);
         assert!(RenderError::NotUtf8.to_string().contains("编码"));
     }
+
+    /// Fragments of hostile and ordinary markup, glued together in any order.
+    const PIECES: &[&str] = &[
+        "<script>",
+        "</script>",
+        "<img src=x onerror=alert(1)>",
+        "<a href=\"javascript:alert(1)\">",
+        "[x](javascript:alert(1))",
+        "<svg onload=alert(1)>",
+        "<iframe src=//e.x>",
+        "<style>",
+        "<p onclick=alert(1)>",
+        "<a href=\"jav&#x09;ascript:alert(1)\">",
+        "<object data=x>",
+        "# 标题",
+        "> 引用",
+        "- 列表",
+        "\n",
+        "\n\n",
+        "`代码`",
+        "```",
+        "<",
+        ">",
+        "\"",
+        "'",
+        "=",
+        "文字",
+        "<!--",
+        "-->",
+        "<![CDATA[",
+        "]]>",
+        "<math><mi xlink:href=javascript:alert(1)>",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn nothing_hostile_survives(idx in proptest::collection::vec(0..PIECES.len(), 0..24)) {
+            let src: String = idx.iter().map(|&i| PIECES[i]).collect();
+            for mime in ["text/markdown", "text/html", "text/plain"] {
+                let out = render(src.as_bytes(), mime, "asf-10", &["main"]).expect("renders");
+                // Text is escaped, so every `<` left opens a real tag: check each tag.
+                for tag in out.split('<').skip(1) {
+                    let tag = tag.split('>').next().unwrap_or_default().to_lowercase();
+                    let name = tag.trim_start_matches('/').split([' ', '\n']).next().unwrap_or_default();
+                    proptest::prop_assert!(
+                        !["script", "style", "iframe", "svg", "object", "math", "mi"].contains(&name),
+                        "<{}> in {} from {:?}", tag, out, src
+                    );
+                    proptest::prop_assert!(!tag.contains("javascript"), "<{}> in {} from {:?}", tag, out, src);
+                    proptest::prop_assert!(
+                        !tag.split_whitespace().skip(1).any(|a| a.starts_with("on")),
+                        "<{}> in {} from {:?}", tag, out, src
+                    );
+                }
+            }
+        }
+    }
 }

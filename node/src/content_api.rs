@@ -217,16 +217,21 @@ pub enum ArticleError {
 }
 
 /// Renders rendition `rendition` of item `item_id` from what is on this node (nothing is
-/// fetched; blocking: reads the blob store). The mime type and size are checked before the file
-/// is read.
-pub fn local_article(p: &Pushdown, item_id: &str, rendition: &str) -> Result<String, ArticleError> {
+/// fetched; blocking: reads the blob store). The mime type and size (at most `max_bytes`, and
+/// never over [`markdown::MAX_ARTICLE_BYTES`]) are checked before the file is read.
+pub fn local_article(
+    p: &Pushdown,
+    item_id: &str,
+    rendition: &str,
+    max_bytes: u64,
+) -> Result<String, ArticleError> {
     let cid = p.content_of(item_id).ok_or(ArticleError::Missing)?;
     let m = p.blobs().manifest(&cid).ok_or(ArticleError::Missing)?;
     let r = m.rendition(rendition).ok_or(ArticleError::Missing)?;
     if ArticleFormat::of_mime(&r.mime).is_none() {
         return Err(RenderError::NotAnArticle(r.mime.clone()).into());
     }
-    if r.total_bytes > markdown::MAX_ARTICLE_BYTES {
+    if r.total_bytes > max_bytes.min(markdown::MAX_ARTICLE_BYTES) {
         return Err(RenderError::TooLarge(r.total_bytes).into());
     }
     if !r.chunks.iter().all(|h| p.blobs().has_chunk(h)) {
@@ -250,8 +255,10 @@ async fn article(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let rendered =
-        tokio::task::spawn_blocking(move || local_article(&p, &item_id, &rendition)).await;
+    let rendered = tokio::task::spawn_blocking(move || {
+        local_article(&p, &item_id, &rendition, markdown::MAX_ARTICLE_BYTES)
+    })
+    .await;
     let err = match rendered {
         Ok(Ok(html)) => {
             return (

@@ -3,7 +3,8 @@
 //! loopback, and both the cadre app (household page, 「查看内容」) and the villager page
 //! (`/v/<id>`) show it rendered — headings, quote, list, line breaks as elements, no raw `#`,
 //! nothing of the script, event handler or `javascript:` link the file carries, and no
-//! horizontal scrolling on the phone. Screenshots `article-cadre.png` and `article-villager.png`
+//! horizontal scrolling on the phone. A second, long article (over what the villager page
+//! embeds) is fetched already rendered when the villager opens it. Screenshots `article-cadre.png` and `article-villager.png`
 //! go to the target directory (with `CUNYUN_SCREENSHOTS=docs`, to `docs/zh-CN/img/`).
 //!
 //! Skips (loudly) only when Chromium is not installed and `CI` is unset.
@@ -25,6 +26,7 @@ use serde_json::json;
 
 const VILLAGE: &str = "511424104201";
 const TITLE: &str = "非洲猪瘟防控十要点";
+const LONG_TITLE: &str = "生猪养殖场消毒要点";
 const ARTICLE: &str = "# 非洲猪瘟防控十要点\n\n> 来源：四川省农业农村厅\n\n## 第一步：封闭管理\n\n\
     - 外来人员、车辆不进猪场\n- 不用泔水喂猪\n\n早上喂料\n中午清粪\n晚上消毒\n\n\
     ## 第二步：发现异常立即报告\n\n猪只突然死亡、高烧不吃食，请马上联系村防疫员。\n\n\
@@ -156,6 +158,26 @@ async fn pushed_down_article_reads_rendered_in_the_cadre_app_and_the_villager_pa
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("no content id"))?
         .parse()?;
+    // A long article (over what the villager page embeds): fetched rendered when opened.
+    let long = dir.path().join("long.md");
+    std::fs::write(
+        &long,
+        format!(
+            "# {LONG_TITLE}\n\n{}",
+            "栏舍、器具、车辆每周消毒一次，消毒后晾干再进猪。\n\n".repeat(1500)
+        ),
+    )?;
+    let long_item = hub.hub.library.add(
+        &json!({"title": LONG_TITLE, "tags": ["liv.asf"], "format": "article",
+            "review_date": "2026-03-01"}),
+        &long,
+        &Default::default(),
+    )?;
+    let long_cid: ContentId = long_item
+        .content
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no content id"))?
+        .parse()?;
     let hub_addr = hub
         .hub
         .sync
@@ -180,7 +202,11 @@ async fn pushed_down_article_reads_rendered_in_the_cadre_app_and_the_villager_pa
         .clone()
         .ok_or_else(|| anyhow::anyhow!("push-down"))?;
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !(pd.blobs().is_complete(&cid) && pd.content_of(&item.id) == Some(cid)) {
+    while !(pd.blobs().is_complete(&cid)
+        && pd.content_of(&item.id) == Some(cid)
+        && pd.blobs().is_complete(&long_cid)
+        && pd.content_of(&long_item.id) == Some(long_cid))
+    {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the article did not reach the village in 90 s"
@@ -200,34 +226,63 @@ async fn pushed_down_article_reads_rendered_in_the_cadre_app_and_the_villager_pa
         30,
     )
     .await?;
-    s.click(".content button.show").await?;
-    s.wait("document.querySelector('.content .article h1')", 20)
-        .await?;
-    check_article(&s, ".content .article").await?;
     s.js(
-        "const e = document.querySelector('.content .article'); e.scrollIntoView({block: 'start'}); window.scrollBy(0, -56);",
+        "document.querySelectorAll('.content').forEach(c => { if (c.querySelector('h3').textContent === arguments[0]) c.id = 'asf'; })",
+        json!([TITLE]),
+    )
+    .await?;
+    s.click("#asf button.show").await?;
+    s.wait("document.querySelector('#asf .article h1')", 20)
+        .await?;
+    check_article(&s, "#asf .article").await?;
+    s.js(
+        "const e = document.querySelector('#asf .article'); e.scrollIntoView({block: 'start'}); window.scrollBy(0, -56);",
         json!([]),
     )
     .await?;
     s.screenshot(&img("article-cadre.png")).await?;
 
-    // The villager page: the article came rendered with the page; 「查看内容」 shows it.
+    // The villager page: the short article came rendered with the page, the long one did not;
+    // 「查看内容」 shows each.
+    let page = reqwest::get(format!("{url}/v/{hh}")).await?.text().await?;
+    assert!(page.contains(&format!("<h1>{TITLE}</h1>")), "{page}");
+    assert!(!page.contains(&format!("<h1>{LONG_TITLE}</h1>")), "{page}");
     s.goto(&format!("{url}/v/{hh}")).await?;
-    s.wait("document.querySelector('article button.show')", 20)
-        .await?;
-    s.click("article button.show").await?;
+    let asf = format!("article[data-title='{TITLE}']");
+    let long = format!("article[data-title='{LONG_TITLE}']");
     s.wait(
-        "(() => { const v = document.querySelector('article .viewer'); return !v.hidden && !!v.querySelector('.article h1'); })()",
+        &format!("document.querySelector(\"{long} button.show\")"),
         20,
     )
     .await?;
-    check_article(&s, "article .article").await?;
+    s.click(&format!("{asf} button.show")).await?;
+    s.wait(
+        &format!("(() => {{ const v = document.querySelector(\"{asf} .viewer\"); return !v.hidden && !!v.querySelector('.article h1'); }})()"),
+        20,
+    )
+    .await?;
+    check_article(&s, &format!("{asf} .article")).await?;
     s.js(
-        "document.querySelector('article h2').scrollIntoView({block: 'start'})",
-        json!([]),
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'start'})",
+        json!([format!("{asf} h2")]),
     )
     .await?;
     s.screenshot(&img("article-villager.png")).await?;
+    s.click(&format!("{long} button.show")).await?;
+    let h1 = s
+        .wait(
+            &format!("document.querySelector(\"{long} .viewer .article h1\")?.textContent"),
+            20,
+        )
+        .await?;
+    assert_eq!(h1, LONG_TITLE);
+    let paragraphs = s
+        .js(
+            "return document.querySelectorAll(arguments[0]).length",
+            json!([format!("{long} .article p")]),
+        )
+        .await?;
+    assert_eq!(paragraphs, 1500, "the long article's paragraphs");
 
     s.close().await?;
     drop(driver);

@@ -388,13 +388,17 @@ document.querySelectorAll('article[data-item]').forEach(art => {
 });
 "#;
 
+/// Largest article source embedded in the villager page; a longer one is fetched, rendered,
+/// when it is opened, so the page stays light on a slow link.
+const EMBED_MAX_BYTES: u64 = 64 * 1024;
+
 /// The rendered article of recommended item `i` (one entry of [`household_recommendations`])
 /// when its rendition is an article already whole on this node; `None` otherwise (not an
-/// article, not here yet, too large): the page's script then opens it on request.
+/// article, not here yet, over [`EMBED_MAX_BYTES`]): the page's script then opens it on request.
 fn prerendered(state: &AppState, i: &Value) -> Option<String> {
     let p = state.pushdown.as_ref()?;
     let (item, rendition) = (i["id"].as_str()?, i["rendition"].as_str()?);
-    crate::content_api::local_article(p, item, rendition).ok()
+    crate::content_api::local_article(p, item, rendition, EMBED_MAX_BYTES).ok()
 }
 
 /// The villager page: no login, no personal data — only the household's recommended content.

@@ -353,3 +353,112 @@ async fn village_budget_decides_what_is_pushed_and_the_rest_comes_on_demand() {
     }
     hub.stop().await.expect("stop");
 }
+
+/// A Markdown article pushed down to a village reaches the villager page rendered: headings,
+/// quote, list and line breaks as HTML, no raw `#`, and the markup an article must not carry
+/// (script, event handlers, `javascript:` links) removed; the rendered-fragment route answers the
+/// same HTML for the cadre app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushed_down_markdown_article_is_rendered_on_the_villager_page() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let hub = start_hub(root.path()).await;
+    let file = root.path().join("asf.md");
+    std::fs::write(
+        &file,
+        "# 非洲猪瘟防控十要点\n\n> 来源：四川省农业农村厅\n\n## 第一步\n\n\
+         - 封闭管理\n- 严格消毒\n\n早上喂料\n中午清粪\n\n\
+         <script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">\n\n\
+         [举报电话](javascript:alert(1))\n",
+    )
+    .expect("write");
+    let item = hub
+        .hub
+        .library
+        .add(
+            &json!({"title": "非洲猪瘟防控十要点", "tags": ["liv.asf"], "format": "article",
+                "review_date": "2026-03-01"}),
+            &file,
+            &Default::default(),
+        )
+        .expect("add");
+    let cid: ContentId = item
+        .content
+        .as_deref()
+        .expect("content id")
+        .parse()
+        .expect("hex");
+    let key = hub.hub.files.public_key_hex();
+    let hub_addr = hub.hub.sync.as_ref().expect("sync").listen_addr();
+    let village = start_node(root.path(), 1, Role::Village, VILLAGE, vec![hub_addr], &key).await;
+    let hh = village
+        .state
+        .records
+        .create_household(
+            "cadre",
+            &json!({"profile": {"group": 1, "residents": 2, "age_18_59": 2,
+                "livestock": {"pig": {"herd_band": 1}}}}),
+        )
+        .await
+        .expect("create")
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pd = village.state.pushdown.clone().expect("pushdown");
+    wait_for("the article at the village", deadline, || {
+        pd.blobs().is_complete(&cid) && pd.content_of(&item.id) == Some(cid)
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/v/{hh}", village.url()))
+        .send()
+        .await
+        .expect("villager page");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("text");
+    for want in [
+        "<h1>非洲猪瘟防控十要点</h1>",
+        "<blockquote>",
+        "来源：四川省农业农村厅",
+        "<h2>第一步</h2>",
+        "<li>封闭管理</li>",
+        "早上喂料<br>",
+    ] {
+        assert!(
+            page.contains(want),
+            "{want} not on the villager page:\n{page}"
+        );
+    }
+    let article = &page[page.find("<div class=article>").expect("article")..];
+    for bad in ["# ", "> 来源", "__xss", "onerror", "javascript:"] {
+        assert!(
+            !article.contains(bad),
+            "{bad} on the villager page:\n{article}"
+        );
+    }
+
+    let resp = http
+        .get(format!("{}/content/{}/main/html", village.url(), item.id))
+        .send()
+        .await
+        .expect("fragment");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().expect("ct"),
+        "text/html; charset=utf-8"
+    );
+    let fragment = resp.text().await.expect("text");
+    assert!(
+        fragment.starts_with("<h1>非洲猪瘟防控十要点</h1>"),
+        "{fragment}"
+    );
+    assert!(!fragment.contains("__xss"), "{fragment}");
+    let resp = http
+        .get(format!("{}/content/{}/audio/html", village.url(), item.id))
+        .send()
+        .await
+        .expect("missing rendition");
+    assert_eq!(resp.status(), 404);
+    village.stop().await.expect("stop");
+    hub.stop().await.expect("stop");
+}

@@ -7,6 +7,10 @@
 //! - `GET /content/{item_id}/{rendition}` (no login: public science material): the file from
 //!   the blob store with its Content-Type, single `Range` requests answered 206; 404 while
 //!   the item is not complete here.
+//! - `GET /content/{item_id}/{rendition}/html` (no login): an article rendition (Markdown, HTML
+//!   or text) rendered on the node as a sanitised HTML fragment ([`crate::markdown`]), for the
+//!   cadre app and the villager page to insert as it is; 404 (zh-CN) for a rendition that is not
+//!   an article or not here, 413 for one over [`crate::markdown::MAX_ARTICLE_BYTES`].
 //!
 //! `item_id` is the key of the `rec` item (the hub library's id); its `content` field names
 //! the manifest.
@@ -29,6 +33,8 @@ use cunyun_protocol::manifest::{ContentId, ContentManifest};
 use serde_json::{json, Value};
 
 use crate::api::AppState;
+use crate::markdown::{self, ArticleFormat, RenderError};
+use cunyun_platform::blobs::BlobError;
 use crate::pushdown::Pushdown;
 use cunyun_platform::http::ApiError;
 
@@ -44,6 +50,7 @@ pub fn public_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v/content/{item_id}", get(item))
         .route("/content/{item_id}/{rendition}", get(file))
+        .route("/content/{item_id}/{rendition}/html", get(article))
 }
 
 /// How long an item route waits for an on-demand fetch before answering.
@@ -194,6 +201,93 @@ async fn file(
         }
     }
     resp
+}
+
+/// Why an article could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ArticleError {
+    /// The item, its manifest, the rendition or one of its chunks is not on this node.
+    #[error("本节点还没有这份资源（尚未下载；联网时打开会自动下载，请稍后再试）")]
+    Missing,
+    /// The rendition is not an article, or cannot be rendered as one.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The blob store could not read the file.
+    #[error("暂时无法读取这份资源，请稍后再试")]
+    Read(#[source] BlobError),
+}
+
+/// Renders rendition `rendition` of item `item_id` from what is on this node (nothing is
+/// fetched; blocking: reads the blob store). The mime type and size (at most `max_bytes`, and
+/// never over [`markdown::MAX_ARTICLE_BYTES`]) are checked before the file is read.
+pub fn local_article(
+    p: &Pushdown,
+    item_id: &str,
+    rendition: &str,
+    max_bytes: u64,
+) -> Result<String, ArticleError> {
+    let cid = p.content_of(item_id).ok_or(ArticleError::Missing)?;
+    let m = p.blobs().manifest(&cid).ok_or(ArticleError::Missing)?;
+    let r = m.rendition(rendition).ok_or(ArticleError::Missing)?;
+    if ArticleFormat::of_mime(&r.mime).is_none() {
+        return Err(RenderError::NotAnArticle(r.mime.clone()).into());
+    }
+    if r.total_bytes > max_bytes.min(markdown::MAX_ARTICLE_BYTES) {
+        return Err(RenderError::TooLarge(r.total_bytes).into());
+    }
+    if !r.chunks.iter().all(|h| p.blobs().has_chunk(h)) {
+        return Err(ArticleError::Missing);
+    }
+    let data = p
+        .blobs()
+        .read_range(&cid, rendition, 0, r.total_bytes)
+        .map_err(ArticleError::Read)?;
+    let names: Vec<&str> = m.renditions.iter().map(|r| r.name.as_str()).collect();
+    Ok(markdown::render(&data, &r.mime, item_id, &names)?)
+}
+
+/// `GET /content/{item_id}/{rendition}/html`: the article as a sanitised HTML fragment, fetched
+/// on demand like the file.
+async fn article(
+    State(state): State<Arc<AppState>>,
+    Path((item_id, rendition)): Path<(String, String)>,
+) -> Response {
+    let (p, _, _) = match manifest_of(&state, item_id.clone()).await {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let rendered = tokio::task::spawn_blocking(move || {
+        local_article(&p, &item_id, &rendition, markdown::MAX_ARTICLE_BYTES)
+    })
+    .await;
+    let err = match rendered {
+        Ok(Ok(html)) => {
+            return (
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; img-src 'self'; media-src 'self'",
+                    ),
+                ],
+                html,
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => e,
+        Err(_) => ArticleError::Missing,
+    };
+    let (status, code) = match &err {
+        ArticleError::Missing => (StatusCode::NOT_FOUND, "not_found"),
+        ArticleError::Render(RenderError::TooLarge(_)) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        }
+        ArticleError::Render(_) => (StatusCode::NOT_FOUND, "not_an_article"),
+        ArticleError::Read(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    ApiError::new(status, code, err.to_string()).into_response()
 }
 
 /// OpenMetrics lines of the push-down status (inserted before `# EOF` by `/metrics`).

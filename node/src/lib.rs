@@ -16,7 +16,8 @@
 //!   delivered.
 //! - [`webapp`]: the embedded cadre web app, villager page and the app's API routes.
 //! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
-//! - [`content_api`]: content item JSON and file download (with `Range`) routes.
+//! - [`content_api`]: content item JSON, file download (with `Range`) and rendered-article routes.
+//! - [`markdown`]: an article rendition (Markdown, HTML, text) as sanitised HTML.
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
 //! durable; a request that fails validation changes nothing.
@@ -29,6 +30,7 @@ pub mod content_api;
 pub mod deletion;
 pub mod edits;
 pub mod feedback;
+pub mod markdown;
 pub mod pushdown;
 pub mod records;
 pub mod sample;

@@ -528,6 +528,8 @@ async fn traversal_in_content_rendition_item_and_app_file_names_is_refused() {
         for path in [
             format!("/content/{name}/main"),
             format!("/content/item1/{name}"),
+            format!("/content/{name}/main/html"),
+            format!("/content/item1/{name}/html"),
             format!("/v/content/{name}"),
             format!("/api/v1/content/{name}"),
             format!("/app/{name}"),

@@ -499,12 +499,14 @@ function viewerHtml(src, mime, title) {
   if (mime.startsWith('audio/')) return `<audio controls preload="none" src="${src}"></audio>`;
   if (mime.startsWith('video/')) return `<video controls preload="none" src="${src}"></video>`;
   if (mime === 'application/pdf') return `<iframe src="${src}" title="${esc(title)}"></iframe><a href="${src}">打开PDF</a>`;
-  if (mime.startsWith('text/')) return `<div class="text" data-src="${src}">正在打开…</div>`;
+  if (mime.startsWith('text/')) return `<div class="article">正在打开…</div>`;
   return `<a class="btn secondary" href="${src}">打开文件</a>`;
 }
 
 /// Opens one recommended item of household `hid` in `box`: asks the node for the content's
 /// renditions, shows the file by mime type (or that it is still downloading), records the open.
+/// An article (Markdown, HTML, text) comes rendered and sanitised by the node
+/// (`/content/{item}/{rendition}/html`) and is inserted as it is.
 async function openContent(hid, item, box) {
   box.textContent = '正在打开…';
   let meta = null;
@@ -516,9 +518,13 @@ async function openContent(hid, item, box) {
   if (!rend || !rend.available) { box.innerHTML = '<p class="muted">内容正在下载，请稍后再看</p>'; return; }
   const src = `/content/${encodeURIComponent(item.id)}/${encodeURIComponent(item.rendition)}`;
   box.innerHTML = viewerHtml(esc(src), rend.mime || '', item.title);
-  const text = box.querySelector('.text');
-  if (text) {
-    try { text.textContent = await (await fetch(src, { credentials: 'same-origin' })).text(); } catch (e) { text.textContent = '暂时无法显示，请稍后再试。'; }
+  const article = box.querySelector('.article');
+  if (article) {
+    try {
+      const resp = await fetch(`${src}/html`, { credentials: 'same-origin' });
+      if (resp.ok) article.innerHTML = await resp.text();
+      else article.textContent = ((await resp.json().catch(() => null)) || {}).message || '暂时无法显示，请稍后再试。';
+    } catch (e) { article.textContent = '暂时无法显示，请稍后再试。'; }
   }
   api(`/api/v1/households/${encodeURIComponent(hid)}/items/${encodeURIComponent(item.id)}/view`, { method: 'POST' }).catch(() => {});
 }

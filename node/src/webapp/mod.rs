@@ -5,7 +5,7 @@
 //! | method | path | login | what |
 //! |---|---|---|---|
 //! | GET | `/`, `/app/{file}`, `/sw.js` | no | the app shell (hash-routed single page), service worker |
-//! | GET | `/v/{id}` | no | villager page: that household's recommended content only, no personal data |
+//! | GET | `/v/{id}` | no | villager page: that household's recommended content only, no personal data; articles already on the node come rendered in the page ([`crate::markdown`]) |
 //! | POST | `/v/{id}/items/{item}/view`, `/v/{id}/items/{item}/helpful` | no | feedback: the villager opened an item / rated it 「有帮助」 (items of the household's `rec` only; helpful once a day) |
 //! | POST | `/api/v1/households/{id}/items/{item}/view` | yes | feedback: a cadre opened the item for the household |
 //! | GET | `/api/v1/schema` | yes | every form field with label, kind, limits, options ([`schema`]) |
@@ -334,19 +334,20 @@ async fn cadre_view(
     feedback_event(&state, &id, &item, Event::View).await
 }
 
-/// The villager page's script: opens an item's viewer (by the rendition's mime type) from the
-/// content description, records the open, and sends 「有帮助」.
+/// The villager page's script: opens an item — an article rendered into the page is shown as it
+/// is; otherwise its viewer is chosen by the rendition's mime type from the content description
+/// (an article is fetched already rendered, `/content/{item}/{rendition}/html`) — records the
+/// open, and sends 「有帮助」.
 const VILLAGER_JS: &str = r#"
 const HH = document.body.dataset.hh;
 function post(path) { return fetch(path, {method: 'POST'}).then(r => r.ok ? r.json() : null).catch(() => null); }
-async function openItem(art) {
-  const box = art.querySelector('.viewer');
+async function fill(art, box) {
   const item = art.dataset.item, rendition = art.dataset.rendition;
   box.textContent = '正在打开…';
   let meta = null;
   try { const r = await fetch('/v/content/' + encodeURIComponent(item)); if (r.ok) meta = await r.json(); } catch (e) {}
   const r = meta && (meta.renditions || []).find(x => x.name === rendition);
-  if (!r || !r.available) { box.innerHTML = '<p class=wait>内容正在下载，请稍后再看</p>'; return; }
+  if (!r || !r.available) { box.innerHTML = '<p class=wait>内容正在下载，请稍后再看</p>'; return false; }
   const src = '/content/' + encodeURIComponent(item) + '/' + encodeURIComponent(rendition);
   const mime = r.mime || '';
   box.textContent = '';
@@ -356,16 +357,30 @@ async function openItem(art) {
   else if (mime.startsWith('video/')) { el = document.createElement('video'); el.controls = true; }
   else if (mime === 'application/pdf') { el = document.createElement('iframe'); el.title = art.dataset.title; }
   else if (mime.startsWith('text/')) {
-    el = document.createElement('div'); el.className = 'text';
-    try { el.textContent = await (await fetch(src)).text(); } catch (e) { el.textContent = '暂时无法显示，请稍后再试。'; }
+    el = document.createElement('div'); el.className = 'article';
+    try {
+      const resp = await fetch(src + '/html');
+      if (resp.ok) el.innerHTML = await resp.text();
+      else el.textContent = ((await resp.json().catch(() => null)) || {}).message || '暂时无法显示，请稍后再试。';
+    } catch (e) { el.textContent = '暂时无法显示，请稍后再试。'; }
   }
   else { el = document.createElement('a'); el.className = 'open'; el.href = src; el.textContent = '打开文件'; }
-  if (!el.textContent && el.tagName !== 'A') el.src = src;
+  if (['IMG', 'AUDIO', 'VIDEO', 'IFRAME'].includes(el.tagName)) el.src = src;
   box.appendChild(el);
-  post('/v/' + HH + '/items/' + encodeURIComponent(item) + '/view');
+  return true;
+}
+async function openItem(art, button) {
+  const box = art.querySelector('.viewer');
+  if (!box.hidden && box.dataset.ready) { box.hidden = true; button.textContent = '查看内容'; return; }
+  box.hidden = false;
+  if (!box.dataset.ready && !(await fill(art, box))) return;
+  box.dataset.ready = '1';
+  button.textContent = '收起';
+  post('/v/' + HH + '/items/' + encodeURIComponent(art.dataset.item) + '/view');
 }
 document.querySelectorAll('article[data-item]').forEach(art => {
-  art.querySelector('button.show').addEventListener('click', () => openItem(art));
+  const show = art.querySelector('button.show');
+  show.addEventListener('click', () => openItem(art, show));
   const h = art.querySelector('button.helpful');
   h.addEventListener('click', async () => {
     const res = await post('/v/' + HH + '/items/' + encodeURIComponent(art.dataset.item) + '/helpful');
@@ -374,29 +389,60 @@ document.querySelectorAll('article[data-item]').forEach(art => {
 });
 "#;
 
+/// Largest article source embedded in the villager page; a longer one is fetched, rendered,
+/// when it is opened, so the page stays light on a slow link.
+const EMBED_MAX_BYTES: u64 = 64 * 1024;
+
+/// The rendered article of recommended item `i` (one entry of [`household_recommendations`])
+/// when its rendition is an article already whole on this node; `None` otherwise (not an
+/// article, not here yet, over [`EMBED_MAX_BYTES`]): the page's script then opens it on request.
+fn prerendered(state: &AppState, i: &Value) -> Option<String> {
+    let p = state.pushdown.as_ref()?;
+    let (item, rendition) = (i["id"].as_str()?, i["rendition"].as_str()?);
+    crate::content_api::local_article(p, item, rendition, EMBED_MAX_BYTES).ok()
+}
+
 /// The villager page: no login, no personal data — only the household's recommended content.
 async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let st = state.clone();
     let id2 = id.clone();
-    let found = tokio::task::spawn_blocking(move || household_recommendations(&st, &id2)).await;
+    let found = tokio::task::spawn_blocking(move || {
+        household_recommendations(&st, &id2).map(|items| {
+            items.map(|items| {
+                let articles = items
+                    .iter()
+                    .map(|i| prerendered(&st, i))
+                    .collect::<Vec<_>>();
+                (items, articles)
+            })
+        })
+    })
+    .await;
     let (status, body) = match found {
-        Ok(Ok(Some(items))) if items.is_empty() => (
+        Ok(Ok(Some((items, _)))) if items.is_empty() => (
             StatusCode::OK,
             "<p class=empty>暂时还没有为您家推荐的内容。<br>省级平台接入后，这里会显示适合您家的科普文章、图片、音频和视频。</p>".to_string(),
         ),
-        Ok(Ok(Some(items))) => (
+        Ok(Ok(Some((items, articles)))) => (
             StatusCode::OK,
             items
                 .iter()
-                .map(|i| {
+                .zip(articles)
+                .map(|(i, article)| {
                     let s = |k: &str| esc(i[k].as_str().unwrap_or(""));
                     let (item, title, reason, rendition) =
                         (s("id"), s("title"), s("reason"), s("rendition"));
                     let week = s("week");
+                    let viewer = match article {
+                        Some(html) => format!(
+                            "<div class=viewer hidden data-ready=1><div class=article>{html}</div></div>"
+                        ),
+                        None => "<div class=viewer hidden></div>".to_string(),
+                    };
                     format!(
                         "<article data-item=\"{item}\" data-rendition=\"{rendition}\" data-title=\"{title}\">\
 <h2>{title}</h2><p class=reason>{reason}</p><p class=week>推荐于{week}</p>\
-<button class=show>查看内容</button> <button class=helpful>有帮助</button><div class=viewer></div></article>"
+<button class=show>查看内容</button> <button class=helpful>有帮助</button>{viewer}</article>"
                     )
                 })
                 .collect(),
@@ -416,7 +462,11 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>村云科普 · 为您推荐</title>
 <style>body{{font:18px/1.6 sans-serif;margin:0;padding:1rem;color:#222;background:#f6f7f4}}h1{{font-size:1.4rem;color:#1d6b3a}}
 article{{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem}}img,video,iframe{{max-width:100%;width:100%}}iframe{{height:70vh;border:0}}audio{{width:100%}}
-.week{{color:#666;font-size:.9rem}}.text{{white-space:pre-wrap}}.wait{{color:#8a5a00}}
+.week{{color:#666;font-size:.9rem}}.wait{{color:#8a5a00}}.viewer{{margin-top:.8rem}}
+.article{{overflow-wrap:anywhere}}.article h1{{font-size:1.3rem;color:#222;margin:.6rem 0}}.article h2{{font-size:1.15rem;margin:1rem 0 .4rem}}.article h3{{font-size:1.05rem}}
+.article p,.article li{{margin:.5rem 0}}.article ul,.article ol{{padding-left:1.4rem}}.article img{{width:auto;max-width:100%;height:auto}}.article a:not([href]){{color:inherit}}
+.article blockquote{{margin:.8rem 0;padding:.3rem .8rem;border-left:4px solid #9cc8a9;background:#f1f7f2;color:#444}}
+.article table{{display:block;overflow-x:auto;border-collapse:collapse}}.article td,.article th{{border:1px solid #ddd;padding:.3rem .5rem}}.article pre{{white-space:pre-wrap}}
 button{{font:inherit;padding:.6rem 1rem;border-radius:8px;border:0;background:#1d6b3a;color:#fff}}button.helpful{{background:#b85c00}}
 .empty{{background:#fff;border-radius:12px;padding:1.2rem}}a.open{{display:inline-block;padding:.7rem 1.2rem;background:#1d6b3a;color:#fff;border-radius:8px;text-decoration:none}}</style>
 </head><body data-hh="{hh}"><h1>村云科普 · 为您家推荐</h1>{body}<script>{VILLAGER_JS}</script></body></html>"#

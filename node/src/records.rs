@@ -199,9 +199,10 @@ pub const CLIENT_ID_FIELD: &str = "client_id";
 /// saves a new record and sends with every retry.
 ///
 /// The record's id is derived from it ([`ClientId::record_id`]), so every resend lands on the
-/// same document key, and the creating change's message carries it with a fingerprint of the
-/// body ([`ClientId::marker`]): the per-record write lock and the store's index decide whether
-/// the record exists, and the marker whether it was this create that made it.
+/// same document key, and each created document's first change message carries it with a
+/// fingerprint of that document's part of the body ([`ClientId::marker`]; the `hh` one covers the
+/// profile only, so no hash of private data leaves the county): the per-record write lock and the
+/// store's index decide whether the record exists, and the marker whether this create made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientId(String);
 
@@ -518,10 +519,12 @@ impl Records {
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
         let (profile, private) = self.parse_household(&profile, &private)?;
+        // One fingerprint per document: the profile's travels with `hh` (up to the hub), the
+        // private part's stays with `hp` in the county, as the data they describe.
         let (id, marker) = match &client {
             Some(c) => {
-                let print = fingerprint(&(&profile, &private))?;
-                (c.record_id('h'), Some((c, print)))
+                let prints = (fingerprint(&profile)?, fingerprint(&private)?);
+                (c.record_id('h'), Some((c, prints)))
             }
             None => (self.fresh_id()?, None),
         };
@@ -529,24 +532,30 @@ impl Records {
             .map_err(|e| RecordError::BadRequest(e.to_string()))?;
         let hp = hh.with_kind(Kind::Hp);
         let _guard = self.lock_for(&id).lock().await;
-        let what = match &marker {
-            Some((c, print)) => {
-                if let Some(existing) = self.created_before(c, print, &hh)? {
+        let (what_hh, what_hp) = match &marker {
+            Some((c, prints)) => {
+                if let Some(existing) = self.created_before(c, prints, &hh)? {
                     return Ok(Created {
                         record: existing,
                         created: false,
                     });
                 }
-                format!("create household {}", c.marker(print))
+                (
+                    format!("create household {}", c.marker(&prints.0)),
+                    format!("create household {}", c.marker(&prints.1)),
+                )
             }
-            None => "create household".to_string(),
+            None => (
+                "create household".to_string(),
+                "create household".to_string(),
+            ),
         };
         let now = now_ms();
         let mut writes = Vec::with_capacity(2);
         let mut hh_doc = Automerge::new().with_author(Some(Self::author(account)));
         let mut tx = hh_doc.transaction();
         profile.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, &what));
+        tx.commit_with(Self::commit_options(account, &what_hh));
         writes.push(DocWrite {
             key: hh.clone(),
             chunk: hh_doc.save(),
@@ -556,7 +565,7 @@ impl Records {
         let mut hp_doc = Automerge::new().with_author(Some(Self::author(account)));
         let mut tx = hp_doc.transaction();
         private.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, &what));
+        tx.commit_with(Self::commit_options(account, &what_hp));
         writes.push(DocWrite {
             key: hp.clone(),
             chunk: hp_doc.save(),
@@ -587,13 +596,13 @@ impl Records {
         })
     }
 
-    /// For a create under `client` with body fingerprint `print` whose profile key is `hh`
-    /// (the caller holds the record's write lock): the household as it is now when this create
-    /// was made before, `None` when the id is free, an error otherwise.
+    /// For a create under `client` whose profile key is `hh`, with the fingerprints of its
+    /// profile and private part (the caller holds the record's write lock): the household as it
+    /// is now when this create was made before, `None` when the id is free, an error otherwise.
     fn created_before(
         &self,
         client: &ClientId,
-        print: &str,
+        prints: &(String, String),
         hh: &DocKey,
     ) -> Result<Option<HouseholdRecord>, RecordError> {
         let id = hh.id();
@@ -612,8 +621,13 @@ impl Records {
             return Ok(None);
         };
         let doc = self.load(&held)?;
+        // The private part, where this node holds it, must be the one sent too.
+        let private_same = match self.store.load(&held.with_kind(Kind::Hp))? {
+            Some(hp) => client.recorded_fingerprint(&hp).as_ref() == Some(&prints.1),
+            None => true,
+        };
         match client.recorded_fingerprint(&doc) {
-            Some(p) if p == print && held == *hh => {
+            Some(p) if p == prints.0 && private_same && held == *hh => {
                 tracing::info!(
                     target: "cunyun::_events::household_create_repeated",
                     key = %hh,
@@ -1403,9 +1417,30 @@ mod tests {
             }
             other => panic!("expected ClientIdReused, got {other:?}"),
         }
+        let mut private_changed = household(CID, 4);
+        private_changed["private"]["phone"] = json!("13900000000");
+        assert!(matches!(
+            r.create_household_once("cadre", &private_changed).await,
+            Err(RecordError::ClientIdReused { .. })
+        ));
         let now = r.get_household(&first.record.id).expect("read");
         assert_eq!(now.profile.residents, 4, "stored record unchanged");
+        assert_eq!(now.private.phone, "13800000000");
         assert_eq!(now.heads, first.record.heads);
+        assert_eq!(now.private_heads, first.record.private_heads);
+
+        // What `hh` carries up to the hub is the profile's fingerprint, never the private part's.
+        let c = ClientId::parse(&json!(CID)).expect("id");
+        let hh_doc = r.load(&now.profile_key).expect("hh");
+        let hp_doc = r.load(&now.private_key).expect("hp");
+        assert_eq!(
+            c.recorded_fingerprint(&hh_doc),
+            Some(fingerprint(&now.profile).expect("print"))
+        );
+        assert_eq!(
+            c.recorded_fingerprint(&hp_doc),
+            Some(fingerprint(&now.private).expect("print"))
+        );
 
         let docs = r.store().stats().documents;
         for bad in ["not-a-uuid", "3F2B8C1E-9A4D-4C6B-8E2F-1A2B3C4D5E6F"] {

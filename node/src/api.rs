@@ -23,7 +23,7 @@
 //! | POST | `/api/v1/logout` | ends the session |
 //! | GET | `/api/v1/me` | the logged-in cadre |
 //! | GET | `/api/v1/households?group=&tag=&updated_since=&q=` | list households |
-//! | POST | `/api/v1/households` | create: `{"profile": {…}, "private": {…}}` |
+//! | POST | `/api/v1/households` | create: `{"client_id"?, "profile": {…}, "private": {…}}` (see below) |
 //! | GET | `/api/v1/households/{id}` | read one |
 //! | PUT | `/api/v1/households/{id}` | replace the parts given |
 //! | PATCH | `/api/v1/households/{id}` | JSON merge patch of the parts given |
@@ -32,6 +32,15 @@
 //! | GET | `/api/v1/overview` | counts for the status page |
 //! | GET | `/api/v1/sync` | peers, last sync per peer, documents and bytes exchanged, errors |
 //! | GET (WebSocket) | `/automerge?token=` | automerge-repo protocol v1 ([`crate::automerge_repo`]) |
+//!
+//! Creates are idempotent with a client id: a household or need body may carry `client_id`, a
+//! random UUID version 4 in canonical lowercase form that the client makes once per new record
+//! ([`crate::records::ClientId`]). The first request creates the record (`201`); the same
+//! `client_id` with the same body again (the answer was lost) creates nothing and answers `200`
+//! with the record as it is now. The same `client_id` with a different body is `409
+//! client_id_reused` and the stored record is unchanged (the cadre opens it and edits it), `409
+//! deleted` once the household was deleted; a malformed `client_id` is `400 bad_client_id` and
+//! nothing is stored. Without `client_id` every request creates a record.
 //!
 //! Errors are JSON `{"error": code, "message": 中文说明}`; invalid input is `422` with every
 //! field error in `fields`, and nothing is stored. Internals are logged, not sent to clients.
@@ -52,7 +61,7 @@ use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
+use crate::records::{Created, HouseholdFilter, NeedFilter, RecordError, Records, UpdateMode};
 use cunyun_platform::accounts::{Cadre, Role, User};
 use cunyun_platform::html::esc;
 use cunyun_platform::http::{csrf_guard, forbidden, is_write, json_body, session_user, ApiError};
@@ -191,6 +200,18 @@ impl From<RecordError> for ApiError {
                 }),
             ),
             RecordError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            RecordError::BadClientId(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_client_id", m)
+            }
+            e @ RecordError::ClientIdReused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "client_id_reused", e.to_string())
+            }
+            e @ RecordError::ClientIdTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "client_id_taken", e.to_string())
+            }
+            e @ RecordError::CreatedThenDeleted { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "deleted", e.to_string())
+            }
             RecordError::NotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -348,9 +369,30 @@ async fn create_household(
 ) -> Result<Response, ApiError> {
     let mut body = json_body(&body)?;
     check_create_area(&state, &cadre, &mut body, Some("profile"), "village")?;
-    let result = state.records.create_household(&cadre.name, &body).await;
-    let record = count_write(&state, "hh", "create", result)?;
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    let result = state
+        .records
+        .create_household_once(&cadre.name, &body)
+        .await;
+    let created = count_write(&state, "hh", create_op(&result), result)?;
+    Ok((create_status(&created), Json(created.record)).into_response())
+}
+
+/// The write counter's `op` of a create: `create_repeat` when a resend found it made before.
+fn create_op<T>(result: &Result<Created<T>, RecordError>) -> &'static str {
+    match result {
+        Ok(c) if !c.created => "create_repeat",
+        _ => "create",
+    }
+}
+
+/// `201` for a record this request created, `200` for one a resend of the same `client_id`
+/// found.
+fn create_status<T>(created: &Created<T>) -> StatusCode {
+    if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 pub(crate) fn count_write<T>(
@@ -510,9 +552,9 @@ async fn create_need(
 ) -> Result<Response, ApiError> {
     let mut body = json_body(&body)?;
     check_create_area(&state, &cadre, &mut body, None, "area")?;
-    let result = state.records.create_need(&cadre.name, &body).await;
-    let record = count_write(&state, "need", "create", result)?;
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    let result = state.records.create_need_once(&cadre.name, &body).await;
+    let created = count_write(&state, "need", create_op(&result), result)?;
+    Ok((create_status(&created), Json(created.record)).into_response())
 }
 
 async fn get_need(

@@ -34,8 +34,8 @@ use serde_json::{json, Value};
 
 use crate::api::AppState;
 use crate::markdown::{self, ArticleFormat, RenderError};
-use cunyun_platform::blobs::BlobError;
 use crate::pushdown::Pushdown;
+use cunyun_platform::blobs::BlobError;
 use cunyun_platform::http::ApiError;
 
 /// Routes behind the login (the caller adds the guard).

@@ -59,6 +59,31 @@ pub enum RecordError {
     /// Reading or writing the document view failed.
     #[error(transparent)]
     View(#[from] cunyun_protocol::fields::ViewError),
+    /// A create's `client_id` is not a client id ([`ClientId::parse`]); nothing was stored.
+    #[error("{0}")]
+    BadClientId(String),
+    /// A record was already created under this `client_id` from a different body; the stored
+    /// record is left unchanged.
+    #[error("这条登记（编号 {client_id}）已经上传过，但这次的内容与已保存的不同；已保存的记录（{record}）未作修改。请打开该记录核对后再修改")]
+    ClientIdReused {
+        /// The client id.
+        client_id: String,
+        /// Id of the record created under it.
+        record: String,
+    },
+    /// The record id this `client_id` maps to belongs to a record not created under it.
+    #[error("编号 {0} 已被另一条记录占用，未保存；请重新登记")]
+    ClientIdTaken(String),
+    /// The household created under this `client_id` has been deleted since.
+    #[error(
+        "用编号 {client_id} 登记的农户（{record}）已被删除，不能再次上传；如需重新登记，请新建"
+    )]
+    CreatedThenDeleted {
+        /// The client id.
+        client_id: String,
+        /// Id of the deleted household.
+        record: String,
+    },
 }
 
 /// What the API returns for one household: both documents plus what follows from them.
@@ -165,6 +190,111 @@ pub enum UpdateMode {
     Replace,
     /// `PATCH`: each part given is a JSON merge patch (RFC 7396) onto the stored part.
     MergePatch,
+}
+
+/// Name of the optional field of a create body that carries the [`ClientId`].
+pub const CLIENT_ID_FIELD: &str = "client_id";
+
+/// A client-generated id of a create: a random UUID (version 4) in its canonical lowercase
+/// form, `xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`, that the web app makes once when the cadre
+/// saves a new record and sends with every retry.
+///
+/// The record's id is derived from it ([`ClientId::record_id`]), so every resend lands on the
+/// same document key, and each created document's first change message carries it with a
+/// fingerprint of that document's part of the body ([`ClientId::marker`]; the `hh` one covers the
+/// profile only, so no hash of private data leaves the county): the per-record write lock and the
+/// store's index decide whether the record exists, and the marker whether this create made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Parses the `client_id` of a create body, strictly.
+    pub fn parse(v: &Value) -> Result<ClientId, RecordError> {
+        let bad = || {
+            RecordError::BadClientId(
+                "client_id 格式错误：应为应用生成的随机编号（小写UUID第4版，\
+                 如 3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6f），请重新登记"
+                    .into(),
+            )
+        };
+        let Value::String(s) = v else {
+            return Err(bad());
+        };
+        let b = s.as_bytes();
+        let ok = b.len() == 36
+            && b.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+            })
+            && b[14] == b'4'
+            && matches!(b[19], b'8' | b'9' | b'a' | b'b');
+        if ok {
+            Ok(ClientId(s.clone()))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The record id this client id maps to: `prefix` and 12 hex digits of a BLAKE3 hash (the
+    /// shape of a server-chosen id).
+    pub fn record_id(&self, prefix: char) -> String {
+        let mut h = blake3::Hasher::new_derive_key("cunyun 2026 record id from client id");
+        h.update(&[prefix as u8]);
+        h.update(self.0.as_bytes());
+        let hex = h.finalize().to_hex();
+        format!("{prefix}{}", &hex.as_str()[..12])
+    }
+
+    /// What the creating change's message carries: the client id and a fingerprint of the
+    /// parsed body, `[client <id> <32 hex>]`.
+    fn marker(&self, fingerprint: &str) -> String {
+        format!("[client {} {fingerprint}]", self.0)
+    }
+
+    /// The fingerprint recorded in `doc` for this client id, if a change of it carries one.
+    fn recorded_fingerprint(&self, doc: &Automerge) -> Option<String> {
+        let prefix = format!("[client {} ", self.0);
+        doc.get_changes(&[]).iter().find_map(|c| {
+            let m = c.message()?;
+            let at = m.find(&prefix)? + prefix.len();
+            m.get(at..at + 32).map(str::to_string)
+        })
+    }
+}
+
+/// BLAKE3 of the JSON of a parsed create body (128 bits, hex): equal for the same input.
+fn fingerprint<T: Serialize>(parsed: &T) -> Result<String, RecordError> {
+    let bytes = serde_json::to_vec(parsed)
+        .map_err(|e| RecordError::BadRequest(format!("内部序列化失败: {e}")))?;
+    Ok(blake3::hash(&bytes).to_hex().as_str()[..32].to_string())
+}
+
+/// Takes the optional `client_id` out of a create body, validating it; the rest is the body.
+fn take_client_id(body: &Value) -> Result<(Option<ClientId>, Value), RecordError> {
+    let mut body = body.clone();
+    let client = match &mut body {
+        Value::Object(m) => m
+            .remove(CLIENT_ID_FIELD)
+            .map(|v| ClientId::parse(&v))
+            .transpose()?,
+        _ => None,
+    };
+    Ok((client, body))
+}
+
+/// What a create returned: the record, and whether this call created it (`false`: it was
+/// created before under the same [`ClientId`], and this is it as it is now).
+#[derive(Debug, Clone)]
+pub struct Created<T> {
+    /// The record.
+    pub record: T,
+    /// True when this call created it.
+    pub created: bool,
 }
 
 const LOCK_STRIPES: usize = 64;
@@ -348,13 +478,32 @@ impl Records {
         }
     }
 
-    /// Creates a household from `{"profile": …, "private": …}`; durable when it returns.
+    /// Creates a household from `{"profile": …, "private": …}`; durable when it returns. With a
+    /// `client_id` it is created once: see [`Records::create_household_once`].
     pub async fn create_household(
         &self,
         account: &str,
         body: &Value,
     ) -> Result<HouseholdRecord, RecordError> {
-        let (profile, private) = Self::split_household_body(body)?;
+        Ok(self.create_household_once(account, body).await?.record)
+    }
+
+    /// Creates a household from `{"client_id"?: …, "profile": …, "private": …}`; durable when
+    /// it returns.
+    ///
+    /// Without `client_id` the id is chosen here. With one (a [`ClientId`]) the id is derived
+    /// from it, and under the record's write lock: if the household exists and was created under
+    /// this client id from the same body, it is returned as it is now (`created: false`, nothing
+    /// written); from a different body, [`RecordError::ClientIdReused`]; if the id is held by a
+    /// record not created under it, [`RecordError::ClientIdTaken`]; if the household was deleted
+    /// since, [`RecordError::CreatedThenDeleted`]. A bad client id changes nothing.
+    pub async fn create_household_once(
+        &self,
+        account: &str,
+        body: &Value,
+    ) -> Result<Created<HouseholdRecord>, RecordError> {
+        let (client, body) = take_client_id(body)?;
+        let (profile, private) = Self::split_household_body(&body)?;
         let mut profile = profile
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
@@ -363,17 +512,43 @@ impl Records {
             .cloned()
             .unwrap_or(Value::Object(Default::default()));
         let (profile, private) = self.parse_household(&profile, &private)?;
-        let id = self.fresh_id()?;
+        // One fingerprint per document: the profile's travels with `hh` (up to the hub), the
+        // private part's stays with `hp` in the county, as the data they describe.
+        let (id, marker) = match &client {
+            Some(c) => {
+                let prints = (fingerprint(&profile)?, fingerprint(&private)?);
+                (c.record_id('h'), Some((c, prints)))
+            }
+            None => (self.fresh_id()?, None),
+        };
         let hh = DocKey::new(profile.village, Kind::Hh, id.clone())
             .map_err(|e| RecordError::BadRequest(e.to_string()))?;
         let hp = hh.with_kind(Kind::Hp);
         let _guard = self.lock_for(&id).lock().await;
+        let (what_hh, what_hp) = match &marker {
+            Some((c, prints)) => {
+                if let Some(existing) = self.created_before(c, prints, &hh)? {
+                    return Ok(Created {
+                        record: existing,
+                        created: false,
+                    });
+                }
+                (
+                    format!("create household {}", c.marker(&prints.0)),
+                    format!("create household {}", c.marker(&prints.1)),
+                )
+            }
+            None => (
+                "create household".to_string(),
+                "create household".to_string(),
+            ),
+        };
         let now = now_ms();
         let mut writes = Vec::with_capacity(2);
         let mut hh_doc = Automerge::new().with_author(Some(Self::author(account)));
         let mut tx = hh_doc.transaction();
         profile.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, "create household"));
+        tx.commit_with(Self::commit_options(account, &what_hh));
         writes.push(DocWrite {
             key: hh.clone(),
             chunk: hh_doc.save(),
@@ -383,7 +558,7 @@ impl Records {
         let mut hp_doc = Automerge::new().with_author(Some(Self::author(account)));
         let mut tx = hp_doc.transaction();
         private.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, "create household"));
+        tx.commit_with(Self::commit_options(account, &what_hp));
         writes.push(DocWrite {
             key: hp.clone(),
             chunk: hp_doc.save(),
@@ -397,18 +572,68 @@ impl Records {
             }
         }
         tracing::info!(target: "cunyun::_events::household_created", key = %hh, author = account);
-        Ok(self.household_record(
-            &id,
-            HouseholdParts {
-                hh,
-                hp,
-                profile,
-                private,
-            },
-            &hh_doc,
-            &hp_doc.get_heads(),
-            now,
-        ))
+        Ok(Created {
+            record: self.household_record(
+                &id,
+                HouseholdParts {
+                    hh,
+                    hp,
+                    profile,
+                    private,
+                },
+                &hh_doc,
+                &hp_doc.get_heads(),
+                now,
+            ),
+            created: true,
+        })
+    }
+
+    /// For a create under `client` whose profile key is `hh`, with the fingerprints of its
+    /// profile and private part (the caller holds the record's write lock): the household as it
+    /// is now when this create was made before, `None` when the id is free, an error otherwise.
+    fn created_before(
+        &self,
+        client: &ClientId,
+        prints: &(String, String),
+        hh: &DocKey,
+    ) -> Result<Option<HouseholdRecord>, RecordError> {
+        let id = hh.id();
+        let held = match self.store.entry(hh)? {
+            Some(_) => Some(hh.clone()),
+            // The same id in another village of this node (a county node).
+            None => self.find_household(id)?,
+        };
+        let Some(held) = held else {
+            if self.store.deleted(hh)? {
+                return Err(RecordError::CreatedThenDeleted {
+                    client_id: client.as_str().to_string(),
+                    record: id.to_string(),
+                });
+            }
+            return Ok(None);
+        };
+        let doc = self.load(&held)?;
+        // The private part, where this node holds it, must be the one sent too.
+        let private_same = match self.store.load(&held.with_kind(Kind::Hp))? {
+            Some(hp) => client.recorded_fingerprint(&hp).as_ref() == Some(&prints.1),
+            None => true,
+        };
+        match client.recorded_fingerprint(&doc) {
+            Some(p) if p == prints.0 && private_same && held == *hh => {
+                tracing::info!(
+                    target: "cunyun::_events::household_create_repeated",
+                    key = %hh,
+                    client_id = client.as_str()
+                );
+                Ok(Some(self.household_at(held)?))
+            }
+            Some(_) => Err(RecordError::ClientIdReused {
+                client_id: client.as_str().to_string(),
+                record: id.to_string(),
+            }),
+            None => Err(RecordError::ClientIdTaken(client.as_str().to_string())),
+        }
     }
 
     pub(crate) fn household_record(
@@ -521,6 +746,13 @@ impl Records {
         let hh = self
             .find_household(id)?
             .ok_or_else(|| RecordError::NotFound(id.to_string()))?;
+        self.household_at(hh)
+    }
+
+    /// Reads the household whose profile key is `hh`.
+    fn household_at(&self, hh: DocKey) -> Result<HouseholdRecord, RecordError> {
+        let id = hh.id().to_string();
+        let id = id.as_str();
         let hp = hh.with_kind(Kind::Hp);
         let hh_doc = self.load(&hh)?;
         let profile = Self::read_profile(&hh, &hh_doc)?;
@@ -744,13 +976,26 @@ impl Records {
 
     // ----- local needs -----
 
-    /// Creates a local need; durable when it returns.
+    /// Creates a local need; durable when it returns. With a `client_id` it is created once:
+    /// see [`Records::create_need_once`].
     pub async fn create_need(
         &self,
         account: &str,
         body: &Value,
     ) -> Result<NeedRecord, RecordError> {
-        let mut body = body.clone();
+        Ok(self.create_need_once(account, body).await?.record)
+    }
+
+    /// Creates a local need from its fields and an optional `client_id`; durable when it
+    /// returns. A client id works as for households ([`Records::create_household_once`]): the
+    /// need's id is derived from it, and a resend of the same body returns the need as it is now
+    /// (`created: false`); a different body is [`RecordError::ClientIdReused`].
+    pub async fn create_need_once(
+        &self,
+        account: &str,
+        body: &Value,
+    ) -> Result<Created<NeedRecord>, RecordError> {
+        let (client, mut body) = take_client_id(body)?;
         if self.scope.level() == Level::Village {
             if let Value::Object(m) = &mut body {
                 m.entry("area")
@@ -759,19 +1004,53 @@ impl Records {
         }
         let mut need = LocalNeed::from_json(&body).map_err(RecordError::Invalid)?;
         self.check_need_scope(&need)?;
+        let marker = match &client {
+            Some(c) => Some((c, fingerprint(&need)?)),
+            None => None,
+        };
         need.created = need.created.or_else(today);
         need.updated = today().or(need.updated);
-        let id = {
-            let mut rng = rand::thread_rng();
-            format!("n{:012x}", rng.gen::<u64>() & 0xffff_ffff_ffff)
+        let id = match &client {
+            Some(c) => c.record_id('n'),
+            None => {
+                let mut rng = rand::thread_rng();
+                format!("n{:012x}", rng.gen::<u64>() & 0xffff_ffff_ffff)
+            }
         };
         let key = DocKey::new(need.area, Kind::Need, id.clone())
             .map_err(|e| RecordError::BadRequest(e.to_string()))?;
         let _guard = self.lock_for(&id).lock().await;
+        let what = match &marker {
+            Some((c, print)) => {
+                if self.store.entry(&key)?.is_some() {
+                    let doc = self.load(&key)?;
+                    return match c.recorded_fingerprint(&doc) {
+                        Some(p) if p == *print => {
+                            tracing::info!(
+                                target: "cunyun::_events::need_create_repeated",
+                                key = %key,
+                                client_id = c.as_str()
+                            );
+                            Ok(Created {
+                                record: self.need_at(key, &doc)?,
+                                created: false,
+                            })
+                        }
+                        Some(_) => Err(RecordError::ClientIdReused {
+                            client_id: c.as_str().to_string(),
+                            record: id,
+                        }),
+                        None => Err(RecordError::ClientIdTaken(c.as_str().to_string())),
+                    };
+                }
+                format!("create need {}", c.marker(print))
+            }
+            None => "create need".to_string(),
+        };
         let mut doc = Automerge::new().with_author(Some(Self::author(account)));
         let mut tx = doc.transaction();
         need.write_to(&mut tx)?;
-        tx.commit_with(Self::commit_options(account, "create need"));
+        tx.commit_with(Self::commit_options(account, &what));
         let now = now_ms();
         self.store
             .commit_async(vec![DocWrite {
@@ -782,11 +1061,14 @@ impl Records {
             }])
             .await?;
         tracing::info!(target: "cunyun::_events::need_created", key = %key, author = account);
-        Ok(NeedRecord {
-            key,
-            need,
-            heads: heads_hex(&doc.get_heads()),
-            updated_at_ms: now,
+        Ok(Created {
+            record: NeedRecord {
+                key,
+                need,
+                heads: heads_hex(&doc.get_heads()),
+                updated_at_ms: now,
+            },
+            created: true,
         })
     }
 
@@ -826,7 +1108,12 @@ impl Records {
     pub fn get_need(&self, id: &str) -> Result<NeedRecord, RecordError> {
         let key = self.find_need(id)?;
         let doc = self.load(&key)?;
-        let need = Self::read_need(&key, &doc)?;
+        self.need_at(key, &doc)
+    }
+
+    /// The need stored under `key`, whose document is `doc`.
+    fn need_at(&self, key: DocKey, doc: &Automerge) -> Result<NeedRecord, RecordError> {
+        let need = Self::read_need(&key, doc)?;
         let updated = self.store.entry(&key)?.map_or(0, |e| e.updated_at_ms);
         Ok(NeedRecord {
             key,
@@ -992,5 +1279,283 @@ mod tests {
             &serde_json::json!({"a": null, "b": {"c": 5}, "e": [1]}),
         );
         assert_eq!(t, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    use cunyun_platform::store::StoreConfig;
+    use serde_json::json;
+
+    const VILLAGE: &str = "510116104201";
+    const CID: &str = "3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6f";
+
+    fn records(dir: &std::path::Path) -> Records {
+        let store = DocStore::open(&dir.join("store"), StoreConfig::default()).expect("store");
+        Records::new(store, AreaScope::parse(VILLAGE).expect("scope"))
+    }
+
+    fn household(client_id: &str, residents: u32) -> Value {
+        json!({
+            "client_id": client_id,
+            "profile": {"group": 2, "residents": residents, "age_18_59": 2, "smartphones": 1},
+            "private": {"head_name": "李四", "phone": "13800000000"}
+        })
+    }
+
+    fn count(r: &Records, kind: Kind) -> usize {
+        r.store()
+            .scan(&r.scope())
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.kind() == kind)
+            .count()
+    }
+
+    #[test]
+    fn client_ids_are_strict_lowercase_uuid_v4() {
+        assert!(ClientId::parse(&json!(CID)).is_ok());
+        for bad in [
+            json!("3F2B8C1E-9A4D-4C6B-8E2F-1A2B3C4D5E6F"), // upper case
+            json!("3f2b8c1e-9a4d-1c6b-8e2f-1a2b3c4d5e6f"), // version 1
+            json!("3f2b8c1e-9a4d-4c6b-ce2f-1a2b3c4d5e6f"), // variant c
+            json!("3f2b8c1e9a4d4c6b8e2f1a2b3c4d5e6f"),     // no hyphens
+            json!("{3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6f}"),
+            json!("3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6"),
+            json!("3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6g"),
+            json!("3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6fa"),
+            json!("3f2b8c1e_9a4d-4c6b-8e2f-1a2b3c4d5e6f"),
+            json!("ｆ2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e"), // multibyte
+            json!(""),
+            json!(null),
+            json!(42),
+            json!({"id": CID}),
+        ] {
+            match ClientId::parse(&bad) {
+                Err(RecordError::BadClientId(m)) => assert!(m.contains("client_id 格式错误")),
+                other => panic!("{bad} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn record_ids_derive_from_the_client_id_in_the_usual_shape() {
+        let c = ClientId::parse(&json!(CID)).expect("id");
+        let h = c.record_id('h');
+        assert_eq!(h, c.record_id('h'), "deterministic");
+        assert_eq!(h.len(), 13);
+        assert!(h.starts_with('h') && h[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+        let n = c.record_id('n');
+        assert!(n.starts_with('n'));
+        assert_ne!(h[1..], n[1..], "the kinds get unrelated ids");
+        let other = ClientId::parse(&json!("3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e60")).expect("id");
+        assert_ne!(other.record_id('h'), h);
+    }
+
+    #[tokio::test]
+    async fn a_resent_household_create_returns_the_record_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = records(dir.path());
+        let first = r
+            .create_household_once("cadre", &household(CID, 4))
+            .await
+            .expect("first");
+        assert!(first.created);
+        assert_eq!(
+            first.record.id,
+            ClientId::parse(&json!(CID)).expect("id").record_id('h')
+        );
+        let docs = r.store().stats().documents;
+        let again = r
+            .create_household_once("cadre", &household(CID, 4))
+            .await
+            .expect("again");
+        assert!(!again.created);
+        assert_eq!(again.record.id, first.record.id);
+        assert_eq!(again.record.heads, first.record.heads);
+        assert_eq!(again.record.private_heads, first.record.private_heads);
+        assert_eq!(r.store().stats().documents, docs, "nothing written");
+        assert_eq!(count(&r, Kind::Hh), 1);
+
+        // Edited since: the resend answers the record as it is now, unchanged by the resend.
+        r.update_household(
+            "cadre",
+            &first.record.id,
+            &json!({"profile": {"group": 7}}),
+            UpdateMode::MergePatch,
+        )
+        .await
+        .expect("edit");
+        let later = r
+            .create_household_once("cadre", &household(CID, 4))
+            .await
+            .expect("later");
+        assert!(!later.created);
+        assert_eq!(later.record.profile.group, 7);
+
+        // Without a client id every create is a new household.
+        let mut plain = household(CID, 4);
+        plain.as_object_mut().expect("object").remove("client_id");
+        r.create_household("cadre", &plain).await.expect("plain");
+        assert_eq!(count(&r, Kind::Hh), 2);
+    }
+
+    #[tokio::test]
+    async fn a_client_id_with_another_body_or_a_bad_one_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = records(dir.path());
+        let first = r
+            .create_household_once("cadre", &household(CID, 4))
+            .await
+            .expect("first");
+        match r.create_household_once("cadre", &household(CID, 5)).await {
+            Err(e @ RecordError::ClientIdReused { .. }) => {
+                assert!(e.to_string().contains(&first.record.id), "{e}")
+            }
+            other => panic!("expected ClientIdReused, got {other:?}"),
+        }
+        let mut private_changed = household(CID, 4);
+        private_changed["private"]["phone"] = json!("13900000000");
+        assert!(matches!(
+            r.create_household_once("cadre", &private_changed).await,
+            Err(RecordError::ClientIdReused { .. })
+        ));
+        let now = r.get_household(&first.record.id).expect("read");
+        assert_eq!(now.profile.residents, 4, "stored record unchanged");
+        assert_eq!(now.private.phone, "13800000000");
+        assert_eq!(now.heads, first.record.heads);
+        assert_eq!(now.private_heads, first.record.private_heads);
+
+        // What `hh` carries up to the hub is the profile's fingerprint, never the private part's.
+        let c = ClientId::parse(&json!(CID)).expect("id");
+        let hh_doc = r.load(&now.profile_key).expect("hh");
+        let hp_doc = r.load(&now.private_key).expect("hp");
+        assert_eq!(
+            c.recorded_fingerprint(&hh_doc),
+            Some(fingerprint(&now.profile).expect("print"))
+        );
+        assert_eq!(
+            c.recorded_fingerprint(&hp_doc),
+            Some(fingerprint(&now.private).expect("print"))
+        );
+
+        let docs = r.store().stats().documents;
+        for bad in ["not-a-uuid", "3F2B8C1E-9A4D-4C6B-8E2F-1A2B3C4D5E6F"] {
+            assert!(matches!(
+                r.create_household_once("cadre", &household(bad, 4)).await,
+                Err(RecordError::BadClientId(_))
+            ));
+            assert!(matches!(
+                r.create_need_once("cadre", &json!({"client_id": bad, "requester": "village_collective", "title": "柑橘技术"}))
+                    .await,
+                Err(RecordError::BadClientId(_))
+            ));
+        }
+        assert_eq!(r.store().stats().documents, docs, "nothing stored");
+    }
+
+    #[tokio::test]
+    async fn an_id_held_by_another_record_or_deleted_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = records(dir.path());
+        let c = ClientId::parse(&json!(CID)).expect("id");
+        // A record under the derived id that no create with this client id made.
+        let hh = DocKey::new(
+            AreaCode::parse(VILLAGE).expect("area"),
+            Kind::Hh,
+            c.record_id('h'),
+        )
+        .expect("key");
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        HouseholdProfile::from_json(&json!({"village": VILLAGE, "group": 1, "residents": 1}))
+            .expect("profile")
+            .write_to(&mut tx)
+            .expect("write");
+        tx.commit();
+        r.store()
+            .commit_async(vec![DocWrite {
+                key: hh.clone(),
+                chunk: doc.save(),
+                heads: doc.get_heads(),
+                updated_at_ms: now_ms(),
+            }])
+            .await
+            .expect("commit");
+        assert!(matches!(
+            r.create_household_once("cadre", &household(CID, 4)).await,
+            Err(RecordError::ClientIdTaken(_))
+        ));
+
+        // Created, then deleted: a late resend does not bring it back.
+        let other = "0b1c2d3e-4f50-4a6b-9c7d-8e9fa0b1c2d3";
+        let made = r
+            .create_household_once("cadre", &household(other, 4))
+            .await
+            .expect("create");
+        r.delete_household(
+            "cadre",
+            &made.record.id,
+            cunyun_protocol::deletion::DeletionReason::Mistake,
+        )
+        .await
+        .expect("delete");
+        assert!(matches!(
+            r.create_household_once("cadre", &household(other, 4)).await,
+            Err(RecordError::CreatedThenDeleted { .. })
+        ));
+        assert!(r.find_household(&made.record.id).expect("find").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_identical_creates_make_one_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = std::sync::Arc::new(records(dir.path()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let hh = r.create_household_once("cadre", &household(CID, 4)).await;
+                    let need = r
+                        .create_need_once("cadre", &json!({"client_id": CID, "requester": "village_collective", "title": "柑橘技术"}))
+                        .await;
+                    (hh.expect("hh"), need.expect("need"))
+                })
+            })
+            .collect();
+        let mut made = (0, 0);
+        let mut ids = BTreeSet::new();
+        for t in tasks {
+            let (hh, need) = t.await.expect("task");
+            made.0 += usize::from(hh.created);
+            made.1 += usize::from(need.created);
+            ids.insert(hh.record.id);
+            ids.insert(need.record.key.id().to_string());
+        }
+        assert_eq!(made, (1, 1), "exactly one of each created");
+        assert_eq!(ids.len(), 2, "every answer names the same two records");
+        assert_eq!(count(&r, Kind::Hh), 1);
+        assert_eq!(count(&r, Kind::Hp), 1);
+        assert_eq!(count(&r, Kind::Need), 1);
+    }
+
+    #[tokio::test]
+    async fn a_resent_need_create_returns_the_need() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = records(dir.path());
+        let body = json!({"client_id": CID, "requester": "coop", "title": "柑橘黄龙病防治", "tags": {"plt.citrus": true}});
+        let first = r.create_need_once("cadre", &body).await.expect("first");
+        assert!(first.created);
+        let again = r.create_need_once("cadre", &body).await.expect("again");
+        assert!(!again.created);
+        assert_eq!(again.record.key, first.record.key);
+        assert_eq!(again.record.heads, first.record.heads);
+        assert_eq!(count(&r, Kind::Need), 1);
+        let mut changed = body.clone();
+        changed["title"] = json!("柑橘嫁接");
+        assert!(matches!(
+            r.create_need_once("cadre", &changed).await,
+            Err(RecordError::ClientIdReused { .. })
+        ));
+        assert_eq!(
+            r.get_need(first.record.key.id()).expect("read").need.title,
+            "柑橘黄龙病防治"
+        );
     }
 }

@@ -74,7 +74,16 @@ function toast(msg) {
   toast.timer = setTimeout(() => { t.hidden = true; }, 3500);
 }
 
-const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`);
+/// A random UUID (version 4, canonical lowercase) from crypto.getRandomValues, which works on the
+/// plain-HTTP LAN address too (crypto.randomUUID needs a secure context). Used for outbox ids and
+/// as the `client_id` of a create, which the node requires in exactly this form.
+function newId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map(x => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
 
 // ---------- cached data ----------
 
@@ -141,21 +150,53 @@ function diff(a, b) {
 // ---------- outbox ----------
 
 /// Queues an edit of household `id` (already validated locally) and tries to send it.
+/// A create not yet sent takes the edit into its body. Once a create was sent (its answer may
+/// have been lost, and its resend must carry the same body), the edit is queued on its own and
+/// gets its household id and base heads when the create's answer arrives (see `rebase`).
 async function queueEdit(id, base, before, after) {
   const patch = { profile: diff(before.profile, after.profile), private: diff(before.private, after.private) };
-  const entries = await db.all('outbox');
-  const prev = entries.find(e => e.household_id === id && e.status !== 'failed');
-  if (prev && prev.kind === 'create') {
-    prev.body = { profile: mergePatch(prev.body.profile, patch.profile), private: mergePatch(prev.body.private, patch.private) };
-    await db.put('outbox', prev);
+  const entries = (await db.all('outbox')).filter(e => e.household_id === id && e.status !== 'failed');
+  const create = entries.find(e => e.kind === 'create');
+  const prev = entries.find(e => e.kind === 'edit');
+  if (create && !create.sent && !prev) {
+    create.body = { profile: mergePatch(create.body.profile, patch.profile), private: mergePatch(create.body.private, patch.private) };
+    await db.put('outbox', create);
   } else if (prev) {
     // Same base: fold into the queued edit (the later value wins), under a new id.
     await db.del('outbox', prev.edit_id);
     await db.put('outbox', { ...prev, edit_id: newId(), created_ms: prev.created_ms,
       patch: { profile: mergePatch(prev.patch.profile, patch.profile), private: mergePatch(prev.patch.private, patch.private) } });
   } else {
-    await db.put('outbox', { edit_id: newId(), kind: 'edit', household_id: id, base, patch, created_ms: Date.now(), status: 'pending' });
+    await db.put('outbox', { edit_id: newId(), kind: 'edit', household_id: id, base: create ? null : base, patch, created_ms: Date.now(), status: 'pending' });
   }
+}
+
+/// A create was answered: the queued changes of its local record now belong to the record the
+/// node made (`realId`); `fill` sets the base each of them was made on (the created record).
+/// Both the stored entries (one may have been queued while the create was on its way) and this
+/// flush's copies of them are moved.
+async function rebase(entries, localId, realId, fill) {
+  const mine = new Map(entries.map(x => [x.edit_id, x]));
+  let moved = 0;
+  for (const stored of await db.all('outbox')) {
+    const x = mine.get(stored.edit_id) || stored;
+    if (x.kind === 'edit' && x.household_id === localId) x.household_id = realId;
+    else if (x.kind === 'need-edit' && x.need_id === localId) x.need_id = realId;
+    else continue;
+    fill(x);
+    await db.put('outbox', x);
+    moved++;
+  }
+  return moved;
+}
+
+/// Before a create is first sent: its `client_id` (made once, kept with the entry; older entries
+/// get one here) and the mark that it was sent, after which its body no longer changes.
+async function markSent(e) {
+  if (e.sent && e.client_id) return;
+  e.client_id = e.client_id || newId();
+  e.sent = true;
+  await db.put('outbox', e);
 }
 
 /// Sends the queued edits in order. Stops at the first one the node cannot be reached for.
@@ -169,16 +210,23 @@ async function doFlush() {
   const results = [];
   for (const e of entries) {
     let r;
+    // An edit of a record whose create has not been answered yet waits for it.
+    const waiting = (e.kind === 'edit' && entries.some(c => c.kind === 'create' && c.status !== 'failed' && c.household_id === e.household_id))
+      || (e.kind === 'need-edit' && entries.some(c => c.kind === 'need-create' && c.status !== 'failed' && c.need_id === e.need_id));
+    if (waiting) continue;
     if (e.kind === 'need-create' || e.kind === 'need-edit') {
       let res;
-      try { res = await sendNeed(e); } catch (err) { if (err instanceof Offline) break; throw err; }
+      try { res = await sendNeed(e, entries); } catch (err) { if (err instanceof Offline) break; throw err; }
       if (res.stop) break;
       results.push(res);
       continue;
     }
     try {
+      if (e.kind === 'create') await markSent(e);
+      // A create is sent with the same client_id every time: if an answer was lost, the node
+      // answers the resend with the record it made then (200) instead of making a second one.
       r = e.kind === 'create'
-        ? await api('/api/v1/households', { method: 'POST', body: e.body })
+        ? await api('/api/v1/households', { method: 'POST', body: { ...e.body, client_id: e.client_id } })
         : await api(`/api/v1/households/${encodeURIComponent(e.household_id)}/edits`, { method: 'POST', body: { edit_id: e.edit_id, base: e.base, patch: e.patch } });
     } catch (err) {
       if (err instanceof Offline) break;
@@ -187,7 +235,13 @@ async function doFlush() {
     if (r.status === 401) break;
     if (r.status === 200 || r.status === 201) {
       const rec = e.kind === 'create' ? r.body : r.body.record;
-      await db.put('records', { id: rec.id, rec, local: null });
+      let local = null;
+      if (e.kind === 'create') {
+        const kept = await db.get('records', e.household_id);
+        const moved = await rebase(entries, e.household_id, rec.id, x => { x.base = { profile: rec.heads, private: rec.private_heads }; });
+        if (moved) local = kept?.local || null;
+      }
+      await db.put('records', { id: rec.id, rec, local });
       if (e.kind === 'create') await db.del('records', e.household_id);
       await db.del('outbox', e.edit_id);
       const conflicts = e.kind === 'create' ? [] : r.body.conflicts;
@@ -216,11 +270,13 @@ async function doFlush() {
 /// the cadre changed, so the node keeps other fields changed meanwhile (e.g. the hub's status).
 /// A field the cadre changed that was also changed elsewhere since is reported; the node checks
 /// the status transition against its current status and refuses one that is not allowed.
-async function sendNeed(e) {
+async function sendNeed(e, entries) {
   if (e.kind === 'need-create') {
-    const r = await api('/api/v1/needs', { method: 'POST', body: e.body });
+    await markSent(e);
+    const r = await api('/api/v1/needs', { method: 'POST', body: { ...e.body, client_id: e.client_id } });
     if (r.status === 401) return { stop: true };
     if (r.status === 201 || r.status === 200) {
+      await rebase(entries, e.need_id, r.body.key.split('/').pop(), x => { x.base_need = r.body.need; });
       await db.del('outbox', e.edit_id);
       return { entry: e, ok: true, conflicts: [] };
     }
@@ -284,23 +340,27 @@ async function needRows() {
 }
 
 /// Queues a need change (new, or the fields that differ from `before`) and tries to send it.
-async function queueNeed(id, before, after) {
-  const entries = await db.all('outbox');
+/// A new need keeps `clientId` (made before it was first sent online, if it was) as the
+/// `client_id` of every send. As for households, a create already sent no longer changes: a
+/// later change is queued on its own and rebased when the create is answered.
+async function queueNeed(id, before, after, clientId) {
   if (!id) {
     const nid = `local-${newId()}`;
-    await db.put('outbox', { edit_id: newId(), kind: 'need-create', need_id: nid, body: after, created_ms: Date.now(), status: 'pending' });
+    await db.put('outbox', { edit_id: newId(), kind: 'need-create', need_id: nid, client_id: clientId || newId(), sent: !!clientId, body: after, created_ms: Date.now(), status: 'pending' });
     return nid;
   }
   const patch = diff(before, after);
-  const prev = entries.find(e => e.need_id === id && e.status !== 'failed');
-  if (prev && prev.kind === 'need-create') {
-    prev.body = mergePatch(prev.body, patch);
-    await db.put('outbox', prev);
+  const entries = (await db.all('outbox')).filter(e => e.need_id === id && e.status !== 'failed');
+  const create = entries.find(e => e.kind === 'need-create');
+  const prev = entries.find(e => e.kind === 'need-edit');
+  if (create && !create.sent && !prev) {
+    create.body = mergePatch(create.body, patch);
+    await db.put('outbox', create);
   } else if (prev) {
     await db.del('outbox', prev.edit_id);
     await db.put('outbox', { ...prev, edit_id: newId(), patch: mergePatch(prev.patch, patch) });
   } else if (Object.keys(patch).length) {
-    await db.put('outbox', { edit_id: newId(), kind: 'need-edit', need_id: id, base_need: before, patch, created_ms: Date.now(), status: 'pending' });
+    await db.put('outbox', { edit_id: newId(), kind: 'need-edit', need_id: id, base_need: create ? null : before, patch, created_ms: Date.now(), status: 'pending' });
   }
   return id;
 }
@@ -601,16 +661,20 @@ async function householdEditor(id) {
     form.querySelector('button[type=submit]').disabled = true;
     try {
       if (!id) {
+        // One client_id for this new household, online or queued: if the answer to this POST is
+        // lost, the outbox resends it with the same id and the node does not make a second one.
+        const clientId = newId();
         let res = null;
-        try { res = await api('/api/v1/households', { method: 'POST', body: v }); } catch (e) { if (!(e instanceof Offline)) throw e; }
-        if (res && res.status === 201) {
+        try { res = await api('/api/v1/households', { method: 'POST', body: { ...v, client_id: clientId } }); } catch (e) { if (!(e instanceof Offline)) throw e; }
+        if (res && (res.status === 201 || res.status === 200)) {
           await db.put('records', { id: res.body.id, rec: res.body, local: null });
           toast('已保存'); location.hash = `#/h/${res.body.id}`; return;
         }
         if (res && res.status === 422) { const rest = showErrors(form, res.body.fields); if (rest.length) { ferr.hidden = false; ferr.textContent = rest.join('；'); } return; }
         if (res) { ferr.hidden = false; ferr.textContent = res.body?.message || `保存失败（${res.status}）`; return; }
-        const lid = `local-${newId()}`;
-        await db.put('outbox', { edit_id: newId(), kind: 'create', household_id: lid, body: v, created_ms: Date.now(), status: 'pending' });
+        const lid = `local-${clientId}`;
+        // `sent`: it may have reached the node; its body must stay as sent (see queueEdit).
+        await db.put('outbox', { edit_id: newId(), kind: 'create', household_id: lid, client_id: clientId, sent: true, body: v, created_ms: Date.now(), status: 'pending' });
         await db.put('records', { id: lid, rec: null, local: v });
         toast('离线：已保存在本机，联网后上传'); location.hash = `#/h/${lid}`; return;
       }
@@ -736,8 +800,10 @@ route(/^#\/needs\/([^/?]+)$/, async (nid) => {
     if (failed) { for (const e of (await db.all('outbox')).filter(e => e.need_id === nid && e.status === 'failed')) await db.del('outbox', e.edit_id); }
     // Online: saved at once, errors shown next to the fields. Offline: queued in the outbox.
     let r = null;
+    // A new need's client_id, kept if it has to be queued (the answer may have been lost).
+    const clientId = nid === 'new' ? newId() : null;
     try {
-      r = nid === 'new' ? await api('/api/v1/needs', { method: 'POST', body: v })
+      r = nid === 'new' ? await api('/api/v1/needs', { method: 'POST', body: { ...v, client_id: clientId } })
         : nid.startsWith('local-') ? null
           : await api(`/api/v1/needs/${encodeURIComponent(nid)}`, { method: 'PATCH', body: diff(need, v) });
     } catch (e) { if (!(e instanceof Offline)) throw e; }
@@ -747,7 +813,7 @@ route(/^#\/needs\/([^/?]+)$/, async (nid) => {
       ferr.hidden = false; ferr.textContent = [r.body?.message, ...rest].filter(Boolean).join('；');
       return;
     }
-    await queueNeed(nid === 'new' ? null : nid, need, v);
+    await queueNeed(nid === 'new' ? null : nid, need, v, r ? null : clientId);
     toast(r ? '已保存在本机，重新登录后上传' : '离线：已保存在本机，联网后上传');
     location.hash = '#/needs';
   };

@@ -54,7 +54,7 @@ fn identity(n: u8, role: Role, scope: &str) -> anyhow::Result<NodeIdentity> {
 async fn start_hub(root: &Path) -> anyhow::Result<RunningHub> {
     let id = identity(9, Role::Hub, "51")?;
     let dir = root.join("hub");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
     let mut c = HubConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse()?;
@@ -76,8 +76,8 @@ async fn start_village(
 ) -> anyhow::Result<RunningNode> {
     let id = identity(1, Role::Village, VILLAGE)?;
     let dir = root.join("village");
-    cunyun_node::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
-    cunyun_node::accounts::Accounts::open(&dir)?.add("wangli", VILLAGE, "wangli-password")?;
+    cunyun_platform::certs::tls::init_dev_identity(&root.join("ca"), &dir.join("tls"), &id)?;
+    cunyun_platform::accounts::Accounts::open(&dir)?.add("wangli", VILLAGE, "wangli-password")?;
     let mut c = NodeConfig::default();
     c.data_dir = dir;
     c.listen = "127.0.0.1:0".parse()?;

@@ -1,6 +1,6 @@
 //! Fuzzes the node's own JSON body parsers: offline household edits (the edit's shape and base
 //! heads, then its merge patch applied to a base record), enrollment requests and responses,
-//! and login. The first byte picks the parser, the rest is the body. Arbitrary input must give
+//! login, and the `client_id` of a create. The first byte picks the parser, the rest is the body. Arbitrary input must give
 //! a typed error, never a panic; whatever is accepted must pass its own validation and
 //! round-trip (serialise, parse again, same value).
 #![no_main]
@@ -8,6 +8,7 @@
 use cunyun_platform::http::parse_login;
 use cunyun_node::edits::{patched, OfflineEdit};
 use cunyun_platform::certs::enroll::{decode_request, decode_response};
+use cunyun_node::records::ClientId;
 use cunyun_protocol::area::AreaCode;
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
 use cunyun_protocol::identity::NodeId;
@@ -59,14 +60,28 @@ fn login(body: &[u8]) {
     }
 }
 
+fn client_id(body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    if let Ok(c) = ClientId::parse(&v) {
+        assert_eq!(c.as_str().len(), 36, "a canonical UUID");
+        let id = c.record_id('h');
+        assert!(id.len() == 13 && id[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+        let again = ClientId::parse(&serde_json::Value::String(c.as_str().into()));
+        assert_eq!(again.ok(), Some(c));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 4 {
+    match which % 5 {
         0 => edit(body),
         1 => enroll_request(body),
         2 => enroll_response(body),
-        _ => login(body),
+        3 => login(body),
+        _ => client_id(body),
     }
 });

@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cunyun_node::store::StoreConfig;
 use cunyun_node::sync::SyncConfig;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use serde::Deserialize;
@@ -56,8 +55,10 @@ pub struct HubConfig {
     /// Largest file the console's upload form (`POST /api/v1/content/upload`) accepts, in bytes;
     /// larger files are added with `cunyun-hub content add` on the hub itself.
     pub max_upload_bytes: u64,
-    /// Document store settings.
-    pub store: StoreConfig,
+    /// Document storage (`[store]`): the backend (`backend = "sled"` by default, or
+    /// `"postgres"` with `[store.postgres]`) and the store tunables; see
+    /// [`HubStoreConfig`](crate::store::HubStoreConfig).
+    pub store: crate::store::HubStoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
     pub sync: SyncConfig,
     /// The per-village byte budget of the content push-down.
@@ -113,7 +114,7 @@ impl Default for HubConfig {
             max_body_bytes: 256 * 1024,
             http_per_address: cunyun_node::ratelimit::AddrLimits::HTTP,
             max_upload_bytes: 200 * 1024 * 1024,
-            store: StoreConfig::default(),
+            store: crate::store::HubStoreConfig::default(),
             sync: SyncConfig::default(),
             pushdown: PushdownConfig::default(),
         }

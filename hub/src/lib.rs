@@ -24,6 +24,8 @@
 //!   `/api/v1/needs`, `/api/v1/match`, `/api/v1/coverage`, `/healthz`, `/metrics`) and the
 //!   console.
 //!
+//! - [`store`]: the storage seam for documents and their change feed ([`store::HubStore`]), on
+//!   sled or PostgreSQL (`[store] backend`); the rest of the hub does not use it yet.
 //! - [`auth`]: logins (hub operators and admins), the guard on every route but `/healthz` and
 //!   `/metrics`, the admin pages.
 //!
@@ -42,6 +44,7 @@ pub mod manage_api;
 pub mod matcher;
 pub mod needs;
 pub mod operator;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -234,7 +237,7 @@ pub async fn start(
         path: dir.join(IMPORT_DIR),
         source,
     })?;
-    let store = DocStore::open(&dir.join("store"), config.store.clone())?;
+    let store = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {

@@ -97,7 +97,10 @@ impl PgServer {
             ],
         );
         if let Err(e) = started {
-            bail!("pg_ctl start failed: {e:#}\nserver log:\n{}", server.log_tail());
+            bail!(
+                "pg_ctl start failed: {e:#}\nserver log:\n{}",
+                server.log_tail()
+            );
         }
         server.stopped = false;
         eprintln!(
@@ -127,11 +130,7 @@ impl PgServer {
     /// order is not byte order, so a schema that relies on the default collation for key ranges
     /// fails its tests here instead of in production.
     pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             bail!("database name {name:?} must be ASCII letters, digits or _");
         }
         let icu = format!(
@@ -258,7 +257,11 @@ fn check(out: &Output, what: &str) -> anyhow::Result<()> {
 /// The directory with `initdb`, `pg_ctl` and `psql`: from `PATH`, else the newest
 /// `/usr/lib/postgresql/<major>/bin`.
 fn find_bin_dir() -> anyhow::Result<PathBuf> {
-    let has_tools = |d: &Path| ["initdb", "pg_ctl", "psql"].iter().all(|t| d.join(t).is_file());
+    let has_tools = |d: &Path| {
+        ["initdb", "pg_ctl", "psql"]
+            .iter()
+            .all(|t| d.join(t).is_file())
+    };
     if let Some(path) = std::env::var_os("PATH") {
         if let Some(d) = std::env::split_paths(&path).find(|d| has_tools(d)) {
             return Ok(d);
@@ -304,6 +307,9 @@ fn id_output(args: &[&str]) -> anyhow::Result<String> {
         .args(args)
         .output()
         .context("running id")?;
-    check(&out, "id (is there a `postgres` OS user? the postgresql package creates it)")?;
+    check(
+        &out,
+        "id (is there a `postgres` OS user? the postgresql package creates it)",
+    )?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -11,7 +11,10 @@ fn private_server_starts_serves_and_stops_on_drop() -> anyhow::Result<()> {
     assert_eq!(pg.psql("postgres", "SHOW fsync")?, "off");
     let url = pg.create_database("harness_a")?;
     assert!(url.contains("dbname=harness_a"), "{url}");
-    assert_eq!(pg.psql("harness_a", "SELECT current_database()")?, "harness_a");
+    assert_eq!(
+        pg.psql("harness_a", "SELECT current_database()")?,
+        "harness_a"
+    );
     assert!(pg.create_database("bad name").is_err());
     let dir = pg.socket_dir();
     assert!(dir.join(".s.PGSQL.5432").exists());

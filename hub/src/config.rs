@@ -8,6 +8,9 @@
 //! per_week = 3                 # new items per household per week
 //! match_interval_ms = 2000     # how often a matching round looks for changes
 //!
+//! [store]
+//! backend = "sled"             # or "postgres", with [store.postgres] url = "host=… dbname=…"
+//!
 //! [sync]
 //! enabled = true
 //! listen = "0.0.0.0:7447"
@@ -176,6 +179,7 @@ mod tests {
         assert_eq!(c.scope.prefix(), "51");
         assert_eq!(c.per_week, 3);
         assert!(c.sync.enabled);
+        assert_eq!(c.store.backend, crate::store::StoreBackend::Sled);
         assert!(toml::from_str::<HubConfig>("colour = 1").is_err());
         let village = |s: &str| AreaCode::parse(s).unwrap();
         assert_eq!(

@@ -112,6 +112,9 @@ pub enum HubStartError {
     /// The store could not be opened.
     #[error("无法打开文档库: {0}")]
     Store(#[from] StoreError),
+    /// The configured document backend cannot be used (yet).
+    #[error("{0}")]
+    Backend(#[from] crate::store::HubStoreError),
     /// The accounts could not be read.
     #[error(transparent)]
     Accounts(#[from] cunyun_node::accounts::AccountError),
@@ -237,6 +240,13 @@ pub async fn start(
         path: dir.join(IMPORT_DIR),
         source,
     })?;
+    if config.store.backend != crate::store::StoreBackend::Sled {
+        // The seam exists (`store`), the engine and sync sessions are not on it yet.
+        return Err(crate::store::HubStoreError::Config(
+            "backend = \"postgres\" 尚未接入枢纽的同步与匹配，目前请使用 sled".to_string(),
+        )
+        .into());
+    }
     let store = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;

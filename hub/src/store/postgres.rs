@@ -102,6 +102,8 @@ pub struct PgHubStore {
     handle: tokio::runtime::Handle,
     pool: Pool,
     limits: Limits,
+    /// Host/socket and database, for messages.
+    target: Arc<str>,
     writes: Arc<tokio::sync::watch::Sender<u64>>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -207,6 +209,7 @@ impl PgHubStore {
             handle,
             pool,
             limits,
+            target: Arc::from(target),
             writes,
             listener,
         })
@@ -226,10 +229,10 @@ impl PgHubStore {
     }
 }
 
-/// Takes a connection from the pool.
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, HubStoreError> {
+/// Takes a connection from the pool (of the database `target` names).
+async fn client(pool: &Pool, target: &str) -> Result<deadpool_postgres::Object, HubStoreError> {
     pool.get().await.map_err(|e| HubStoreError::Connect {
-        target: "连接池".to_string(),
+        target: target.to_string(),
         reason: e.to_string(),
     })
 }
@@ -426,6 +429,7 @@ fn retryable(e: &HubStoreError) -> bool {
 
 async fn apply(
     pool: Pool,
+    target: Arc<str>,
     limits: Limits,
     by_key: BTreeMap<DocKey, Vec<Vec<u8>>>,
     removes: Vec<String>,
@@ -433,7 +437,7 @@ async fn apply(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match apply_once(&pool, &limits, &by_key, &removes).await {
+        match apply_once(&pool, &target, &limits, &by_key, &removes).await {
             Err(e) if attempt < WRITE_ATTEMPTS && retryable(&e) => {
                 tracing::debug!(attempt, error = %e, "retrying a hub store write");
                 tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
@@ -453,11 +457,12 @@ struct Stored {
 
 async fn apply_once(
     pool: &Pool,
+    target: &str,
     limits: &Limits,
     by_key: &BTreeMap<DocKey, Vec<Vec<u8>>>,
     removes: &[String],
 ) -> Result<Vec<Applied>, HubStoreError> {
-    let mut client = client(pool).await?;
+    let mut client = client(pool, target).await?;
     let tx = client
         .transaction()
         .await
@@ -643,7 +648,13 @@ impl HubStore for PgHubStore {
             return Ok(Vec::new());
         }
         let removes = removes.iter().map(DocKey::to_string).collect();
-        let applied = self.run(apply(self.pool.clone(), self.limits, by_key, removes))?;
+        let applied = self.run(apply(
+            self.pool.clone(),
+            Arc::clone(&self.target),
+            self.limits,
+            by_key,
+            removes,
+        ))?;
         if applied.iter().any(|a| a.changed) {
             self.writes.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -652,9 +663,10 @@ impl HubStore for PgHubStore {
 
     fn get(&self, key: &DocKey) -> Result<Option<Automerge>, HubStoreError> {
         let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
         let key = key.clone();
         self.run(async move {
-            let client = client(&pool).await?;
+            let client = client(&pool, &target).await?;
             // One statement, one snapshot: the body and the chunks agree.
             let row = client
                 .query_opt(
@@ -675,9 +687,10 @@ impl HubStore for PgHubStore {
 
     fn entry(&self, key: &DocKey) -> Result<Option<HubEntry>, HubStoreError> {
         let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
         let key = key.to_string();
         self.run(async move {
-            let client = client(&pool).await?;
+            let client = client(&pool, &target).await?;
             let row = client
                 .query_opt(
                     &format!("SELECT {ENTRY_COLUMNS} FROM documents WHERE key = $1"),
@@ -698,11 +711,12 @@ impl HubStore for PgHubStore {
         kind: Option<Kind>,
     ) -> Result<Vec<(DocKey, HubEntry)>, HubStoreError> {
         let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
         let (start, end) = scope.key_range();
         let start = String::from_utf8_lossy(&start).into_owned();
         let end = String::from_utf8_lossy(&end).into_owned();
         self.run(async move {
-            let client = client(&pool).await?;
+            let client = client(&pool, &target).await?;
             let rows = match kind {
                 None => {
                     client
@@ -734,8 +748,9 @@ impl HubStore for PgHubStore {
 
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
         let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
         self.run(async move {
-            let mut client = client(&pool).await?;
+            let mut client = client(&pool, &target).await?;
             let tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)

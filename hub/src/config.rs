@@ -8,6 +8,9 @@
 //! per_week = 3                 # new items per household per week
 //! match_interval_ms = 2000     # how often a matching round looks for changes
 //!
+//! [store]
+//! backend = "sled"             # or "postgres", with [store.postgres] url = "host=… dbname=…"
+//!
 //! [sync]
 //! enabled = true
 //! listen = "0.0.0.0:7447"
@@ -25,7 +28,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cunyun_platform::store::StoreConfig;
 use cunyun_platform::sync::SyncConfig;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use serde::Deserialize;
@@ -56,8 +58,10 @@ pub struct HubConfig {
     /// Largest file the console's upload form (`POST /api/v1/content/upload`) accepts, in bytes;
     /// larger files are added with `cunyun-hub content add` on the hub itself.
     pub max_upload_bytes: u64,
-    /// Document store settings.
-    pub store: StoreConfig,
+    /// Document storage (`[store]`): the backend (`backend = "sled"` by default, or
+    /// `"postgres"` with `[store.postgres]`) and the store tunables; see
+    /// [`HubStoreConfig`](crate::store::HubStoreConfig).
+    pub store: crate::store::HubStoreConfig,
     /// Sync settings (off unless `enabled`; needs `cunyun-hub init` first).
     pub sync: SyncConfig,
     /// The per-village byte budget of the content push-down.
@@ -113,7 +117,7 @@ impl Default for HubConfig {
             max_body_bytes: 256 * 1024,
             http_per_address: cunyun_platform::ratelimit::AddrLimits::HTTP,
             max_upload_bytes: 200 * 1024 * 1024,
-            store: StoreConfig::default(),
+            store: crate::store::HubStoreConfig::default(),
             sync: SyncConfig::default(),
             pushdown: PushdownConfig::default(),
         }
@@ -175,6 +179,7 @@ mod tests {
         assert_eq!(c.scope.prefix(), "51");
         assert_eq!(c.per_week, 3);
         assert!(c.sync.enabled);
+        assert_eq!(c.store.backend, crate::store::StoreBackend::Sled);
         assert!(toml::from_str::<HubConfig>("colour = 1").is_err());
         let village = |s: &str| AreaCode::parse(s).unwrap();
         assert_eq!(

@@ -6,12 +6,14 @@
 //! - [`browser`]: a small WebDriver client for headless Chromium (web-app tests, benchmark).
 //! - [`link`]: an in-process emulated slow link (latency, bandwidth, cuts) between two sockets.
 //! - [`netns`]: throwaway LANs of network namespaces for real-network tests.
+//! - [`postgres`]: a private PostgreSQL server on a Unix socket in a temp dir, for any test.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bench;
 pub mod browser;
 pub mod link;
 pub mod netns;
+pub mod postgres;
 pub mod wifi;
 
 /// The value after `name` in a test host's command line (`--name value`).

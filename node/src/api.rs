@@ -71,8 +71,8 @@ use cunyun_platform::timefmt::parse_time_ms;
 
 /// Shared state of every handler.
 pub struct AppState {
-    /// The record service.
-    pub records: Records,
+    /// The record service (shared with the push-down loop, which records deliveries).
+    pub records: Arc<Records>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Cadre accounts and sessions; a logged-in cadre is the author of their changes.

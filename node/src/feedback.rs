@@ -1,7 +1,7 @@
 //! Recording a household's feedback (`fb` document, [`cunyun_protocol::feedback`]) on this node:
 //! an item opened on the villager page or in the cadre app, an item rated 「有帮助」, an item's
-//! file first available ([`Records::record_delivered_everywhere`], for the content push-down to
-//! call when a file completes; an open also counts as delivered). Only items of the household's `rec` document are accepted; each
+//! file first available on the village node (`Event::Delivered`, recorded by the push-down loop,
+//! `crate::pushdown`, when a recommended file completes; an open also counts as delivered). Only items of the household's `rec` document are accepted; each
 //! acknowledged record is committed to the store before the call returns. The document holds no
 //! personal data (content ids, days, counts).
 
@@ -109,47 +109,5 @@ impl Records {
             .await?;
         tracing::info!(target: "cunyun::_events::feedback", key = %key, item, event = event.name());
         Ok(Recorded::Changed)
-    }
-
-    /// Records that the file of `item`'s `rendition` became complete on this node on `day`:
-    /// delivered, for every household in scope whose `rec` recommends that item in that
-    /// rendition (the first time only). Returns how many `fb` documents changed.
-    pub async fn record_delivered_everywhere(
-        &self,
-        item: &str,
-        rendition: &str,
-        day: Date,
-    ) -> Result<usize, RecordError> {
-        let mut households = Vec::new();
-        for entry in self.store().scan(&self.scope()) {
-            let (key, _) = entry?;
-            if key.kind() != Kind::Rec {
-                continue;
-            }
-            let Some(doc) = self.store().load(&key)? else {
-                continue;
-            };
-            match Rec::read_from(&doc) {
-                Ok(rec)
-                    if rec
-                        .items
-                        .get(item)
-                        .is_some_and(|i| i.rendition == rendition) =>
-                {
-                    households.push(key.id().to_string());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(key = %key, error = %e, "rec document unreadable"),
-            }
-        }
-        let mut changed = 0;
-        for id in households {
-            match self.record_feedback(&id, item, Event::Delivered, day).await {
-                Ok(Recorded::Changed) => changed += 1,
-                Ok(Recorded::Unchanged) | Err(RecordError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(changed)
     }
 }

@@ -573,7 +573,7 @@ fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Resul
         server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
     let list = cunyun_platform::certs::revocation::publish(
         &store,
-        &ca,
+        ca.revocation_issuer(),
         &ids,
         &[],
         cunyun_platform::certs::trust::system_time_s(),

@@ -93,7 +93,7 @@ pub struct Pushdown {
     items: Mutex<BTreeMap<String, ContentId>>,
     planned: Mutex<Vec<ContentId>>,
     on_demand: Mutex<HashMap<ContentId, Done>>,
-    app: Mutex<Option<std::sync::Weak<crate::api::AppState>>>,
+    records: Mutex<Option<Arc<crate::records::Records>>>,
     delivered: Mutex<HashSet<(DocKey, String)>>,
     recs: Arc<Mutex<RecCache>>,
     status: Mutex<PushdownStatus>,
@@ -121,7 +121,7 @@ impl Pushdown {
             items: Mutex::new(BTreeMap::new()),
             planned: Mutex::new(Vec::new()),
             on_demand: Mutex::new(HashMap::new()),
-            app: Mutex::new(None),
+            records: Mutex::new(None),
             delivered: Mutex::new(HashSet::new()),
             recs: Arc::default(),
             status: Mutex::new(PushdownStatus::default()),
@@ -161,11 +161,11 @@ impl Pushdown {
         out
     }
 
-    /// Makes each run record deliveries (see the module doc) through `app`'s records; only a
+    /// Makes each run record deliveries (see the module doc) through `records`; only a
     /// village node records them (a file at the county has not reached the village).
-    pub fn record_deliveries_to(&self, app: std::sync::Weak<crate::api::AppState>) {
-        if let Ok(mut a) = self.app.lock() {
-            *a = Some(app);
+    pub fn record_deliveries_to(&self, records: Arc<crate::records::Records>) {
+        if let Ok(mut a) = self.records.lock() {
+            *a = Some(records);
         }
     }
 
@@ -173,12 +173,7 @@ impl Pushdown {
         if self.sync.identity().role != Role::Village {
             return;
         }
-        let Some(app) = self
-            .app
-            .lock()
-            .ok()
-            .and_then(|a| a.as_ref().and_then(std::sync::Weak::upgrade))
-        else {
+        let Some(records) = self.records.lock().ok().and_then(|r| r.clone()) else {
             return;
         };
         let Some(day) = crate::feedback::today() else {
@@ -201,8 +196,7 @@ impl Pushdown {
                 .collect()
         };
         for (key, item) in todo {
-            match app
-                .records
+            match records
                 .record_feedback(key.id(), &item, crate::feedback::Event::Delivered, day)
                 .await
             {

@@ -180,7 +180,7 @@ pub async fn start_with_principals(
         crate::automerge_repo::session::Endpoint::new(store.clone(), config.scope, principals);
     let state = Arc::new(AppState {
         automerge_repo,
-        records: Records::new(store, config.scope),
+        records: Arc::new(Records::new(store, config.scope)),
         metrics: Metrics::new(),
         accounts: cunyun_platform::accounts::Accounts::open(&config.data_dir)?,
         node_name: config.node_name.clone(),
@@ -188,7 +188,7 @@ pub async fn start_with_principals(
         pushdown,
     });
     if let Some(p) = &state.pushdown {
-        p.record_deliveries_to(Arc::downgrade(&state));
+        p.record_deliveries_to(state.records.clone());
     }
     if let Some(mut feed) = metrics_feed {
         // A weak reference: the feed's sender lives in the sync service inside the state, so a

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use automerge::AutoCommit;
 use cunyun_node::config::NodeConfig;
+use cunyun_node::feedback::Event;
 use cunyun_node::server::{self, RunningNode};
 use cunyun_platform::store::DocWrite;
 use cunyun_protocol::area::{AreaCode, AreaScope};
-use cunyun_protocol::feedback::Feedback;
+use cunyun_protocol::feedback::{Feedback, Recorded};
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::rec::Rec;
@@ -186,31 +187,17 @@ async fn recommendations_villager_page_and_feedback() {
         assert!(!page.contains(private), "{private} leaked");
     }
 
-    // A file completing on the node marks its item delivered for the households recommended
-    // that rendition, once.
+    // A file completing on the node marks its item delivered (what the push-down loop records),
+    // once.
     let day = Date::parse("2026-04-16").expect("day");
     let records = &node.state.records;
-    assert_eq!(
-        records
-            .record_delivered_everywhere("citrus-3", "main", day)
+    for expected in [Recorded::Changed, Recorded::Unchanged] {
+        let got = records
+            .record_feedback(&id, "citrus-3", Event::Delivered, day)
             .await
-            .expect("d"),
-        0
-    );
-    assert_eq!(
-        records
-            .record_delivered_everywhere("citrus-3", "480p", day)
-            .await
-            .expect("d"),
-        1
-    );
-    assert_eq!(
-        records
-            .record_delivered_everywhere("citrus-3", "480p", day)
-            .await
-            .expect("d"),
-        0
-    );
+            .expect("delivered");
+        assert_eq!(got, expected);
+    }
     assert_eq!(
         read_fb(&node, &id).expect("fb").0.items["citrus-3"].delivered_on(),
         Some(day)

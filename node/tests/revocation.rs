@@ -111,7 +111,7 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     // Village A is lost: the county revokes it (no hub exists in this test).
     let list = revocation::publish(
         county.state.records.store(),
-        &county_ca,
+        county_ca.revocation_issuer(),
         &[a_id.node_id],
         &[],
         system_time_s(),
@@ -155,7 +155,7 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     // A second revocation extends the list (cumulative, next sequence number).
     let list = revocation::publish(
         county.state.records.store(),
-        &county_ca,
+        county_ca.revocation_issuer(),
         &[NodeId([9; 16])],
         &[],
         system_time_s(),
@@ -264,7 +264,7 @@ async fn a_running_session_ends_when_the_peer_is_revoked() {
     assert!(n > 0, "the county's hello");
     revocation::publish(
         county.state.records.store(),
-        &county_ca,
+        county_ca.revocation_issuer(),
         &[a_id.node_id],
         &[],
         system_time_s(),

@@ -256,6 +256,17 @@ pub struct CaDir {
 }
 
 impl CaDir {
+    /// This CA as the signer of revocation lists ([`revocation::publish`](crate::certs::revocation::publish)).
+    pub fn revocation_issuer(&self) -> crate::certs::revocation::RevocationIssuer<'_> {
+        crate::certs::revocation::RevocationIssuer {
+            identity: self.ca.identity,
+            cert_pem: &self.ca.pem.cert_pem,
+            key_pem: &self.ca.pem.key_pem,
+            root_pem: &self.root_pem,
+            dir: &self.dir,
+        }
+    }
+
     /// Loads `ca.crt`, `ca.key` and `root.crt` (the root itself if absent) from `dir`.
     pub fn load(dir: &Path) -> Result<CaDir, EnrollError> {
         let read = |name: &str| {

@@ -29,7 +29,6 @@ use cunyun_protocol::key::{DocKey, Kind, Role};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::certs::enroll::CaDir;
 use crate::store::{DocStore, DocWrite};
 
 /// Version of the list payload.
@@ -223,22 +222,38 @@ fn first_der(pem: &str) -> Result<Vec<u8>, RevocationError> {
         .map_err(|e| RevocationError::Issuer(e.to_string()))
 }
 
-/// Revokes `nodes` and `serials` as the CA of `ca`: adds them to the CA's current list in
-/// `store`, signs it with the next sequence number, and commits the document (durable when
-/// this returns). Returns the new list.
+/// The CA that signs a revocation list: its identity, certificate and key, and the province
+/// root its lists must verify against (from a CA directory: `CaDir::revocation_issuer`).
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationIssuer<'a> {
+    /// The CA's identity.
+    pub identity: NodeIdentity,
+    /// The CA's certificate, PEM.
+    pub cert_pem: &'a str,
+    /// The CA's private key, PEM.
+    pub key_pem: &'a str,
+    /// The province root certificate, PEM.
+    pub root_pem: &'a str,
+    /// The CA's directory, whose `audit.jsonl` records the revocation.
+    pub dir: &'a std::path::Path,
+}
+
+/// Revokes `nodes` and `serials` as `ca`: adds them to the CA's current list in `store`, signs
+/// it with the next sequence number, and commits the document (durable when this returns).
+/// Returns the new list.
 pub fn publish(
     store: &DocStore,
-    ca: &CaDir,
+    ca: RevocationIssuer<'_>,
     nodes: &[NodeId],
     serials: &[String],
     now_s: u64,
 ) -> Result<RevocationList, RevocationError> {
-    let issuer = ca.ca.identity;
-    let root = first_der(&ca.root_pem)?;
+    let issuer = ca.identity;
+    let root = first_der(ca.root_pem)?;
     let root = root.as_slice();
-    let ca_cert = first_der(&ca.ca.pem.cert_pem)?;
+    let ca_cert = first_der(ca.cert_pem)?;
     let ca_cert_der = ca_cert.as_slice();
-    let key_pem = ca.ca.pem.key_pem.as_str();
+    let key_pem = ca.key_pem;
     let key = list_key(&issuer.scope, &issuer.node_id)?;
     let store_err = |e: String| RevocationError::Store(e);
     let mut doc = store
@@ -299,7 +314,7 @@ pub fn publish(
         .map(ToString::to_string)
         .chain(serials.iter().map(|s| format!("serial:{s}")))
         .collect();
-    crate::audit::Audit::open(&ca.dir)
+    crate::audit::Audit::open(ca.dir)
         .record(crate::audit::AuditEvent::now(
             &issuer.node_id.to_string(),
             "revoke",

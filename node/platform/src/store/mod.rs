@@ -64,6 +64,7 @@ mod codec;
 mod config;
 mod error;
 mod read;
+mod request;
 mod shared;
 mod sled_backend;
 mod sled_repair;
@@ -98,9 +99,11 @@ use codec::{
     decode_entry, decode_quarantine, decode_totals, Totals, AUTOMERGE_MAGIC, META_COUNTERS,
     META_VACUUM_DUE,
 };
+use read::Damage;
 use read::{decode_doc, read_consistent, read_entry, ReadError};
-use shared::{Damage, Found, Shared};
-use writer::{Ack, Request, Writer};
+use request::{Ack, Request};
+use shared::{Found, Shared};
+use writer::Writer;
 
 /// A handle to an open document store. Cheap to clone; every clone shares one writer thread.
 /// The store closes (final sync, writer stopped, backend sealed) when the last clone and the

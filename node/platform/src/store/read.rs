@@ -12,7 +12,34 @@ use automerge::{Automerge, ReadDoc};
 use super::backend::{panic_message, BackendError, KvBackend, TreeId};
 use super::codec::{chunk_range, chunk_seq, decode_entry, unseal, StoredEntry, Tag};
 use super::error::StoreError;
-use super::shared::Damage;
+
+/// Damage found while reading: what is wrong, and whether the backend reported it (for a whole
+/// page) or the store's own checks found it (for this document's bytes).
+#[derive(Debug, Clone)]
+pub(crate) struct Damage {
+    /// What check failed.
+    pub(crate) reason: String,
+    /// Reported by the backend rather than found by the store's own checks.
+    pub(crate) backend: bool,
+}
+
+impl Damage {
+    /// Damage found by the store's own checks.
+    pub(crate) fn data(reason: String) -> Damage {
+        Damage {
+            reason,
+            backend: false,
+        }
+    }
+
+    /// Damage reported by the backend.
+    pub(crate) fn backend(reason: String) -> Damage {
+        Damage {
+            reason,
+            backend: true,
+        }
+    }
+}
 
 /// How often a read is retried when the document changes underneath it.
 const READ_ATTEMPTS: usize = 16;

@@ -10,36 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::backend::KvBackend;
 use super::codec::Totals;
 use super::config::StoreConfig;
+use super::read::Damage;
+use super::request::Request;
 use super::types::QuarantineRecord;
-use super::writer::Request;
-
-/// Damage found while reading: what is wrong, and whether the backend reported it (for a whole
-/// page) or the store's own checks found it (for this document's bytes).
-#[derive(Debug, Clone)]
-pub(crate) struct Damage {
-    /// What check failed.
-    pub(crate) reason: String,
-    /// Reported by the backend rather than found by the store's own checks.
-    pub(crate) backend: bool,
-}
-
-impl Damage {
-    /// Damage found by the store's own checks.
-    pub(crate) fn data(reason: String) -> Damage {
-        Damage {
-            reason,
-            backend: false,
-        }
-    }
-
-    /// Damage reported by the backend.
-    pub(crate) fn backend(reason: String) -> Damage {
-        Damage {
-            reason,
-            backend: true,
-        }
-    }
-}
 
 /// Where corruption was found, for logs.
 #[derive(Debug, Clone, Copy)]

@@ -27,7 +27,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
 use cunyun_protocol::digest::heads_digest;
@@ -39,56 +39,16 @@ use super::codec::{
     StoredEntry, Tag, Totals, META_COUNTERS, META_VACUUM_DUE,
 };
 use super::error::StoreError;
-use super::read::{decode_doc, read_consistent, read_entry, ReadError};
-use super::shared::{Damage, Found, Shared};
-use super::types::{CompactStats, DocWrite, IndexEntry, QuarantineRecord, VerifyReport};
+use super::read::{decode_doc, read_consistent, read_entry, Damage, ReadError};
+use super::request::{Ack, Request};
+use super::shared::{Found, Shared};
+use super::types::{CompactStats, DocWrite, IndexEntry, QuarantineRecord};
 use super::validate_write;
 use super::verify::verify;
 
 /// Group commits served back to back before one background step (compaction) runs even
 /// though requests are waiting.
 const STARVATION_LIMIT: u32 = 16;
-
-/// A message to the writer thread.
-pub(crate) enum Request {
-    /// Store these writes atomically and durably, then acknowledge.
-    Commit {
-        /// The writes.
-        writes: Vec<DocWrite>,
-        /// Documents to remove whole (chunks and index entry), in the same atomic batch.
-        removes: Vec<DocKey>,
-        /// Where to send the outcome.
-        ack: Ack,
-    },
-    /// Persist a quarantine record found by a reader.
-    Quarantine(QuarantineRecord),
-    /// Compact every document with more than one chunk, then reply.
-    CompactAll(Sender<Result<CompactStats, StoreError>>),
-    /// Check index, chunks and totals against each other, then reply.
-    Verify(Sender<Result<VerifyReport, StoreError>>),
-}
-
-/// Where a commit's outcome goes.
-pub(crate) enum Ack {
-    /// A thread blocked in `commit`.
-    Blocking(SyncSender<Result<(), StoreError>>),
-    /// A task awaiting `commit_async`.
-    Async(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
-}
-
-impl Ack {
-    fn send(self, result: Result<(), StoreError>) {
-        // A caller that gave up waiting is not an error.
-        match self {
-            Ack::Blocking(tx) => {
-                let _ = tx.send(result);
-            }
-            Ack::Async(tx) => {
-                let _ = tx.send(result);
-            }
-        }
-    }
-}
 
 /// A document's entry as staged in a group: the state before the group and after it.
 #[derive(Clone, Copy)]

@@ -32,9 +32,9 @@ use axum::{Json, Router};
 use cunyun_protocol::manifest::{ContentId, ContentManifest};
 use serde_json::{json, Value};
 
-use crate::api::AppState;
 use crate::markdown::{self, ArticleFormat, RenderError};
 use crate::pushdown::Pushdown;
+use crate::state::AppState;
 use cunyun_platform::blobs::BlobError;
 use cunyun_platform::http::ApiError;
 

@@ -5,6 +5,7 @@
 //! - [`config`]: [`config::NodeConfig`], the documented TOML configuration.
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
+//! - [`state`]: [`state::AppState`], what every handler shares, and record errors as API errors.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
 //! - [`automerge_repo`]: the automerge-repo WebSocket protocol v1 at `/automerge`, with its
 //!   share policy, for stock `@automerge/automerge-repo` clients.
@@ -35,4 +36,5 @@ pub mod pushdown;
 pub mod records;
 pub mod sample;
 pub mod server;
+pub mod state;
 pub mod webapp;

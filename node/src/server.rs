@@ -8,9 +8,10 @@ use cunyun_protocol::area::AreaCode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::api::{app, AppState};
+use crate::api::app;
 use crate::config::NodeConfig;
 use crate::records::{RecordError, Records};
+use crate::state::AppState;
 use cunyun_platform::metrics::Metrics;
 use cunyun_platform::store::{DocStore, StoreError};
 
@@ -177,7 +178,7 @@ pub async fn start_with_principals(
         None => (None, None, None),
     };
     let automerge_repo =
-        crate::automerge_repo::session::Endpoint::new(store.clone(), config.scope, principals);
+        crate::automerge_repo::endpoint::Endpoint::new(store.clone(), config.scope, principals);
     let state = Arc::new(AppState {
         automerge_repo,
         records: Arc::new(Records::new(store, config.scope)),

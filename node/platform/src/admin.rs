@@ -12,7 +12,7 @@
 //! | GET | `/admin/audit.csv?…` | the same rows as CSV |
 //! | GET | `/admin/admin.js` | the page script (sends the CSRF header) |
 //!
-//! The same routes serve the node (`cunyun_node::api::AppState`) and the hub, through
+//! The same routes serve the node (`cunyun_node::state::AppState`) and the hub, through
 //! [`AdminBackend`]. Every change is made as the logged-in admin and lands in the audit log.
 //! The audit view joins `<data_dir>/audit.jsonl`, `<data_dir>/ca/audit.jsonl` (a county's CA:
 //! enrollment tokens, certificates, revocations) and the record changes of the store.

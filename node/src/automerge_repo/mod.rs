@@ -6,6 +6,7 @@
 //! - [`wire`]: the CBOR messages (`join`, `peer`, `request`, `sync`, `doc-unavailable`,
 //!   `ephemeral`, `error`, …), their size limits and a decoder that returns errors, never panics.
 //! - [`docid`]: the stable automerge-repo document id of each [`DocKey`] and the index back.
+//! - [`endpoint`]: the node side shared by every connection (document ids, principals, peer id).
 //! - [`policy`]: the share policy (which [`policy::Principal`] may read or write which document)
 //!   and [`policy::PrincipalResolver`], where a connection's principal comes from.
 //! - [`session`]: one connection's protocol state machine (handshake, per-document sync against
@@ -19,6 +20,7 @@
 //!
 //! [`DocKey`]: cunyun_protocol::key::DocKey
 pub mod docid;
+pub mod endpoint;
 pub mod policy;
 pub mod session;
 pub mod wire;

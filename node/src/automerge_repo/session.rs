@@ -34,60 +34,20 @@ use std::sync::Arc;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change};
-use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::digest::heads_digest;
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::need::LocalNeed;
-use rand::Rng;
 
-use super::docid::{DocIndex, DocumentId};
-use super::policy::{access, Access, Credentials, Principal, PrincipalResolver};
+use super::docid::DocumentId;
+use super::policy::{access, Access, Principal};
 use super::wire::{self, Message, PeerMetadata, WireError, PROTOCOL_VERSION};
-use crate::api::AppState;
+use crate::state::AppState;
 use cunyun_platform::clock::now_ms;
-use cunyun_platform::store::{DocStore, DocWrite};
+use cunyun_platform::store::DocWrite;
 
 /// Most documents one connection may have open at once; more are answered `doc-unavailable`.
 pub const MAX_OPEN_DOCUMENTS: usize = 2048;
-
-/// The node side of the protocol, shared by every connection.
-pub struct Endpoint {
-    index: DocIndex,
-    resolver: Arc<dyn PrincipalResolver>,
-    peer_id: String,
-}
-
-impl Endpoint {
-    /// An endpoint over the documents of `scope` in `store`, taking principals from `resolver`.
-    pub fn new(
-        store: DocStore,
-        scope: AreaScope,
-        resolver: Arc<dyn PrincipalResolver>,
-    ) -> Endpoint {
-        let peer_id = format!("cunyun-node-{:016x}", rand::thread_rng().gen::<u64>());
-        Endpoint {
-            index: DocIndex::new(store, scope),
-            resolver,
-            peer_id,
-        }
-    }
-
-    /// The node's peer id (one per process, as automerge-repo peer ids are).
-    pub fn peer_id(&self) -> &str {
-        &self.peer_id
-    }
-
-    /// The principal behind a connection's credentials.
-    pub fn principal(&self, credentials: &Credentials<'_>) -> Principal {
-        self.resolver.resolve(credentials)
-    }
-
-    /// The document-id index.
-    pub fn index(&self) -> &DocIndex {
-        &self.index
-    }
-}
 
 /// What to do after a frame.
 #[derive(Debug, Default, PartialEq, Eq)]

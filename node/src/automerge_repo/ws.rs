@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::policy::{Credentials, Principal};
 use super::session::{Connection, Step};
 use super::wire::{self, Message, MAX_MESSAGE_BYTES};
-use crate::api::AppState;
+use crate::state::AppState;
 use cunyun_platform::http::same_origin_or_none;
 
 /// How long a new connection may take to send `join`.

@@ -37,10 +37,10 @@ use cunyun_protocol::rec::{Rec, RecItem};
 use cunyun_protocol::triggers::derive_tags;
 use serde_json::{json, Value};
 
-use crate::api::{blocking, count_write, AppState};
 use crate::edits::OfflineEdit;
 use crate::feedback::{self, Event};
 use crate::records::{prefixed, RecordError};
+use crate::state::{blocking, count_write, AppState};
 use cunyun_platform::accounts::Cadre;
 use cunyun_platform::certs::webtls::PlainHttpPort;
 use cunyun_platform::html::esc;

@@ -147,23 +147,11 @@ pub enum HubStartError {
     },
 }
 
-/// The date in China (UTC+8) from the system clock.
+/// The date in China (UTC+8) from the system clock (2026-01-01 if the clock is outside the
+/// years records accept).
 pub fn today_in_china() -> Date {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = ((secs + 8 * 3600) / 86_400) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as u16;
-    Date::new(y, m, d).unwrap_or_else(|| Date::new(2026, 1, 1).expect("2026-01-01 is a valid date"))
+    cunyun_platform::clock::today_cst()
+        .unwrap_or_else(|| Date::new(2026, 1, 1).expect("2026-01-01 is a valid date"))
 }
 
 impl Hub {

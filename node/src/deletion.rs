@@ -20,10 +20,7 @@ use cunyun_platform::store::{DocStore, DocWrite};
 
 /// Today's date in China Standard Time.
 fn today() -> Result<Date, RecordError> {
-    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
-    u16::try_from(y)
-        .ok()
-        .and_then(|y| Date::new(y, m as u8, d as u8))
+    cunyun_platform::clock::today_cst()
         .ok_or_else(|| RecordError::BadRequest("本机时钟异常，无法记录删除日期".into()))
 }
 

@@ -39,16 +39,6 @@ impl Event {
     }
 }
 
-/// Today in China Standard Time, as a protocol date.
-pub fn today() -> Option<Date> {
-    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
-    Date::new(
-        u16::try_from(y).ok()?,
-        u8::try_from(m).ok()?,
-        u8::try_from(d).ok()?,
-    )
-}
-
 impl Records {
     /// Records `event` for `item` of household `id` on `day`. Returns whether the document
     /// changed (a second 「有帮助」 on one day, or a view beyond the day's cap, changes nothing).

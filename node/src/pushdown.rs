@@ -176,7 +176,7 @@ impl Pushdown {
         let Some(records) = self.records.lock().ok().and_then(|r| r.clone()) else {
             return;
         };
-        let Some(day) = crate::feedback::today() else {
+        let Some(day) = cunyun_platform::clock::today_cst() else {
             return;
         };
         let todo: Vec<(DocKey, String)> = {

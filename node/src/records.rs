@@ -20,7 +20,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Author, Automerge, ChangeHash};
 use cunyun_protocol::area::{AreaCode, AreaScope, Level};
 use cunyun_protocol::digest::HeadsDigest;
-use cunyun_protocol::fields::{Date, FieldError, FieldErrors};
+use cunyun_protocol::fields::{FieldError, FieldErrors};
 use cunyun_protocol::household::{HouseholdPrivate, HouseholdProfile};
 use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::need::LocalNeed;
@@ -317,12 +317,6 @@ pub struct Records {
     locks: Vec<tokio::sync::Mutex<()>>,
     summaries: Mutex<HashMap<DocKey, (HeadsDigest, HeadsDigest, HouseholdSummary)>>,
     ids: Mutex<Option<HashMap<String, DocKey>>>,
-}
-
-/// Today's date in China Standard Time, for the `created`/`updated` fields of needs.
-fn today() -> Option<Date> {
-    let (y, m, d) = cunyun_platform::timefmt::cst_date(now_ms());
-    Date::new(u16::try_from(y).ok()?, m as u8, d as u8)
 }
 
 pub(crate) fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
@@ -1008,8 +1002,8 @@ impl Records {
             Some(c) => Some((c, fingerprint(&need)?)),
             None => None,
         };
-        need.created = need.created.or_else(today);
-        need.updated = today().or(need.updated);
+        need.created = need.created.or_else(cunyun_platform::clock::today_cst);
+        need.updated = cunyun_platform::clock::today_cst().or(need.updated);
         let id = match &client {
             Some(c) => c.record_id('n'),
             None => {
@@ -1156,7 +1150,7 @@ impl Records {
         let mut probe = need.clone();
         probe.updated = old.updated;
         if probe != old {
-            need.updated = today().or(need.updated);
+            need.updated = cunyun_platform::clock::today_cst().or(need.updated);
         }
         let before = doc.get_heads();
         doc.set_author(Some(Self::author(account)));

@@ -363,14 +363,13 @@ impl Date {
 
     /// Days since 1970-01-01 (negative before), for date differences.
     pub fn days_since_epoch(self) -> i32 {
-        // Howard Hinnant's days_from_civil.
-        let (m, d) = (i32::from(self.month), i32::from(self.day));
-        let y = i32::from(self.year) - i32::from(m <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+        /// The Julian day number of 1970-01-01.
+        const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+        // `Date::new` admitted only existing dates of 1900–2199, which `time` represents.
+        time::Month::try_from(self.month)
+            .ok()
+            .and_then(|m| time::Date::from_calendar_date(i32::from(self.year), m, self.day).ok())
+            .map_or(0, |d| d.to_julian_day() - UNIX_EPOCH_JULIAN_DAY)
     }
 
     /// The same day `years` later; 29 February becomes 28 February in a common year.
@@ -1282,6 +1281,16 @@ fn put_text<T: Transactable>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn days_since_epoch_counts_calendar_days() {
+        let d = |y, m, dd| Date::new(y, m, dd).expect("date").days_since_epoch();
+        assert_eq!(d(1970, 1, 1), 0);
+        assert_eq!(d(1969, 12, 31), -1);
+        assert_eq!(d(2026, 1, 1), 20_454);
+        assert_eq!(d(2024, 3, 1) - d(2024, 2, 28), 2);
+        assert_eq!(d(1900, 1, 1), -25_567);
+    }
+
     use automerge::AutoCommit;
 
     use super::*;

@@ -364,16 +364,20 @@ fn audit_rows<T: AdminBackend>(
     Ok(rows)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in China Standard Time.
+/// `YYYY-MM-DD HH:MM:SS` in China Standard Time (the raw milliseconds past the year 9999).
 fn fmt_time(ms: u64) -> String {
-    let (y, m, d) = crate::timefmt::cst_date(ms);
-    let secs = (ms / 1000 + 8 * 3600) % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    match crate::clock::cst_datetime(ms) {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => ms.to_string(),
+    }
 }
 
 fn query_or_400(

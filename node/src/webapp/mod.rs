@@ -38,7 +38,7 @@ use cunyun_protocol::triggers::derive_tags;
 use serde_json::{json, Value};
 
 use crate::edits::OfflineEdit;
-use crate::feedback::{self, Event};
+use crate::feedback::Event;
 use crate::records::{prefixed, RecordError};
 use crate::state::{blocking, count_write, AppState};
 use cunyun_platform::accounts::Cadre;
@@ -297,7 +297,7 @@ async fn feedback_event(
     item: &str,
     event: Event,
 ) -> Result<Response, ApiError> {
-    let day = feedback::today().ok_or_else(|| {
+    let day = cunyun_platform::clock::today_cst().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 use cunyun_node::config::{NodeConfig, DEFAULT_VILLAGE};
 use cunyun_node::server;
 use cunyun_platform::user_cli::UserCommand;
-use cunyun_protocol::area::{AreaCode, Level};
+use cunyun_protocol::area::{AreaCode, AreaScope, Level};
+use cunyun_protocol::gazetteer;
 use cunyun_protocol::key::Kind;
 
 #[derive(Parser)]
@@ -144,6 +145,10 @@ enum Command {
         /// 续期：为已有节点（32位十六进制节点编号）签发新证书，节点编号不变。
         #[arg(long)]
         node_id: Option<String>,
+        /// 新设立、尚未列入国家统计局 2023 年统计用区划代码的村：给出其名称（如 新民村），
+        /// 所属乡镇仍须在区划代码中。不给出时，村代码须在区划代码中。
+        #[arg(long)]
+        new_village_name: Option<String>,
     },
     /// 吊销节点（如丢失的村节点）：签发吊销列表并写入本节点文档库，随同步传到所有节点。须先停止本节点。
     Revoke {
@@ -331,7 +336,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             out,
             node_id,
-        } => enroll_village(ca_dir, &scope, &role, out, node_id.as_deref()),
+            new_village_name,
+        } => enroll_village(
+            ca_dir,
+            &scope,
+            &role,
+            out,
+            node_id.as_deref(),
+            new_village_name.as_deref(),
+        ),
     }
 }
 
@@ -646,9 +659,11 @@ fn enroll_village(
     role: &str,
     out: PathBuf,
     node_id: Option<&str>,
+    new_village_name: Option<&str>,
 ) -> anyhow::Result<()> {
     let scope = cunyun_protocol::area::AreaScope::parse(scope).context("范围无效")?;
     let role = parse_role(role)?;
+    let place = known_place(&scope, new_village_name)?;
     anyhow::ensure!(
         !out.join("node.crt").exists(),
         "{} 已有节点证书，不会覆盖",
@@ -662,12 +677,36 @@ fn enroll_village(
         })
         .transpose()?;
     let id = ca.issue_node_files(scope, role, node_id, &out)?;
-    println!("已签发节点证书：{}", id.to_uri());
+    println!("已签发节点证书：{}（{place}）", id.to_uri());
     println!(
         "请将 {} 整个目录拷贝到该设备数据目录下的 tls/。",
         out.display()
     );
     Ok(())
+}
+
+/// The gazetteer's label of `scope` ([`gazetteer::Gazetteer::label`]), or an error if the
+/// national gazetteer does not know it; `new_village_name` names a village created since (its
+/// township must be known).
+fn known_place(scope: &AreaScope, new_village_name: Option<&str>) -> anyhow::Result<String> {
+    let area = scope.area();
+    let added;
+    let names = match new_village_name {
+        Some(name) => {
+            anyhow::ensure!(
+                area.level() == Level::Village,
+                "只有村级代码（12位）可以补充名称：{scope}"
+            );
+            added = gazetteer::sichuan().with_added(&[gazetteer::AddedArea {
+                code: area,
+                name: name.to_string(),
+            }])?;
+            &added
+        }
+        None => gazetteer::sichuan(),
+    };
+    names.check(&area)?;
+    Ok(names.label(&area))
 }
 
 /// Fetches `path` from the node over plain HTTP/1.1 and parses the JSON body.

@@ -66,6 +66,28 @@ impl Level {
         }
     }
 
+    /// The level directly above, or `None` for the province.
+    pub const fn parent(self) -> Option<Level> {
+        match self {
+            Level::Province => None,
+            Level::Prefecture => Some(Level::Province),
+            Level::County => Some(Level::Prefecture),
+            Level::Township => Some(Level::County),
+            Level::Village => Some(Level::Township),
+        }
+    }
+
+    /// The level directly below, or `None` for the village.
+    pub const fn child(self) -> Option<Level> {
+        match self {
+            Level::Province => Some(Level::Prefecture),
+            Level::Prefecture => Some(Level::County),
+            Level::County => Some(Level::Township),
+            Level::Township => Some(Level::Village),
+            Level::Village => None,
+        }
+    }
+
     /// Chinese name of the level, as shown to operators.
     pub const fn zh_name(self) -> &'static str {
         match self {

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`area`]: 12-digit statistical division codes (统计用区划代码), their levels and prefix scopes.
+//! - [`gazetteer`]: Sichuan's place names (NBS 2023 统计用区划代码) by area code, built in.
 //! - [`key`]: document keys `<area>/<kind>/<id>`, document kinds and how far each may travel.
 //! - [`identity`]: node identity (id, role, scope) as certificates carry it.
 //! - [`cert`]: reading that identity out of an X.509 certificate, and the chain policy (scope
@@ -41,6 +42,7 @@ pub mod digest;
 pub mod expert;
 pub mod feedback;
 pub mod fields;
+pub mod gazetteer;
 pub mod household;
 pub mod identity;
 pub mod key;

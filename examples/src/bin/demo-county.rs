@@ -29,17 +29,24 @@ use cunyun_node::server::{self, RunningNode};
 use cunyun_platform::certs::enroll::CaDir;
 use cunyun_platform::certs::tls::{CertAuthority, CertKeyPem};
 use cunyun_protocol::area::{AreaCode, AreaScope};
+use cunyun_protocol::gazetteer;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::{Kind, Role};
 
 /// 丹棱县 (眉山市, 四川): a citrus county (不知火/丑柑) that also raises pigs.
 const COUNTY: (&str, &str) = ("511424", "丹棱县");
-/// The three demo villages of the county.
-const VILLAGES: [(&str, &str); 3] = [
-    ("511424100201", "龙鹄村（演示）"),
-    ("511424101203", "梅湾村（演示）"),
-    ("511424104205", "幸福村（演示）"),
-];
+/// The three demo villages of the county: real codes of the NBS 2023 gazetteer (齐乐镇 龙鹄村,
+/// 齐乐镇 梅湾村, 顺龙乡 幸福村); their names are read from it ([`village_name`]).
+const VILLAGES: [&str; 3] = ["511424109208", "511424109201", "511424204201"];
+
+/// The short gazetteer name of demo village `i`, e.g. 「龙鹄村」.
+fn village_name(i: usize) -> String {
+    AreaCode::parse(VILLAGES[i])
+        .ok()
+        .and_then(|a| gazetteer::sichuan().name_of(&a).map(gazetteer::short_name))
+        .unwrap_or(VILLAGES[i])
+        .to_string()
+}
 /// Login of the demo cadre account of every village.
 const DEMO_USER: (&str, &str) = ("demo", "demo-2026");
 /// Login of the demo hub operator (the console).
@@ -124,7 +131,7 @@ fn prepare_certificates(dir: &Path) -> anyhow::Result<bool> {
         created = true;
     }
     let county = CaDir::load(&county_ca_dir)?;
-    for (code, _) in VILLAGES {
+    for code in VILLAGES {
         let tls = dir.join(format!("village-{code}")).join("tls");
         if !tls.join("node.crt").exists() {
             county.issue_node_files(scope(code)?, Role::Village, None, &tls)?;
@@ -211,7 +218,7 @@ async fn start_village(
     households: usize,
     seed: u64,
 ) -> anyhow::Result<RunningNode> {
-    let (code, name) = VILLAGES[i];
+    let (code, name) = (VILLAGES[i], village_name(i));
     let village = AreaCode::parse(code).with_context(|| format!("村代码 {code} 无效"))?;
     let c = node_config(
         dir.join(format!("village-{code}")),
@@ -298,7 +305,7 @@ async fn progress(villages: std::sync::Arc<Vec<RunningNode>>, started: std::time
     let mut files = vec![0usize; villages.len()];
     loop {
         for (i, v) in villages.iter().enumerate() {
-            let name = VILLAGES[i].1;
+            let name = village_name(i);
             if !synced[i] && synced_upstream(v, since_ms) {
                 synced[i] = true;
                 println!(
@@ -389,7 +396,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (i, v) in villages.iter().enumerate() {
         println!(
             "  {} 村干部应用：{}/    登录：{} / {}",
-            VILLAGES[i].1,
+            village_name(i),
             v.url(),
             DEMO_USER.0,
             DEMO_USER.1

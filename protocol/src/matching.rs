@@ -27,7 +27,11 @@
 //! - format: the best rendition by the household's media profile and language ([`MediaFit`]),
 //!   which is also the rendition recommended.
 //!
-//! **Selection** ([`Library::recommend`]): the best candidates by score, then greedily up to the
+//! **Selection** ([`Library::recommend`]): first each stated need, priority 1 before 2 before 3
+//! before none, gets the best-scoring item carrying its tag that is in season or all-year (an
+//! out-of-season item is not forced in; the need competes on score below), so that generic
+//! items whose many derived tags add up cannot take every weekly slot from what the household
+//! asked for. Then the best candidates by score fill the rest greedily up to the
 //! caller's limit (the weekly cap minus what was already recommended this week) with diversity:
 //! each pick's score is multiplied by [`DIVERSITY`] for every earlier pick whose main tag (the
 //! household tag weighing most among the item's) is the same.
@@ -136,6 +140,52 @@ pub fn household_tags(p: &HouseholdProfile) -> Vec<WantedTag> {
         });
     }
     out
+}
+
+/// The household's stated needs, most important first (priority 1, 2, 3, then without one).
+fn stated_by_priority(tags: &[WantedTag]) -> Vec<Tag> {
+    let mut stated: Vec<(u8, Tag)> = tags
+        .iter()
+        .filter_map(|t| match t.source {
+            TagSource::Stated(p) => Some((p.unwrap_or(u8::MAX), t.tag)),
+            _ => None,
+        })
+        .collect();
+    stated.sort();
+    stated.into_iter().map(|(_, t)| t).collect()
+}
+
+/// region × audience × format of an item for a household, or `None` when the item cannot
+/// serve it (not for its village, no usable rendition).
+fn household_fit(meta: &ContentMeta, profile: &HouseholdProfile, media: &MediaFit) -> Option<f32> {
+    let region = region_fit(&meta.regions, &profile.village);
+    if region == 0.0 {
+        return None;
+    }
+    let audience =
+        if meta.audience.is_empty() || meta.audience.iter().any(|b| b.members(profile) > 0) {
+            1.0
+        } else {
+            AUDIENCE_MISS
+        };
+    let format = media.best_fit(meta);
+    if format <= 0.0 {
+        return None;
+    }
+    Some(region * audience * format)
+}
+
+/// The item's tag that weighs most for the household (ties: the smaller tag).
+fn main_tag(meta: &ContentMeta, weight: &[f32]) -> Tag {
+    meta.tags
+        .iter()
+        .copied()
+        .max_by(|a, b| {
+            weight[tag_index(*a)]
+                .total_cmp(&weight[tag_index(*b)])
+                .then(b.cmp(a))
+        })
+        .unwrap_or(Tag::SciFrontier)
 }
 
 /// Season factor of `months` (empty = all year) in `month`.
@@ -575,35 +625,14 @@ impl Library {
             if seen.contains(&Slot(item)) || !meta.is_live(self.today) {
                 continue;
             }
-            let region = region_fit(&meta.regions, &profile.village);
-            if region == 0.0 {
+            let Some(fit) = household_fit(meta, profile, &media) else {
                 continue;
-            }
-            let audience = if meta.audience.is_empty()
-                || meta.audience.iter().any(|b| b.members(profile) > 0)
-            {
-                1.0
-            } else {
-                AUDIENCE_MISS
             };
-            let format = media.best_fit(meta);
-            if format <= 0.0 {
-                continue;
-            }
-            let score = base * region * audience * format;
+            let score = base * fit;
             if score <= floor && best.len() >= keep {
                 continue;
             }
-            let main_tag = meta
-                .tags
-                .iter()
-                .copied()
-                .max_by(|a, b| {
-                    weight[tag_index(*a)]
-                        .total_cmp(&weight[tag_index(*b)])
-                        .then(b.cmp(a))
-                })
-                .unwrap_or(Tag::SciFrontier);
+            let main_tag = main_tag(meta, weight);
             best.push(Cand {
                 item,
                 score,
@@ -617,10 +646,29 @@ impl Library {
                 floor = best[keep - 1].score;
             }
         }
-        // Greedy selection with diversity across main tags. Ties go to the smaller content id so
-        // results do not depend on insertion order.
         let mut picks: Vec<Pick> = Vec::new();
         let mut used: Vec<Tag> = Vec::new();
+        // Stated needs first, by priority: each gets the best in-season (or all-year) item that
+        // answers it, so that generic derived tags, which add up over many items' tags, cannot
+        // take every slot from what the household asked for.
+        for tag in stated_by_priority(tags) {
+            if picks.len() >= limit {
+                break;
+            }
+            if picks.iter().any(|p| p.tags.contains(&tag)) {
+                continue;
+            }
+            let Some(c) = self.best_in_season(tag, profile, &media, seen, weight, &picks) else {
+                continue;
+            };
+            best.retain(|b| b.item != c.item);
+            used.push(c.main_tag);
+            if let Some(p) = self.pick(c, &media, tags, weight) {
+                picks.push(p);
+            }
+        }
+        // Then greedy selection with diversity across main tags. Ties go to the smaller content
+        // id so results do not depend on insertion order.
         while picks.len() < limit && !best.is_empty() {
             let adjusted = |c: &Cand| {
                 let n = used.iter().filter(|&&t| t == c.main_tag).count();
@@ -641,6 +689,55 @@ impl Library {
             }
         }
         picks
+    }
+
+    /// The best candidate carrying `tag` that is in season or all-year, not seen and not
+    /// already picked, scored like every candidate (ties: the smaller content id).
+    fn best_in_season(
+        &self,
+        tag: Tag,
+        profile: &HouseholdProfile,
+        media: &MediaFit,
+        seen: &[Slot],
+        weight: &[f32],
+        picks: &[Pick],
+    ) -> Option<Cand> {
+        let month = self.today.month();
+        let mut top: Option<Cand> = None;
+        for &(item, fixed) in &self.postings[tag_index(tag)] {
+            if fixed <= 0.0
+                || seen.contains(&Slot(item))
+                || picks.iter().any(|p| p.slot == Slot(item))
+            {
+                continue;
+            }
+            let Some(it) = self.items[item as usize].as_ref() else {
+                continue;
+            };
+            let meta = &it.meta;
+            if !meta.is_live(self.today) || season_fit(&meta.months, month) < SEASON_ALL_YEAR {
+                continue;
+            }
+            let Some(fit) = household_fit(meta, profile, media) else {
+                continue;
+            };
+            let base: f32 = meta.tags.iter().map(|t| weight[tag_index(*t)]).sum();
+            let score = base * fixed * fit;
+            let better = match &top {
+                None => true,
+                Some(t) => {
+                    score > t.score || (score == t.score && self.id_of(item) < self.id_of(t.item))
+                }
+            };
+            if better {
+                top = Some(Cand {
+                    item,
+                    score,
+                    main_tag: main_tag(meta, weight),
+                });
+            }
+        }
+        top
     }
 
     fn id_of(&self, item: u32) -> &str {

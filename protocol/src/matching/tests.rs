@@ -367,3 +367,86 @@ fn byte_budget_takes_most_households_per_byte_first() {
         assert!(used <= budget);
     }
 }
+
+/// The household's derived (not default) tags, in a fixed order.
+fn derived(p: &HouseholdProfile) -> Vec<Tag> {
+    let mut out: Vec<Tag> = household_tags(p)
+        .into_iter()
+        .filter(|t| t.source == TagSource::Derived)
+        .map(|t| t.tag)
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn priority_stated_needs_get_in_season_items_before_generic_derived_ones() {
+    // The case seen in the demo: generic items that carry several of the household's derived
+    // tags each add up to more than a stated need's single tag, and used to take every weekly
+    // slot while the household's priority-1 and -2 needs went unserved.
+    let mut p = pig_citrus_elderly(VILLAGE);
+    p.stated_needs
+        .insert(Tag::PltMaize, StatedNeed { priority: Some(1) });
+    p.stated_needs
+        .insert(Tag::PltWheat, StatedNeed { priority: Some(2) });
+    let tags = derived(&p);
+    assert!(tags.len() >= 6, "the profile derives enough tags: {tags:?}");
+    let mut lib = Library::new(date("2026-04-15"));
+    // Three generic all-year items, each with two derived tags of its own (score 2 × 1.0 = 2.0
+    // before the household factors), distinct main tags so diversity does not hold them back.
+    for (i, pair) in tags.chunks(2).take(3).enumerate() {
+        let names: Vec<&str> = pair.iter().map(|t| t.id()).collect();
+        lib.upsert(
+            &format!("generic-{i}"),
+            meta(json!({"title": format!("综合{i}"), "tags": names})),
+        );
+    }
+    lib.upsert(
+        "generic-big",
+        meta(json!({"title": "综合大全", "tags": tags.iter().take(8).map(|t| t.id()).collect::<Vec<_>>()})),
+    );
+    // Maize: one item out of season (December) and one in season (April).
+    lib.upsert(
+        "maize-winter",
+        meta(json!({"title": "玉米冬季管理", "tags": ["plt.maize"], "months": [12]})),
+    );
+    lib.upsert(
+        "maize-spring",
+        meta(json!({"title": "春玉米播种", "tags": ["plt.maize"], "months": [4]})),
+    );
+    // Wheat: only an out-of-season item, so no slot is reserved for it.
+    lib.upsert(
+        "wheat-autumn",
+        meta(json!({"title": "秋播小麦", "tags": ["plt.wheat"], "months": [10]})),
+    );
+    let picks = recommend(&lib, &p, &[], 3);
+    let got = ids(&picks);
+    assert_eq!(
+        got[0], "maize-spring",
+        "priority 1 first, in season: {got:?}"
+    );
+    assert!(!got.contains(&"maize-winter"), "{got:?}");
+    assert!(!got.contains(&"wheat-autumn"), "{got:?}");
+    assert_eq!(got.len(), 3);
+
+    // With an all-year wheat item the priority-2 need gets the second slot, ahead of the
+    // generic items that outscore it.
+    lib.upsert(
+        "wheat-basics",
+        meta(json!({"title": "小麦条锈病识别", "tags": ["plt.wheat"]})),
+    );
+    let picks = recommend(&lib, &p, &[], 3);
+    let got = ids(&picks);
+    assert_eq!(&got[..2], ["maize-spring", "wheat-basics"], "{got:?}");
+    assert!(got[2].starts_with("generic"), "{got:?}");
+
+    // A weekly cap of one serves the priority-1 need only.
+    assert_eq!(ids(&recommend(&lib, &p, &[], 1)), ["maize-spring"]);
+
+    // Once the in-season maize item was recommended, the next pick for maize is not forced:
+    // the out-of-season item competes on score like any other.
+    let picks = recommend(&lib, &p, &["maize-spring"], 3);
+    let got = ids(&picks);
+    assert_eq!(got[0], "wheat-basics", "{got:?}");
+    assert!(!got.contains(&"maize-spring"), "{got:?}");
+}

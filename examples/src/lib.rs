@@ -6,5 +6,7 @@
 //! - `demo-county`: `cargo run --release -p cunyun-examples --bin demo-county` — the README's
 //!   first command: a hub, a county node and three village nodes in one process.
 //! - [`seed_library`]: the demo's generated content library.
+//! - [`seed_experts`]: the demo's generated expert registry.
 
+pub mod seed_experts;
 pub mod seed_library;

@@ -430,11 +430,25 @@ async fn create_need(
     Ok((create_status(&created), Json(created.record)).into_response())
 }
 
+/// One need with the hub's expert suggestions joined in (`experts`, see [`need_experts`]).
+#[derive(serde::Serialize)]
+struct NeedDetail {
+    #[serde(flatten)]
+    record: crate::records::NeedRecord,
+    experts: Vec<crate::need_experts::SuggestedExpert>,
+}
+
 async fn get_need(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.records.get_need(&id)?).into_response())
+    let detail = blocking(&state, move |r| {
+        let record = r.get_need(&id)?;
+        let experts = crate::need_experts::suggestions(r.store(), &record.key, &record.need)?;
+        Ok(NeedDetail { record, experts })
+    })
+    .await?;
+    Ok(Json(detail).into_response())
 }
 
 async fn put_need(

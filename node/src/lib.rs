@@ -32,6 +32,7 @@ pub mod deletion;
 pub mod edits;
 pub mod feedback;
 pub mod markdown;
+pub mod need_experts;
 pub mod pushdown;
 pub mod records;
 pub mod sample;

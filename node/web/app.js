@@ -758,14 +758,54 @@ route(/^#\/needs$/, async () => {
     <ul class="list">${rows.map(r => `<li><a href="#/needs/${esc(r.id)}"><span><span class="n">${esc(r.need.title)}</span><br><span class="s">${esc(r.need.updated || '')}${rating(r.need)}${r.failed ? ` · <span class="err">上传被拒：${esc(r.failed)}</span>` : ''}</span></span><span class="tag">${esc(statusName(r.need.status || 'open'))}</span>${r.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('') || '<li class="muted pad">还没有需求。</li>'}</ul>`;
 });
 
+/// The hub's expert suggestions for a need: who, from where, what they offer, how to reach them,
+/// with the cadre's two answers (选定这位专家 / 请换一位). Offline the card says so.
+function expertCard(need, experts, online) {
+  if (!online) return need.status === 'matched' ? '<div class="card"><h2>对接专家</h2><p class="muted">离线：联网后可查看平台推荐的专家。</p></div>' : '';
+  if (!experts.length) {
+    return need.status === 'matched' ? '<div class="card"><h2>对接专家</h2><p class="muted">平台已匹配专家，专家信息正在同步到本村，请稍后再看。</p></div>' : '';
+  }
+  const accepted = experts.find(e => e.choice === 'accepted');
+  return `<div class="card experts"><h2>对接专家</h2>
+    <p class="muted">${accepted ? `已选定 ${esc(accepted.name)}，请按下方联系方式与专家或其单位联系。` : '省级平台根据需求推荐了以下专家。请选定一位，或请平台换一位。'}</p>
+    <ul class="list">${experts.map(e => `<li class="expert${e.choice ? ` ${esc(e.choice)}` : ''}"><span>
+      <span class="n">${esc(e.name)}${e.title ? ` · ${esc(e.title)}` : ''}</span>
+      ${e.choice === 'accepted' ? '<span class="tag">已选定</span>' : e.choice === 'declined' ? '<span class="tag muted">已请换人</span>' : ''}<br>
+      <span class="s">${esc(e.organisation)}</span><br>
+      <span class="s">服务方式：${esc(e.services.join('、'))}</span><br>
+      ${e.contact ? `<span class="s">联系方式：${esc(e.contact)}</span><br>` : '<span class="s muted">联系方式：请通过其单位联系</span><br>'}
+      <span class="s muted">${esc(e.reason)}</span>
+      ${e.choice === 'declined' ? '' : `<span class="row">${e.choice === 'accepted' ? '' : `<button type="button" data-expert="${esc(e.id)}" data-choice="accepted">选定这位专家</button>`}
+        <button type="button" class="secondary" data-expert="${esc(e.id)}" data-choice="declined">请换一位</button></span>`}
+    </span></li>`).join('')}</ul></div>`;
+}
+
+/// Writes the cadre's answer to one suggested expert into the need (at most one accepted): online
+/// at once, offline through the outbox like every need edit.
+async function answerExpert(nid, need, expertId, choice) {
+  const answers = { ...(need.expert_choice || {}) };
+  if (choice === 'accepted') for (const [k, v] of Object.entries(answers)) if (v === 'accepted') delete answers[k];
+  answers[expertId] = choice;
+  const after = { ...need, expert_choice: answers };
+  let r = null;
+  try {
+    r = await api(`/api/v1/needs/${encodeURIComponent(nid)}`, { method: 'PATCH', body: diff(need, after) });
+  } catch (e) { if (!(e instanceof Offline)) throw e; }
+  if (r && r.status === 200) { toast(choice === 'accepted' ? '已选定专家' : '已请平台换一位专家'); render(true); return; }
+  if (r && r.status !== 401) { toast(r.body?.message || '保存失败'); return; }
+  await queueNeed(nid, need, after);
+  toast(r ? '已保存在本机，重新登录后上传' : '离线：已保存在本机，联网后上传');
+  render(true);
+}
+
 route(/^#\/needs\/([^/?]+)$/, async (nid) => {
   const [s, tax] = [await schema(), await taxonomy()];
   if (!s) { view().innerHTML = '<div class="card">离线，且本机还没有表单数据。</div>'; return; }
   needSchema = s;
   let need = { requester: 'village_collective', status: 'open', tags: {} };
   let failed = null;
+  let fresh = null;
   if (nid !== 'new') {
-    let fresh = null;
     if (!nid.startsWith('local-')) {
       try {
         const r = await api(`/api/v1/needs/${encodeURIComponent(nid)}`);
@@ -779,16 +819,23 @@ route(/^#\/needs\/([^/?]+)$/, async (nid) => {
     else if (row) { need = row.need; failed = row.failed; }
     else { view().innerHTML = '<div class="card">离线，且本机没有这条需求。请联网后再打开。</div>'; return; }
   }
+  const experts = fresh?.experts || [];
   view().innerHTML = `<h1>${nid === 'new' ? '新建需求' : '需求详情'}</h1>
     ${failed ? `<div class="card pending">上传被拒：${esc(failed)}（请修改后重新保存，或在“同步”页放弃）</div>` : ''}
+    ${nid === 'new' ? '' : expertCard(need, experts, !!fresh)}
     <form id="nform" novalidate>${needForm(s, tax, need, s.need_transitions)}
     <p class="err" id="form-err" hidden></p><button class="wide" type="submit">保存</button><a class="btn secondary wide" href="#/needs">返回</a></form>`;
+  view().querySelectorAll('[data-expert]').forEach(b => {
+    b.onclick = () => answerExpert(nid, need, b.dataset.expert, b.dataset.choice);
+  });
   const form = $('#nform');
   watchNeedStatus(form);
   form.onsubmit = async (ev) => {
     ev.preventDefault();
     const v = readForm(form, { need: s.need }).need;
     if (need.area) v.area = need.area;
+    // Answered on the expert card, not in the form: keep it as it is.
+    if (need.expert_choice) v.expert_choice = need.expert_choice;
     if (v.status !== 'resolved') v.satisfaction = null;
     const ferr = $('#form-err');
     ferr.hidden = true;

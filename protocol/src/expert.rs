@@ -22,6 +22,7 @@
 //! | `fields` | `{tag id: true}` | required, 1–[`MAX_FIELDS`] tags |
 //! | `regions` | `{prefix: true}` (default {}) | area prefixes served; empty = the whole province |
 //! | `services` | `{service id: true}` | required, at least one [`Service`] |
+//! | `contact` | string (default "") | ≤ 60 characters, one line (Text): how a village reaches the expert *through the organisation* — a service hotline, a WeChat public account, a studio's address — never a personal phone |
 //! | `withdrawn` | bool (default false) | the hub operator removed the expert from the registry: never suggested again, not listed (documents cannot be deleted, so removal is this flag, and it flows down like any change) |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +48,7 @@ pub const MAX_EXPERT_REGIONS: usize = 30;
 /// Most suggestions per need.
 pub const MAX_SUGGESTIONS: usize = 5;
 /// Free-text fields of the expert document, stored as Automerge `Text`.
-pub const EXPERT_TEXT_FIELDS: [&str; 3] = ["name", "organisation", "title"];
+pub const EXPERT_TEXT_FIELDS: [&str; 4] = ["name", "organisation", "title", "contact"];
 
 coded_enum! {
     /// A service an expert offers.
@@ -77,6 +78,9 @@ pub struct Expert {
     /// Services offered.
     #[serde(serialize_with = "serialize_set")]
     pub services: BTreeSet<Service>,
+    /// The contact channel the expert published through the organisation (Text), e.g.
+    /// `四川省农科院科技服务热线 028-8450xxxx`; never a personal phone.
+    pub contact: String,
     /// Removed from the registry by the hub operator: never suggested, not listed.
     pub withdrawn: bool,
 }
@@ -105,6 +109,11 @@ const ORGANISATION: TextRule = TextRule {
 };
 const TITLE: TextRule = TextRule {
     max_chars: 20,
+    required: false,
+    multiline: false,
+};
+const CONTACT: TextRule = TextRule {
+    max_chars: 60,
     required: false,
     multiline: false,
 };
@@ -205,6 +214,7 @@ impl Expert {
         if mode == Mode::Input && services.as_ref().is_some_and(BTreeSet::is_empty) {
             d.push("services", code::REQUIRED, "服务方式至少选一项");
         }
+        let contact = o.text(d, "contact", "联系方式", CONTACT);
         let withdrawn = o.flag(d, "withdrawn", "已移除");
         o.finish(d);
         let e = (|| {
@@ -215,6 +225,7 @@ impl Expert {
                 fields: fields?,
                 regions: regions?,
                 services: services?,
+                contact: contact?,
                 withdrawn: withdrawn?,
             })
         })();
@@ -236,7 +247,8 @@ pub struct Suggestion {
 
 /// Up to [`MAX_SUGGESTIONS`] experts for `need`, best first: by shared tags × region fit; ties
 /// go to the smaller expert id. Experts whose regions do not contain the need's area, or who share
-/// no tag, or who are withdrawn, are never suggested.
+/// no tag, or who are withdrawn, or whom the village asked to replace
+/// ([`LocalNeed::declines`]), are never suggested.
 pub fn suggest_experts<'a>(
     need: &LocalNeed,
     experts: impl IntoIterator<Item = (&'a str, &'a Expert)>,
@@ -244,7 +256,7 @@ pub fn suggest_experts<'a>(
     let mut out: Vec<(String, Suggestion)> = experts
         .into_iter()
         .filter_map(|(id, e)| {
-            if e.withdrawn {
+            if e.withdrawn || need.declines(id) {
                 return None;
             }
             let shared: BTreeSet<Tag> = need.tags.intersection(&e.fields).copied().collect();
@@ -456,5 +468,27 @@ mod tests {
         let mut doc = AutoCommit::new();
         m.write_to(&mut doc).unwrap();
         assert_eq!(NeedMatch::read_from(&doc).unwrap(), m);
+
+        // The village asked for another than the best: the next one moves up, the declined one
+        // is never suggested again.
+        let mut need = need;
+        need.expert_choice
+            .insert("e3".into(), crate::need::ExpertChoice::Declined);
+        let s = suggest_experts(&need, all.iter().map(|(id, e)| (*id, *e)));
+        let ids: Vec<&str> = s.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec!["e2", "e1"]);
+    }
+
+    #[test]
+    fn contact_is_one_public_line() {
+        let mut e = expert(&["plt.citrus"], &[]);
+        e.contact = "四川省农科院科技服务热线 028-84504000".into();
+        let mut doc = AutoCommit::new();
+        e.write_to(&mut doc).unwrap();
+        assert_eq!(Expert::read_from(&doc).unwrap(), e);
+        e.contact = "第一行\n第二行".into();
+        assert!(e.validate().is_err(), "a contact is one line");
+        e.contact = "长".repeat(61);
+        assert!(e.validate().is_err());
     }
 }

@@ -19,6 +19,7 @@
 //! | `satisfaction` | integer 1–5 or null | only when `status` is `resolved` |
 //! | `contact_role` | string (default "") | ≤ 30 characters, one line (Text), e.g. `村支书` |
 //! | `created`, `updated` | `YYYY-MM-DD` or null | `updated` not before `created`; the caller (which has a clock) fills them in |
+//! | `expert_choice` | `{expert id: "accepted" \| "declined"}` (default {}) | the village's answer to the hub's suggestions ([`ExpertChoice`]): at most one accepted, at most [`MAX_EXPERT_CHOICES`] entries; a declined expert is not suggested again |
 //!
 //! ```
 //! use cunyun_protocol::need::{LocalNeed, NeedStatus};
@@ -32,7 +33,7 @@
 //! assert_eq!(need.status, NeedStatus::Open);
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::Transactable;
 use automerge::ReadDoc;
@@ -47,6 +48,8 @@ use crate::fields::{
 use crate::key::{DocKey, KeyError, Kind};
 use crate::taxonomy::Tag;
 
+/// Most answers to expert suggestions per need.
+pub const MAX_EXPERT_CHOICES: usize = 20;
 /// Most tags per need.
 pub const MAX_NEED_TAGS: usize = 10;
 /// Longest title, in characters.
@@ -102,6 +105,14 @@ impl NeedStatus {
     }
 }
 
+coded_enum! {
+    /// The village's answer to one expert the hub suggested for its need.
+    pub enum ExpertChoice {
+        Accepted = "accepted", "选定";
+        Declined = "declined", "请换一位";
+    }
+}
+
 /// A local science-and-technology need (科技所需). Public; reaches the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LocalNeed {
@@ -126,6 +137,8 @@ pub struct LocalNeed {
     pub created: Option<Date>,
     /// Date last updated.
     pub updated: Option<Date>,
+    /// The village's answers to suggested experts, by expert id.
+    pub expert_choice: BTreeMap<String, ExpertChoice>,
 }
 
 const TITLE: TextRule = TextRule {
@@ -158,7 +171,21 @@ impl LocalNeed {
             contact_role: String::new(),
             created: None,
             updated: None,
+            expert_choice: BTreeMap::new(),
         }
+    }
+
+    /// The expert the village accepted, if any.
+    pub fn accepted_expert(&self) -> Option<&str> {
+        self.expert_choice
+            .iter()
+            .find(|(_, c)| **c == ExpertChoice::Accepted)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Whether the village asked for another expert than `expert_id`.
+    pub fn declines(&self, expert_id: &str) -> bool {
+        self.expert_choice.get(expert_id) == Some(&ExpertChoice::Declined)
     }
 
     /// Parses API or form input, collecting every problem.
@@ -264,6 +291,7 @@ impl LocalNeed {
         let contact_role = o.text(d, "contact_role", "联系人职务", CONTACT_ROLE);
         let created = o.date(d, "created", "提出日期");
         let updated = o.date(d, "updated", "更新日期");
+        let expert_choice = expert_choices(&mut o, d);
         o.finish(d);
         if d.mode() == Mode::Input {
             if let (Some(Some(_)), Some(status)) = (satisfaction, status) {
@@ -300,10 +328,85 @@ impl LocalNeed {
                 contact_role: contact_role?,
                 created: created?,
                 updated: updated?,
+                expert_choice: expert_choice?,
             })
         })();
         dec.finish(need)
     }
+}
+
+/// Reads `expert_choice`: `{expert id: "accepted" | "declined"}`; a `null` entry (a merge patch
+/// withdrawing an answer) is no entry.
+fn expert_choices(
+    o: &mut crate::fields::Obj<'_>,
+    d: &mut Decoder,
+) -> Option<BTreeMap<String, ExpertChoice>> {
+    let path = o.path("expert_choice");
+    let before = d.count();
+    let mut out = BTreeMap::new();
+    match o.raw("expert_choice") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (id, v) in map {
+                let item = format!("{path}.{id}");
+                if !crate::key::valid_id(id) {
+                    d.push(
+                        item.clone(),
+                        code::BAD_FORMAT,
+                        format!("专家编号“{id}”无效"),
+                    );
+                    continue;
+                }
+                match v {
+                    Value::Null => {}
+                    Value::String(c) => match ExpertChoice::parse(c) {
+                        Some(c) => {
+                            out.insert(id.clone(), c);
+                        }
+                        None => d.push(
+                            item,
+                            code::UNKNOWN_VALUE,
+                            format!("对专家的答复“{c}”无效，应为 accepted（选定）或 declined（请换一位）"),
+                        ),
+                    },
+                    _ => d.push(
+                        item,
+                        code::WRONG_TYPE,
+                        "对专家的答复应为 \"accepted\" 或 \"declined\"",
+                    ),
+                }
+            }
+        }
+        Some(_) => d.push(
+            path.clone(),
+            code::WRONG_TYPE,
+            "对专家的答复应为对象，如 {\"e0123456789abcdef\": \"accepted\"}",
+        ),
+    }
+    if d.mode() == Mode::Input {
+        if out.len() > MAX_EXPERT_CHOICES {
+            d.push(
+                path.clone(),
+                code::TOO_MANY,
+                format!(
+                    "对专家的答复最多{MAX_EXPERT_CHOICES}条，现有{}条",
+                    out.len()
+                ),
+            );
+        }
+        let accepted = out
+            .values()
+            .filter(|c| **c == ExpertChoice::Accepted)
+            .count();
+        if accepted > 1 {
+            d.push(
+                path,
+                code::INCONSISTENT,
+                format!("一条需求只能选定一位专家，现选定了{accepted}位"),
+            );
+        }
+    }
+    (d.count() == before).then_some(out)
 }
 
 #[cfg(test)]
@@ -331,7 +434,9 @@ mod tests {
         assert_eq!(n.requester, Requester::Coop);
         assert_eq!(n.tags.len(), 2);
         let json = serde_json::to_value(&n).expect("serialise");
-        assert_eq!(json, example());
+        let mut expected = example();
+        expected["expert_choice"] = json!({});
+        assert_eq!(json, expected);
         assert_eq!(LocalNeed::from_json(&json).expect("again"), n);
         assert_eq!(
             n.key("n0001").map(|k| k.to_string()),
@@ -482,6 +587,35 @@ mod tests {
     }
 
     #[test]
+    fn expert_choice_accepts_one_expert_and_refuses_bad_answers_in_chinese() {
+        let mut v = example();
+        v["expert_choice"] = json!({"e0123456789abcdef": "accepted", "e1111111111111111": "declined", "e2222222222222222": null});
+        let n = LocalNeed::from_json(&v).expect("valid");
+        assert_eq!(n.accepted_expert(), Some("e0123456789abcdef"));
+        assert!(n.declines("e1111111111111111"));
+        assert!(!n.declines("e0123456789abcdef"));
+        assert_eq!(n.expert_choice.len(), 2, "a null answer is no answer");
+
+        v["expert_choice"] =
+            json!({"e0123456789abcdef": "accepted", "e1111111111111111": "accepted"});
+        let e = LocalNeed::from_json(&v).expect_err("two accepted");
+        assert!(e.has("expert_choice", code::INCONSISTENT), "{e:?}");
+        assert!(e.to_string().contains("只能选定一位专家"), "{e}");
+
+        v["expert_choice"] = json!({"e0123456789abcdef": "maybe", "bad id!": "declined"});
+        let e = LocalNeed::from_json(&v).expect_err("bad answers");
+        assert!(
+            e.has("expert_choice.e0123456789abcdef", code::UNKNOWN_VALUE),
+            "{e:?}"
+        );
+        assert!(e.has("expert_choice.bad id!", code::BAD_FORMAT), "{e:?}");
+
+        v["expert_choice"] = json!(["e0123456789abcdef"]);
+        let e = LocalNeed::from_json(&v).expect_err("not an object");
+        assert!(e.has("expert_choice", code::WRONG_TYPE), "{e:?}");
+    }
+
+    #[test]
     fn scalar_strings_read_as_text() {
         let mut doc = AutoCommit::new();
         doc.put(ROOT, "area", "510122104201").expect("put");
@@ -524,9 +658,28 @@ mod tests {
                         contact_role: role,
                         created,
                         updated,
+                        expert_choice: BTreeMap::new(),
                     }
                 },
             )
+            .prop_flat_map(|n| {
+                (
+                    Just(n),
+                    prop::collection::btree_map(
+                        "e[0-9a-f]{16}",
+                        Just(ExpertChoice::Declined),
+                        0..4,
+                    ),
+                    prop::option::of("e[0-9a-f]{16}"),
+                )
+            })
+            .prop_map(|(mut n, declined, accepted)| {
+                n.expert_choice = declined;
+                if let Some(a) = accepted {
+                    n.expert_choice.insert(a, ExpertChoice::Accepted);
+                }
+                n
+            })
     }
 
     proptest! {

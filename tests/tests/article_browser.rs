@@ -7,6 +7,11 @@
 //! embeds) is fetched already rendered when the villager opens it. Screenshots `article-cadre.png` and `article-villager.png`
 //! go to the target directory (with `CUNYUN_SCREENSHOTS=docs`, to `docs/zh-CN/img/`).
 //!
+//! The same hub and village also carry the hub's expert suggestions to the village's need page:
+//! the cadre sees who (name, title, organisation), what they offer and how to reach them, chooses
+//! one (「选定这位专家」) or asks for another (「请换一位」); the answer travels up and the hub's next
+//! round stops suggesting the declined expert. Screenshot `need-expert.png`.
+//!
 //! Skips (loudly) only when Chromium is not installed and `CI` is unset.
 
 use std::path::{Path, PathBuf};
@@ -129,18 +134,178 @@ async fn check_article(s: &Session, root: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn skip_without_chromium(what: &str) -> bool {
+    if browser::available() {
+        return false;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set but {} or {} is missing (.ci/run installs chromium chromium-driver)",
+            browser::CHROMIUM,
+            browser::CHROMEDRIVER
+        );
+    }
+    eprintln!("\n!!!!! SKIPPED {what} browser test: {} not installed (apt-get install chromium chromium-driver) !!!!!\n", browser::CHROMIUM);
+    true
+}
+
+/// Polls `done` every 200 ms for at most `secs` seconds.
+async fn until(
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done()? {
+        anyhow::ensure!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_reaches_the_hub(
+) -> anyhow::Result<()> {
+    use cunyun_protocol::area::AreaCode;
+    use cunyun_protocol::expert::NeedMatch;
+    use cunyun_protocol::key::{DocKey, Kind};
+    use cunyun_protocol::need::{ExpertChoice, LocalNeed, NeedStatus};
+    if skip_without_chromium("need expert") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let hub = start_hub(dir.path()).await?;
+    let province = AreaCode::parse("510000000000")?;
+    let mut ids = Vec::new();
+    for (name, org, contact) in [
+        ("唐晓梅", "眉山市柑橘产业技术研究院", "丹棱县科技服务中心柑橘专家工作站，每周三坐班"),
+        ("何玉兰", "四川农业大学园艺学院", ""),
+    ] {
+        let e = cunyun_hub::experts::save(
+            &hub.hub.store,
+            province,
+            None,
+            &json!({"name": name, "organisation": org, "title": "高级农艺师",
+                "fields": {"plt.citrus": true, "plt.pesticide": true},
+                "regions": {"5114": true}, "services": {"onsite": true, "testing": true},
+                "contact": contact}),
+            "hub:test",
+        )?;
+        ids.push(e.id);
+    }
+    let hub_addr = hub
+        .hub
+        .sync
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("hub sync"))?
+        .listen_addr();
+    let village = start_village(dir.path(), hub_addr, &hub.hub.files.public_key_hex()).await?;
+    let need = village
+        .state
+        .records
+        .create_need(
+            "wangli",
+            &json!({"area": VILLAGE, "requester": "coop", "title": "柑橘大实蝇绿色防控",
+                "tags": {"plt.citrus": true, "plt.pesticide": true}, "contact_role": "合作社理事长"}),
+        )
+        .await?;
+    let nid = need.key.id().to_string();
+    let records = village.state.records.clone();
+    let suggested = |records: &cunyun_node::records::Records| -> anyhow::Result<usize> {
+        let r = records.get_need(&nid)?;
+        Ok(cunyun_node::need_experts::suggestions(records.store(), &r.key, &r.need)?.len())
+    };
+    until(60, "the hub's two suggestions reach the village", || {
+        Ok(records.get_need(&nid)?.need.status == NeedStatus::Matched && suggested(&records)? == 2)
+    })
+    .await?;
+
+    let url = village.url();
+    let driver = Driver::start().await?;
+    let s = driver.session(&dir.path().join("profile-need")).await?;
+    browser::login(&s, &url, "wangli", "wangli-password").await?;
+    s.goto(&format!("{url}/#/needs/{nid}")).await?;
+    s.wait("document.querySelectorAll('.experts li.expert').length === 2", 30)
+        .await?;
+    let text = s
+        .js("return document.querySelector('.experts').innerText", json!([]))
+        .await?;
+    let text = text.as_str().unwrap_or_default().to_string();
+    for want in [
+        "对接专家",
+        "唐晓梅",
+        "高级农艺师",
+        "眉山市柑橘产业技术研究院",
+        "现场指导",
+        "检测化验",
+        "丹棱县科技服务中心柑橘专家工作站",
+        "请通过其单位联系",
+    ] {
+        assert!(text.contains(want), "{want} missing from: {text}");
+    }
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "an expert id is shown: {text}");
+    }
+    let overflow = s
+        .js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(overflow, 0, "the need page scrolls sideways at 360 px");
+    s.js(
+        "document.querySelector('.experts').scrollIntoView({block: 'start'}); window.scrollBy(0, -56);",
+        json!([]),
+    )
+    .await?;
+    s.screenshot(&img("need-expert.png")).await?;
+
+    // Accept the first, ask for another instead of the second.
+    let first = &ids[0];
+    let second = &ids[1];
+    s.click(&format!("[data-expert='{first}'][data-choice='accepted']"))
+        .await?;
+    s.wait("document.querySelector('.experts').innerText.includes('已选定')", 20)
+        .await?;
+    s.click(&format!("[data-expert='{second}'][data-choice='declined']"))
+        .await?;
+    s.wait("document.querySelector('.experts').innerText.includes('已请换人')", 20)
+        .await?;
+    let on_node = records.get_need(&nid)?.need;
+    assert_eq!(on_node.accepted_expert(), Some(first.as_str()));
+    assert_eq!(on_node.expert_choice.get(second), Some(&ExpertChoice::Declined));
+
+    // Up at the hub: the answer arrived, and the next round no longer suggests the declined one.
+    let key = DocKey::new(AreaCode::parse(VILLAGE)?, Kind::Need, nid.as_str())?;
+    let store = hub.hub.store.clone();
+    until(60, "the answer reaches the hub and its match drops the declined expert", || {
+        let Some(doc) = store.load(&key)? else {
+            return Ok(false);
+        };
+        let at_hub = LocalNeed::read_from(&doc)?;
+        let Some(m) = store.load(&key.with_kind(Kind::Match))? else {
+            return Ok(false);
+        };
+        let m = NeedMatch::read_from(&m)?;
+        Ok(at_hub.accepted_expert() == Some(first.as_str())
+            && m.suggestions.contains_key(first)
+            && !m.suggestions.contains_key(second))
+    })
+    .await?;
+    // And back down: the village's page lists only the chosen expert.
+    until(60, "the new match reaches the village", || Ok(suggested(&records)? == 1)).await?;
+
+    s.close().await?;
+    drop(driver);
+    village.stop().await?;
+    hub.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_down_article_reads_rendered_in_the_cadre_app_and_the_villager_page(
 ) -> anyhow::Result<()> {
-    if !browser::available() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set but {} or {} is missing (.ci/run installs chromium chromium-driver)",
-                browser::CHROMIUM,
-                browser::CHROMEDRIVER
-            );
-        }
-        eprintln!("\n!!!!! SKIPPED article browser test: {} not installed (apt-get install chromium chromium-driver) !!!!!\n", browser::CHROMIUM);
+    if skip_without_chromium("article") {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -118,6 +118,7 @@ function expertBody(form) {
     fields: asMap(checked(form, 'fields')),
     regions: asMap(words(value(form, 'regions'))),
     services: asMap(checked(form, 'services')),
+    contact: value(form, 'contact') || '',
   };
 }
 

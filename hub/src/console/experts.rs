@@ -89,6 +89,12 @@ pub fn render_form(existing: Option<&ExpertRecord>) -> String {
         &text_input("regions", &regions.join(" "), 400),
         "区划代码前缀，空格分隔，如 5114；留空为全省",
     ));
+    html.push_str(&field(
+        "contact",
+        "联系方式",
+        &text_input("contact", e.map_or("", |e| &e.contact), 60),
+        "村里看得到：单位服务热线、公众号或工作站地址，如 四川省农科院科技服务热线 028-84504000；不填个人手机号",
+    ));
     let has_service = |v: &str| e.is_some_and(|e| e.services.iter().any(|s| s.id() == v));
     html.push_str(&field(
         "services",

@@ -5,9 +5,9 @@
 //! # cunyun-node.toml
 //! data_dir = "/var/lib/cunyun"
 //! listen = "0.0.0.0:8080"
-//! scope = "510122104201"      # the village this node serves
+//! scope = "510116108203"      # the village this node serves (双流区 彭镇 岷江村)
 //! role = "village"
-//! node_name = "双流区某村委会"
+//! node_name = "岷江村村委会"
 //! default_author = "local-admin"
 //!
 //! [web_tls]                 # the cadre app over HTTPS (service worker on the LAN)
@@ -66,8 +66,9 @@ pub struct NodeConfig {
     pub web_tls: WebTlsConfig,
 }
 
-/// The development default scope: 成都市双流区 (510116) 某镇某村, a well-formed village code.
-pub const DEFAULT_VILLAGE: &str = "510116104201";
+/// The development default scope: 成都市双流区 (510116) 彭镇 岷江村, a village of the national
+/// gazetteer (checked by a unit test).
+pub const DEFAULT_VILLAGE: &str = "510116108203";
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -139,6 +140,18 @@ mod tests {
         let c = NodeConfig::default();
         assert_eq!(c.scope.to_string(), DEFAULT_VILLAGE);
         assert_eq!(c.role, Role::Village);
+    }
+
+    #[test]
+    fn the_default_village_is_a_real_shuangliu_village() {
+        let village = AreaScope::parse(DEFAULT_VILLAGE).expect("valid").area();
+        let g = cunyun_protocol::gazetteer::sichuan();
+        assert!(
+            g.check(&village).is_ok(),
+            "{DEFAULT_VILLAGE} is in the gazetteer"
+        );
+        assert_eq!(g.label(&village), "双流区 › 彭镇 › 岷江村");
+        assert_eq!(&DEFAULT_VILLAGE[..6], "510116", "双流区");
     }
 
     #[test]

@@ -401,7 +401,7 @@ mod tests {
     use cunyun_protocol::area::AreaScope;
     use serde_json::json;
 
-    const VILLAGE: &str = "510116104201";
+    const VILLAGE: &str = "510116108203";
 
     fn records(dir: &std::path::Path) -> Records {
         let store = DocStore::open(&dir.join("store"), StoreConfig::default()).expect("store");

@@ -1278,7 +1278,7 @@ mod tests {
     use cunyun_platform::store::StoreConfig;
     use serde_json::json;
 
-    const VILLAGE: &str = "510116104201";
+    const VILLAGE: &str = "510116108203";
     const CID: &str = "3f2b8c1e-9a4d-4c6b-8e2f-1a2b3c4d5e6f";
 
     fn records(dir: &std::path::Path) -> Records {

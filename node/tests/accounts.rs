@@ -12,8 +12,8 @@ use cunyun_protocol::area::AreaScope;
 use serde_json::{json, Value};
 
 const COUNTY: &str = "510116";
-const VILLAGE_A: &str = "510116104201";
-const VILLAGE_B: &str = "510116104202";
+const VILLAGE_A: &str = "510116108203";
+const VILLAGE_B: &str = "510116108204";
 const PASSWORD: &str = "足够长的测试密码";
 
 async fn start(dir: &std::path::Path) -> RunningNode {

@@ -13,7 +13,7 @@ use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::key::{DocKey, Kind};
 use serde_json::{json, Value};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 
 fn config(dir: &std::path::Path) -> NodeConfig {
     let mut c = NodeConfig::default();
@@ -198,7 +198,7 @@ async fn household_lifecycle_and_validation() {
 
     // Out of scope village, unknown top-level field, broken JSON.
     let mut other = valid_household();
-    other["profile"]["village"] = json!("510116104202");
+    other["profile"]["village"] = json!("510116108204");
     let (status, body) = send(http.post(format!("{url}/api/v1/households")).json(&other)).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["fields"][0]["code"], "out_of_scope");

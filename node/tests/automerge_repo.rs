@@ -19,7 +19,7 @@ use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::key::{DocKey, Kind};
 use serde_json::json;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const ME: &str = "rust-client";
 
 async fn start(dir: &std::path::Path) -> RunningNode {
@@ -311,7 +311,7 @@ async fn invalid_and_read_only_changes_are_refused_and_not_stored() {
     let mut r = Replica::new(&hh);
     assert!(!r.sync(&mut conn, &server).await);
     let mut tx = r.doc.transaction();
-    tx.put(ROOT, "village", "510116104202").unwrap();
+    tx.put(ROOT, "village", "510116108204").unwrap();
     tx.commit();
     assert!(r.sync(&mut conn, &server).await);
     assert_eq!(
@@ -355,7 +355,7 @@ async fn unknown_and_hidden_documents_are_unavailable() {
     let (_, hh) = create(&node).await;
     let other_village = Principal::Cadre {
         account: "cadre-zhao".into(),
-        village: AreaCode::parse("510116104202").unwrap(),
+        village: AreaCode::parse("510116108204").unwrap(),
     };
     for (principal, key) in [
         (Principal::Anonymous, hh.clone()),

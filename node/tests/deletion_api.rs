@@ -13,8 +13,8 @@ use cunyun_protocol::key::{DocKey, Kind};
 use serde_json::{json, Value};
 
 const COUNTY: &str = "510116";
-const VILLAGE_A: &str = "510116104201";
-const VILLAGE_B: &str = "510116104202";
+const VILLAGE_A: &str = "510116108203";
+const VILLAGE_B: &str = "510116108204";
 const PASSWORD: &str = "村干部的密码2026";
 
 fn config(dir: &std::path::Path) -> NodeConfig {

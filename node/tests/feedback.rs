@@ -18,7 +18,7 @@ use cunyun_protocol::key::{DocKey, Kind};
 use cunyun_protocol::rec::Rec;
 use serde_json::{json, Value};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const CADRE: &str = "wangli";
 const PASSWORD: &str = "村干部的密码2026";
 

@@ -149,7 +149,7 @@ async fn sync_port_refuses_a_flooding_address_and_a_good_peer_still_syncs() {
     let village = start_node(
         root.path(),
         "a",
-        identity(1, Role::Village, "510116104201"),
+        identity(1, Role::Village, "510116108203"),
         vec![],
     )
     .await;
@@ -225,8 +225,8 @@ async fn enrollment_port_refuses_a_flooding_address_and_a_good_node_still_enroll
     task.abort();
 }
 
-const VILLAGE_A: &str = "510116104201";
-const VILLAGE_B: &str = "510116104202";
+const VILLAGE_A: &str = "510116108203";
+const VILLAGE_B: &str = "510116108204";
 
 /// A client logged in as `name`: it sends the session cookie, and the CSRF token when the node
 /// sets one (`cunyun_csrf`), on every request.
@@ -397,7 +397,7 @@ async fn a_cadre_of_village_a_gets_403_for_village_b_records_on_every_api_route(
         assert!(
             body["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("管辖范围") && m.contains("510116104201")),
+                .is_some_and(|m| m.contains("管辖范围") && m.contains("510116108203")),
             "{what}: {body}"
         );
     }

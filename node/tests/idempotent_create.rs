@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const CADRE: &str = "wangli";
 const PASSWORD: &str = "村干部的密码2026";
 /// Most attempts of one create; each is bounded by the client's timeout.

@@ -95,8 +95,8 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_root, county_ca) = pki(&tmp.path().join("pki"), 10, "510116");
     let c_id = ident(1, Role::County, "510116");
-    let a_id = ident(2, Role::Village, "510116104201");
-    let b_id = ident(3, Role::Village, "510116104202");
+    let a_id = ident(2, Role::Village, "510116108203");
+    let b_id = ident(3, Role::Village, "510116108204");
     let county = start_node(&tmp.path().join("c"), &c_id, &county_ca, vec![]).await;
     let c_addr = sync(&county).listen_addr();
     let a = start_node(&tmp.path().join("a"), &a_id, &county_ca, vec![c_addr]).await;
@@ -224,7 +224,7 @@ fn forged_tampered_and_out_of_scope_lists_change_nothing() {
     };
     assert!(set.add(&elsewhere));
     assert!(set
-        .revoked(&ident(4, Role::Village, "510116104201"), b"x")
+        .revoked(&ident(4, Role::Village, "510116108203"), b"x")
         .is_some());
     assert!(set
         .revoked(&ident(5, Role::Village, "510117104201"), b"x")
@@ -244,7 +244,7 @@ async fn a_running_session_ends_when_the_peer_is_revoked() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_root, county_ca) = pki(&tmp.path().join("pki"), 40, "510116");
     let c_id = ident(1, Role::County, "510116");
-    let a_id = ident(2, Role::Village, "510116104201");
+    let a_id = ident(2, Role::Village, "510116108203");
     let county = start_node(&tmp.path().join("c"), &c_id, &county_ca, vec![]).await;
     let c_addr = sync(&county).listen_addr();
     // Village A connects and then says nothing: the county waits for it (idle limit 60 s).

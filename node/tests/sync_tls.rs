@@ -2,7 +2,7 @@
 //! village nodes reach their county node and a hub-role node; each node ends with exactly what
 //! its scope and role allow, with identical heads for every document two nodes both hold.
 //!
-//! Topology (static peers, no mDNS): village A (510116104201) and village B (510116104202) dial
+//! Topology (static peers, no mDNS): village A (510116108203) and village B (510116108204) dial
 //! county C (510116); hub H (51) dials C.
 
 use std::collections::BTreeMap;
@@ -98,14 +98,14 @@ async fn villages_county_and_hub_converge_within_their_scopes() {
     let a = start_node(
         root.path(),
         "a",
-        identity(1, Role::Village, "510116104201"),
+        identity(1, Role::Village, "510116108203"),
         vec![c_addr],
     )
     .await;
     let b = start_node(
         root.path(),
         "b",
-        identity(2, Role::Village, "510116104202"),
+        identity(2, Role::Village, "510116108204"),
         vec![c_addr],
     )
     .await;
@@ -168,7 +168,7 @@ async fn villages_county_and_hub_converge_within_their_scopes() {
     }
 
     // Scope: a village never holds another village's documents; the hub holds no hp.
-    let village_a = "510116104201";
+    let village_a = "510116108203";
     assert!(index(&a).keys().all(|k| k.area().to_string() == village_a));
     assert!(index(&b).keys().all(|k| k.area().to_string() != village_a));
     assert!(index(&hub).keys().all(|k| k.kind() == Kind::Hh));

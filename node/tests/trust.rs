@@ -32,8 +32,8 @@ fn ident(n: u8, role: Role, scope: &str) -> NodeIdentity {
     }
 }
 
-const VILLAGE_A: &str = "510116104201";
-const VILLAGE_B: &str = "510116104202";
+const VILLAGE_A: &str = "510116108203";
+const VILLAGE_B: &str = "510116108204";
 
 struct Pki {
     root: CertAuthority,

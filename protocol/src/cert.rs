@@ -202,7 +202,7 @@ mod tests {
     fn chain_policy() {
         let root = id(0, Role::Hub, "51");
         let county = id(1, Role::County, "510116");
-        let village = id(2, Role::Village, "510116104201");
+        let village = id(2, Role::Village, "510116108203");
         let mule = id(3, Role::Mule, "510116");
         assert_eq!(check_chain(&root, &[county], &village), Ok(()));
         assert_eq!(check_chain(&root, &[county], &mule), Ok(()));
@@ -226,7 +226,7 @@ mod tests {
         ));
         // A village CA is no CA at all.
         assert!(matches!(
-            check_chain(&root, &[village], &id(7, Role::Village, "510116104201")),
+            check_chain(&root, &[village], &id(7, Role::Village, "510116108203")),
             Err(ChainError::IntermediateRole("village"))
         ));
         assert!(matches!(

@@ -257,16 +257,20 @@ impl Gazetteer {
 }
 
 /// The name a page shows for a published division name: the committee suffix of villages and
-/// communities dropped (`雄义村民委员会` → `雄义村`, `里仁社区居民委员会` → `里仁社区`,
-/// `多福巷社区居委会` → `多福巷社区`); other names unchanged.
+/// communities dropped (`雄义村民委员会` → `雄义村`, `岷江村村委会` and `岷江村村民委员会` →
+/// `岷江村`, `里仁社区居民委员会` → `里仁社区`, `多福巷社区居委会` → `多福巷社区`); other names
+/// unchanged.
 pub fn short_name(official: &str) -> &str {
     for (suffix, keep) in [
         ("村民委员会", "村".len()),
         ("居民委员会", 0),
         ("居委会", 0),
+        ("村委员会", "村".len()),
         ("村委会", "村".len()),
     ] {
         if let Some(stem) = official.strip_suffix(suffix) {
+            // `X村` + `村委会` names the village `X村`, not `X村村`.
+            let keep = if stem.ends_with('村') { 0 } else { keep };
             let cut = stem.len() + keep;
             if cut > 0 {
                 return &official[..cut];
@@ -307,6 +311,7 @@ mod tests {
         assert_eq!(g.label(&area("511424000000")), "眉山市 › 丹棱县");
         assert_eq!(g.label(&area("511400000000")), "眉山市");
         assert_eq!(g.label(&area("510000000000")), "四川省");
+        assert_eq!(g.label(&area("510116108203")), "双流区 › 彭镇 › 岷江村");
         assert_eq!(
             g.path(&area("511424102202"))
                 .iter()
@@ -392,6 +397,10 @@ mod tests {
         assert_eq!(short_name("多福巷社区居委会"), "多福巷社区");
         assert_eq!(short_name("丹棱县"), "丹棱县");
         assert_eq!(short_name("村民委员会"), "村");
+        assert_eq!(short_name("岷江村村委会"), "岷江村");
+        assert_eq!(short_name("石桥村村民委员会"), "石桥村");
+        assert_eq!(short_name("跳蹬村委会"), "跳蹬村");
+        assert_eq!(short_name("黄桷村村委员会"), "黄桷村");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A peer's identity comes from its certificate, never from what it says in a session. The
 //! certificate carries a [`NodeIdentity`] as a subjectAltName URI,
 //! `urn:cunyun:node:<32 hex node id>:<role>:<scope prefix>`, e.g.
-//! `urn:cunyun:node:00112233445566778899aabbccddeeff:village:510116104201`. This module owns that
+//! `urn:cunyun:node:00112233445566778899aabbccddeeff:village:510116108203`. This module owns that
 //! form (pure, size-limited, never panics on input); the node's TLS layer puts it into and reads
 //! it out of certificates.
 
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn rejects_damage() {
-        let ok = "urn:cunyun:node:00112233445566778899aabbccddeeff:village:510116104201";
+        let ok = "urn:cunyun:node:00112233445566778899aabbccddeeff:village:510116108203";
         let ident = NodeIdentity::from_uri(ok).expect("valid");
         assert_eq!(ident.role, Role::Village);
         assert_eq!(ident.to_uri(), ok);

@@ -22,7 +22,7 @@ use cunyun_node::server;
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use serde_json::{json, Value};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const CADRE_TOKEN: &str = "test-cadre-token-7f3a";
 const ACCOUNT: &str = "wangli";
 const PASSWORD: &str = "村干部的密码2026";

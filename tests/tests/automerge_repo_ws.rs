@@ -19,7 +19,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const TOKEN: &str = "ws-test-token";
 
 /// Joins, requests `doc`, and returns the node's answer to the request.
@@ -193,7 +193,7 @@ async fn session_cookie(addr: std::net::SocketAddr, name: &str, password: &str) 
 async fn a_cadre_of_another_village_gets_nothing_of_this_village_on_a_county_node() {
     use cunyun_node::automerge_repo::docid::url_for_key;
     use cunyun_protocol::key::Kind;
-    const OTHER: &str = "510116104202";
+    const OTHER: &str = "510116108204";
     let data = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::default();
     config.data_dir = data.path().to_path_buf();

@@ -125,7 +125,7 @@ async fn hub_to_county_to_village_byte_identical() {
     let root = root.path();
     let _hub_tls = tls(root, "hub", 1, Role::Hub, "51");
     let county_tls = tls(root, "county", 2, Role::County, "510116");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let county = store(root, "county", 1 << 30);
     let village = store(root, "village", 1 << 30);
@@ -178,7 +178,7 @@ async fn tampered_chunk_on_serving_disk_is_not_served() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let village = store(root, "village", 1 << 30);
     let data = file_bytes(2 * DEFAULT_CHUNK_SIZE as usize, 8);
@@ -316,7 +316,7 @@ async fn tampered_chunk_on_the_wire_is_rejected_and_fetched_again() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let village = store(root, "village", 1 << 30);
     let data = file_bytes(3 * DEFAULT_CHUNK_SIZE as usize, 9);
@@ -338,7 +338,7 @@ async fn tampered_or_foreign_manifest_is_rejected() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let village = store(root, "village", 1 << 30);
     let data = file_bytes(100_000, 10);
@@ -381,7 +381,7 @@ async fn cut_transfer_resumes_resending_less_than_one_chunk() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let village = store(root, "village", 1 << 30);
     let data = file_bytes(8 * DEFAULT_CHUNK_SIZE as usize + 5_000, 11);
@@ -444,7 +444,7 @@ async fn quota_evicts_what_is_no_longer_wanted() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51");
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let hub = store(root, "hub", 1 << 30);
     let size = 2 * DEFAULT_CHUNK_SIZE as usize;
     // Room for two items, not three.
@@ -485,7 +485,7 @@ async fn quota_evicts_what_is_no_longer_wanted() {
 async fn a_node_started_from_config_serves_content_signed_by_its_trusted_key() {
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201");
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203");
     let county_id = NodeIdentity {
         node_id: NodeId([2; 16]),
         role: Role::County,

@@ -1,8 +1,8 @@
 //! Deletion on request reaches every node that held the household, over real mutual TLS on
 //! loopback.
 //!
-//! Topology (static peers, no mDNS): village V (510116104201) and hub H (51) dial county C
-//! (510116); a mule M (village scope 510116104201) dials V. Two households are recorded at V
+//! Topology (static peers, no mDNS): village V (510116108203) and hub H (51) dial county C
+//! (510116); a mule M (village scope 510116108203) dials V. Two households are recorded at V
 //! with planted marker strings in their profile and private part; they reach M, C and H, the hub
 //! matches them and its `rec` documents come back down, and V records feedback (`fb`). The mule
 //! is then stopped (it will be the stale peer). One household is deleted at V. Within bounded
@@ -30,7 +30,7 @@ use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::{DocKey, Kind, Role};
 use serde_json::json;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 
 fn identity(n: u8, role: Role, scope: &str) -> NodeIdentity {
     NodeIdentity {

@@ -12,7 +12,7 @@ use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
 use cunyun_tests::link::{Direction, LinkConfig, LinkEmulator};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 
 fn config(root: &std::path::Path, name: &str, id: NodeIdentity) -> NodeConfig {
     let dir = root.join(name);

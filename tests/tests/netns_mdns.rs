@@ -22,7 +22,7 @@ fn three_nodes_find_each_other_by_multicast_dns() {
                 "--id",
                 id,
                 "--scope",
-                "510116104201",
+                "510116108203",
                 "--expect",
                 "2",
                 "--seconds",

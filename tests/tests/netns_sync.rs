@@ -17,7 +17,7 @@ fn three_namespaced_nodes_discover_each_other_and_converge_over_tls() {
     let lan = NetnsLan::create("sy", 3).expect("create namespaces (needs root and iproute2)");
     std::thread::sleep(Duration::from_millis(1500));
     let root = tempfile::tempdir().expect("tempdir");
-    let village = "510116104201";
+    let village = "510116108203";
     let nodes = [
         (Role::Village, village, 20usize),
         (Role::Mule, village, 15),

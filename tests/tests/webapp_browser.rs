@@ -18,7 +18,7 @@ use cunyun_protocol::area::AreaScope;
 use cunyun_tests::browser::{self, Driver, Session};
 use serde_json::json;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 
 fn img(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -23,7 +23,7 @@ use cunyun_node::server::{self, RunningNode};
 use cunyun_tests::browser::{self, Driver, Session};
 use serde_json::json;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const HOST: &str = "cunyun.lan";
 
 fn img(name: &str) -> PathBuf {

@@ -14,7 +14,7 @@ use cunyun_protocol::area::AreaScope;
 use cunyun_tests::browser::{self, Driver, Session};
 use serde_json::json;
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const IMG: &str = "<img src=x onerror=window.__xss=1>";
 const SCRIPT: &str = "<script>window.__xss=2</script>";
 const ATTR: &str = "\"><img src=x onerror=__xss=3>";

@@ -14,7 +14,7 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let village = AreaCode::parse("510116104201")?;
+    let village = AreaCode::parse("510116108203")?;
     let mut config = NodeConfig::default();
     config.data_dir = dir.path().to_path_buf();
     config.listen = "127.0.0.1:0".parse()?;

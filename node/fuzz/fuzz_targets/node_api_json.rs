@@ -22,7 +22,7 @@ fn edit(body: &[u8]) {
         return;
     };
     assert!(checked.base_profile.len() <= OfflineEdit::MAX_HEADS);
-    let village: AreaCode = "510116104201".parse().expect("a village code");
+    let village: AreaCode = "510116108203".parse().expect("a village code");
     let base = HouseholdProfile::new(village, 1, 1);
     let private = HouseholdPrivate::default();
     if let Ok((profile, private)) = patched(&base, &private, checked.patch, |_| {}) {

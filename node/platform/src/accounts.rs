@@ -20,7 +20,7 @@
 //! Logins, logouts and account changes are written to the audit log ([`crate::audit`]).
 //!
 //! ```json
-//! {"version": 2, "accounts": [{"name": "wangli", "role": "cadre", "scope": "510116104201",
+//! {"version": 2, "accounts": [{"name": "wangli", "role": "cadre", "scope": "510116108203",
 //!   "password_hash": "$argon2id$v=19$…", "created_ms": 1764576000000, "disabled": false,
 //!   "sessions_from_ms": 0}]}
 //! ```
@@ -781,14 +781,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let accounts = Accounts::open(dir.path()).expect("open");
         accounts
-            .add("wangli", "510116104201", "村里的密码123")
+            .add("wangli", "510116108203", "村里的密码123")
             .expect("add");
         assert!(matches!(
-            accounts.add("wangli", "510116104201", "another-password"),
+            accounts.add("wangli", "510116108203", "another-password"),
             Err(AccountError::Exists(_))
         ));
         assert!(matches!(
-            accounts.add("x", "510116104201", "long enough"),
+            accounts.add("x", "510116108203", "long enough"),
             Err(AccountError::BadName(_))
         ));
         assert!(matches!(
@@ -796,7 +796,7 @@ mod tests {
             Err(AccountError::BadVillage(_))
         ));
         assert!(matches!(
-            accounts.add("lisi", "510116104201", "short"),
+            accounts.add("lisi", "510116108203", "short"),
             Err(AccountError::WeakPassword)
         ));
         assert!(matches!(
@@ -825,7 +825,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let accounts = Accounts::open(dir.path()).expect("open");
         accounts
-            .add("zhangsan", "510116104201", "correct-horse")
+            .add("zhangsan", "510116108203", "correct-horse")
             .expect("add");
         for _ in 0..MAX_FAILURES {
             assert!(matches!(
@@ -845,7 +845,7 @@ mod tests {
         std::fs::write(
             dir.path().join("accounts.json"),
             format!(
-                r#"{{"version": 1, "accounts": [{{"name": "old", "village": "510116104201",
+                r#"{{"version": 1, "accounts": [{{"name": "old", "village": "510116108203",
                 "password_hash": "{}", "created_ms": 1}}]}}"#,
                 hash_password("old-password").expect("hash")
             ),
@@ -858,7 +858,7 @@ mod tests {
             .user;
         assert_eq!(
             (old.role, old.scope.as_str()),
-            (Role::Cadre, "510116104201")
+            (Role::Cadre, "510116108203")
         );
         let op = accounts
             .create(
@@ -875,7 +875,7 @@ mod tests {
                 "admin1",
                 "x2",
                 Role::CountyOperator,
-                "510116104201",
+                "510116108203",
                 "county-pass"
             ),
             Err(AccountError::BadScope { .. })
@@ -889,9 +889,9 @@ mod tests {
             .create("admin1", "sheng", Role::HubOperator, "51", "hub-password")
             .expect("hub operator");
         let u = accounts.login("xian", "county-pass").expect("login").user;
-        assert!(u.may_read(&AreaCode::parse("510116104201").expect("area")));
+        assert!(u.may_read(&AreaCode::parse("510116108203").expect("area")));
         assert!(!u.may_read(&AreaCode::parse("510117104201").expect("area")));
-        assert!(!u.may_write(&AreaCode::parse("510116104201").expect("area")));
+        assert!(!u.may_write(&AreaCode::parse("510116108203").expect("area")));
         // The file is rewritten as version 2 and the old account is still there.
         let text = std::fs::read_to_string(dir.path().join("accounts.json")).expect("file");
         assert!(text.contains("\"version\": 2") && text.contains("\"old\""));
@@ -901,7 +901,7 @@ mod tests {
     fn disable_passwd_remove_end_sessions_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = Accounts::open(dir.path()).expect("open");
-        node.add("wangli", "510116104201", "first-password")
+        node.add("wangli", "510116108203", "first-password")
             .expect("add");
         let t1 = node.login("wangli", "first-password").expect("login").token;
         assert!(node.session(&t1).is_some());

@@ -159,7 +159,7 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
     let v_dir = tmp.path().join("village-a");
     let va = county_ca
         .issue_node_files(
-            scope("510116104201"),
+            scope("510116108203"),
             Role::Village,
             None,
             &v_dir.join("tls"),
@@ -173,7 +173,7 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
     // Renewal: a new certificate for the same node id, which works like the first.
     let renewed = county_ca
         .issue_node_files(
-            scope("510116104201"),
+            scope("510116108203"),
             Role::Village,
             Some(va.node_id),
             &tmp.path().join("renewed").join("tls"),
@@ -197,14 +197,14 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
 
     // Over the LAN: the county serves enrollment with a token of its own.
     let vt = TokenStore::open(&county_ca_dir)
-        .issue(scope("510116104202"), Role::Village, 3600, system_time_s())
+        .issue(scope("510116108204"), Role::Village, 3600, system_time_s())
         .expect("token");
     let (caddr, county_task) = serve(&county_ca_dir).await;
     let b_dir = tmp.path().join("village-b");
     let vb = enroll::enroll_node(caddr, &root_pem, &vt.token, &b_dir)
         .await
         .expect("village enrolled over the LAN");
-    assert_eq!(vb.identity.scope, scope("510116104202"));
+    assert_eq!(vb.identity.scope, scope("510116108204"));
     assert!(vb.ca_dir.is_none(), "a village gets no CA");
     let village_b = load(&b_dir);
     ping(village_a, village_b.clone())
@@ -234,8 +234,8 @@ async fn county_enrolls_at_the_hub_then_enrolls_villages_offline() {
     let county_log = actions(&county_ca_dir);
     for a in [
         "cert_issued urn:cunyun:node:",
-        "enroll_token_issued 510116104202",
-        "enroll_token_used 510116104202",
+        "enroll_token_issued 510116108204",
+        "enroll_token_used 510116108204",
     ] {
         assert!(
             county_log.iter().any(|l| l.starts_with(a)),

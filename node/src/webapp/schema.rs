@@ -215,7 +215,7 @@ mod tests {
                 }
             }
         }
-        let village = AreaCode::parse("510116104201").expect("village");
+        let village = AreaCode::parse("510116108203").expect("village");
         let mut expected =
             keys(&serde_json::to_value(HouseholdProfile::new(village, 1, 1)).expect("json"));
         // The village is the node's and never edited in the form.

@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{emit, progress, quantile};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const HOUSEHOLDS: usize = 300;
 const CHANGES: usize = 100;
 const PUSHES: usize = 30;

@@ -21,7 +21,7 @@ use super::{emit, progress, quantile};
 
 const NODES: usize = 30;
 const RUNS: u64 = 20;
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 
 async fn start_lan(root: &std::path::Path, seed: u64) -> anyhow::Result<Vec<RunningNode>> {
     // Bind every sync port first so each node can be told all the others; each node then

@@ -77,7 +77,7 @@ async fn run_async(size: usize) -> anyhow::Result<()> {
     let mut trusted = TrustedKeys::new();
     trusted.add(key.verifying_key());
     let hub_tls = tls(root, "hub", 1, Role::Hub, "51")?;
-    let village_tls = tls(root, "village", 3, Role::Village, "510116104201")?;
+    let village_tls = tls(root, "village", 3, Role::Village, "510116108203")?;
     let (hub, _) = BlobStore::open(&root.join("hub/blobs"), 1 << 40, trusted.clone())?;
     let (village, _) = BlobStore::open(&root.join("village/blobs"), 1 << 40, trusted)?;
 

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{emit, progress, quantile};
 use crate::browser::{self, Driver};
 
-const VILLAGE: &str = "510116104201";
+const VILLAGE: &str = "510116108203";
 const HOUSEHOLDS: usize = 1000;
 const RENDERS: usize = 9;
 

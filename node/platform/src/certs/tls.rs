@@ -656,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn mutual_tls_binds_identity_from_certificates() {
         let ca = root_ca("test CA", 200);
-        let village = ident(1, Role::Village, "510116104201");
+        let village = ident(1, Role::Village, "510116108203");
         let county = ident(2, Role::County, "510116");
         let (seen_by_server, seen_by_client) = handshake(ctx(&ca, &county), ctx(&ca, &village))
             .await
@@ -669,7 +669,7 @@ mod tests {
     async fn certificate_from_another_ca_is_refused() {
         let ca = root_ca("test CA", 200);
         let rogue = root_ca("rogue CA", 201);
-        let good = ctx(&ca, &ident(1, Role::Village, "510116104201"));
+        let good = ctx(&ca, &ident(1, Role::Village, "510116108203"));
         let bad = ctx(&rogue, &ident(3, Role::Hub, "51"));
         assert!(
             handshake(good.clone(), bad.clone()).await.is_err(),
@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn init_writes_loadable_files_and_reuses_the_ca() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let id = ident(5, Role::Village, "510116104201");
+        let id = ident(5, Role::Village, "510116108203");
         let created =
             init_dev_identity(&dir.path().join("ca"), &dir.path().join("a"), &id).expect("init");
         assert!(created);
@@ -721,7 +721,7 @@ mod tests {
         let county_id = ident(2, Role::County, "510116");
         let county = county_ca(&root, &county_id);
         assert!(county.is_intermediate());
-        let village = ident(1, Role::Village, "510116104201");
+        let village = ident(1, Role::Village, "510116108203");
         let county_node = ident(3, Role::County, "510116");
         let v = county.issue(&village).expect("issue");
         assert_eq!(
@@ -764,7 +764,7 @@ mod tests {
             .issue_county_ca(&ident(8, Role::County, "520102"), &key)
             .is_err());
         assert!(root
-            .issue_county_ca(&ident(9, Role::Village, "510116104201"), &key)
+            .issue_county_ca(&ident(9, Role::Village, "510116108203"), &key)
             .is_err());
     }
 

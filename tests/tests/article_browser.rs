@@ -178,7 +178,11 @@ async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_
     let province = AreaCode::parse("510000000000")?;
     let mut ids = Vec::new();
     for (name, org, contact) in [
-        ("唐晓梅", "眉山市柑橘产业技术研究院", "丹棱县科技服务中心柑橘专家工作站，每周三坐班"),
+        (
+            "唐晓梅",
+            "眉山市柑橘产业技术研究院",
+            "丹棱县科技服务中心柑橘专家工作站，每周三坐班",
+        ),
         ("何玉兰", "四川农业大学园艺学院", ""),
     ] {
         let e = cunyun_hub::experts::save(
@@ -225,10 +229,16 @@ async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_
     let s = driver.session(&dir.path().join("profile-need")).await?;
     browser::login(&s, &url, "wangli", "wangli-password").await?;
     s.goto(&format!("{url}/#/needs/{nid}")).await?;
-    s.wait("document.querySelectorAll('.experts li.expert').length === 2", 30)
-        .await?;
+    s.wait(
+        "document.querySelectorAll('.experts li.expert').length === 2",
+        30,
+    )
+    .await?;
     let text = s
-        .js("return document.querySelector('.experts').innerText", json!([]))
+        .js(
+            "return document.querySelector('.experts').innerText",
+            json!([]),
+        )
         .await?;
     let text = text.as_str().unwrap_or_default().to_string();
     for want in [
@@ -265,35 +275,51 @@ async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_
     let second = &ids[1];
     s.click(&format!("[data-expert='{first}'][data-choice='accepted']"))
         .await?;
-    s.wait("document.querySelector('.experts').innerText.includes('已选定')", 20)
-        .await?;
+    s.wait(
+        "document.querySelector('.experts').innerText.includes('已选定')",
+        20,
+    )
+    .await?;
     s.click(&format!("[data-expert='{second}'][data-choice='declined']"))
         .await?;
-    s.wait("document.querySelector('.experts').innerText.includes('已请换人')", 20)
-        .await?;
+    s.wait(
+        "document.querySelector('.experts').innerText.includes('已请换人')",
+        20,
+    )
+    .await?;
     let on_node = records.get_need(&nid)?.need;
     assert_eq!(on_node.accepted_expert(), Some(first.as_str()));
-    assert_eq!(on_node.expert_choice.get(second), Some(&ExpertChoice::Declined));
+    assert_eq!(
+        on_node.expert_choice.get(second),
+        Some(&ExpertChoice::Declined)
+    );
 
     // Up at the hub: the answer arrived, and the next round no longer suggests the declined one.
     let key = DocKey::new(AreaCode::parse(VILLAGE)?, Kind::Need, nid.as_str())?;
     let store = hub.hub.store.clone();
-    until(60, "the answer reaches the hub and its match drops the declined expert", || {
-        let Some(doc) = store.load(&key)? else {
-            return Ok(false);
-        };
-        let at_hub = LocalNeed::read_from(&doc)?;
-        let Some(m) = store.load(&key.with_kind(Kind::Match))? else {
-            return Ok(false);
-        };
-        let m = NeedMatch::read_from(&m)?;
-        Ok(at_hub.accepted_expert() == Some(first.as_str())
-            && m.suggestions.contains_key(first)
-            && !m.suggestions.contains_key(second))
-    })
+    until(
+        60,
+        "the answer reaches the hub and its match drops the declined expert",
+        || {
+            let Some(doc) = store.load(&key)? else {
+                return Ok(false);
+            };
+            let at_hub = LocalNeed::read_from(&doc)?;
+            let Some(m) = store.load(&key.with_kind(Kind::Match))? else {
+                return Ok(false);
+            };
+            let m = NeedMatch::read_from(&m)?;
+            Ok(at_hub.accepted_expert() == Some(first.as_str())
+                && m.suggestions.contains_key(first)
+                && !m.suggestions.contains_key(second))
+        },
+    )
     .await?;
     // And back down: the village's page lists only the chosen expert.
-    until(60, "the new match reaches the village", || Ok(suggested(&records)? == 1)).await?;
+    until(60, "the new match reaches the village", || {
+        Ok(suggested(&records)? == 1)
+    })
+    .await?;
 
     s.close().await?;
     drop(driver);

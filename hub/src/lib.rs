@@ -239,7 +239,8 @@ pub async fn start(
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
-        let s = SyncService::start(config.sync.clone(), store.clone(), dir).await?;
+        let host = Arc::new(cunyun_platform::host::NodeHost::new(store.clone(), dir));
+        let s = SyncService::start(config.sync.clone(), host, dir).await?;
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();
         if id.role != Role::Hub || id.scope != config.scope {

@@ -81,7 +81,8 @@ async fn serving_node(root: &Path, name: &str, blobs: BlobStore) -> (SyncService
     c.listen = "127.0.0.1:0".parse().expect("addr");
     c.mdns = false;
     c.interval_s = 3600;
-    let service = SyncService::start(c, docs, &dir)
+    let host = std::sync::Arc::new(cunyun_platform::host::NodeHost::new(docs, &dir));
+    let service = SyncService::start(c, host, &dir)
         .await
         .expect("sync service");
     service.set_blob_store(blobs);

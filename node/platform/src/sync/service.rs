@@ -25,7 +25,7 @@ use crate::certs::revocation::RevocationSet;
 use crate::certs::tls::TlsContext;
 use crate::clock::now_ms;
 use crate::discovery::{MdnsDiscovery, PeerEvent};
-use crate::store::DocStore;
+use crate::host::SyncHost;
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
 
 /// A node whose certificate expires within this many days logs a warning at start.
@@ -216,11 +216,11 @@ enum PeerKey {
 }
 
 struct Inner {
-    store: DocStore,
+    host: Arc<dyn SyncHost>,
     tls: TlsContext,
     config: SyncConfig,
     listen: SocketAddr,
-    memory_path: PathBuf,
+    /// The remembered watermarks of every peer (persisted through the host).
     memory: Mutex<HashMap<NodeId, PeerMemory>>,
     peers: Mutex<BTreeMap<PeerKey, PeerStatus>>,
     active: Mutex<HashSet<PeerKey>>,
@@ -241,67 +241,12 @@ pub struct SyncService {
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredMemory {
-    peer: NodeId,
-    scope_id: u64,
-    peer_seq_seen: u64,
-    my_seq_seen: u64,
-}
-
-fn load_memory(path: &Path) -> HashMap<NodeId, PeerMemory> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    match serde_json::from_str::<Vec<StoredMemory>>(&text) {
-        Ok(list) => list
-            .into_iter()
-            .map(|m| {
-                (
-                    m.peer,
-                    PeerMemory {
-                        scope_id: m.scope_id,
-                        peer_seq_seen: m.peer_seq_seen,
-                        my_seq_seen: m.my_seq_seen,
-                    },
-                )
-            })
-            .collect(),
-        Err(e) => {
-            // Losing watermarks only makes the next sessions cold.
-            tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
-            HashMap::new()
-        }
-    }
-}
-
-fn save_memory(path: &Path, memory: &HashMap<NodeId, PeerMemory>) -> std::io::Result<()> {
-    use std::io::Write;
-    let list: Vec<StoredMemory> = memory
-        .iter()
-        .map(|(peer, m)| StoredMemory {
-            peer: *peer,
-            scope_id: m.scope_id,
-            peer_seq_seen: m.peer_seq_seen,
-            my_seq_seen: m.my_seq_seen,
-        })
-        .collect();
-    let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 impl SyncService {
-    /// Starts the sync service for a node whose data lives in `data_dir`.
+    /// Starts the sync service over `host`, for a node whose certificates live in
+    /// `<data_dir>/tls` (unless `config.tls_dir` says otherwise).
     pub async fn start(
         config: SyncConfig,
-        store: DocStore,
+        host: Arc<dyn SyncHost>,
         data_dir: &Path,
     ) -> Result<SyncService, SyncStartError> {
         let tls_dir = config
@@ -319,8 +264,22 @@ impl SyncService {
                 "node certificate expires soon; renew it (cunyun-node enroll-village --node-id)"
             );
         }
-        // Lists already stored take effect before the first handshake.
-        revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
+        // Lists already stored take effect before the first handshake; the watermarks are read
+        // once (a failure only makes the first sessions cold).
+        let memory = {
+            let (host, tls) = (host.clone(), tls.clone());
+            tokio::task::spawn_blocking(move || {
+                let v = tls.verifier();
+                v.revocations()
+                    .refresh(host.as_ref(), &tls.identity.scope, v.root_der());
+                host.load_peer_memory().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "peer watermarks unreadable; starting cold");
+                    HashMap::new()
+                })
+            })
+            .await
+            .unwrap_or_default()
+        };
         let bind_error = |source| SyncStartError::Bind {
             addr: config.listen,
             source,
@@ -338,12 +297,10 @@ impl SyncService {
                 addr: config.listen,
                 source,
             })?;
-        let memory_path = data_dir.join("sync").join("peers.json");
         let (reports, _) = tokio::sync::broadcast::channel(256);
         let inner = Arc::new(Inner {
-            memory: Mutex::new(load_memory(&memory_path)),
-            memory_path,
-            store,
+            memory: Mutex::new(memory),
+            host,
             tls,
             slots: Arc::new(Semaphore::new(config.max_concurrent_sessions.max(1))),
             config,
@@ -500,7 +457,7 @@ impl SyncService {
         (base * factor) as u64
     }
 
-    fn record(&self, key: &PeerKey, report: &SessionReport, addr: Option<SocketAddr>) {
+    async fn record(&self, key: &PeerKey, report: &SessionReport, addr: Option<SocketAddr>) {
         let now = now_ms();
         let ok = report.outcome.is_ok();
         if let Ok(mut t) = self.inner.totals.lock() {
@@ -570,12 +527,18 @@ impl SyncService {
             }
             peers.insert(id_key, status);
         }
-        if let Ok(memory) = &report.outcome {
+        if let Ok(memory) = report.outcome {
+            let peer = report.peer.node_id;
             if let Ok(mut mem) = self.inner.memory.lock() {
-                mem.insert(report.peer.node_id, *memory);
-                if let Err(e) = save_memory(&self.inner.memory_path, &mem) {
-                    tracing::warn!(error = %e, "could not persist peer watermarks");
-                }
+                mem.insert(peer, memory);
+            }
+            let host = self.inner.host.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || host.save_peer_memory(peer, memory)).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not persist peer watermarks"),
+                Err(e) => tracing::warn!(error = %e, "could not persist peer watermarks"),
             }
         }
         let _ = self.inner.reports.send(report.clone());
@@ -636,7 +599,7 @@ where
     let mut revocations = inner.revocation_updates.subscribe();
     let session = run_session(
         stream,
-        &inner.store,
+        inner.host.clone(),
         inner.tls.identity,
         peer,
         service.memory_for(&peer.node_id),
@@ -735,7 +698,7 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             service.set_active(&key, true);
             let report = guarded_session(&service, stream, peer).await;
             service.set_active(&key, false);
-            service.record(&key, &report, None);
+            service.record(&key, &report, None).await;
             drop(permit);
         });
     }
@@ -782,20 +745,20 @@ async fn discovery_loop(service: SyncService, mut discovery: MdnsDiscovery) {
 
 async fn scheduler_loop(service: SyncService) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_commits = service.inner.store.stats().writes;
+    let mut writes = service.inner.host.watch_writes();
+    writes.borrow_and_update();
     loop {
         tick.tick().await;
         // A local change (or one applied from a peer) makes every peer due after the debounce.
-        let commits = service.inner.store.stats().writes;
-        if commits != last_commits {
-            last_commits = commits;
+        if writes.has_changed().unwrap_or(false) {
+            writes.borrow_and_update();
             service.all_due_in(service.inner.config.debounce_ms);
             // A revocation list may have arrived (or been published here).
-            let (store, tls) = (service.inner.store.clone(), service.inner.tls.clone());
+            let (host, tls) = (service.inner.host.clone(), service.inner.tls.clone());
             let added = tokio::task::spawn_blocking(move || {
                 let v = tls.verifier();
                 v.revocations()
-                    .refresh(&store, &tls.identity.scope, v.root_der())
+                    .refresh(host.as_ref(), &tls.identity.scope, v.root_der())
             })
             .await
             .unwrap_or(0);
@@ -840,7 +803,7 @@ async fn scheduler_loop(service: SyncService) {
                 }
                 service.set_active(&key, false);
                 match result {
-                    Ok(report) => service.record(&key, &report, used),
+                    Ok(report) => service.record(&key, &report, used).await,
                     Err(e) => {
                         let now = now_ms();
                         if let Ok(mut peers) = service.inner.peers.lock() {

@@ -191,7 +191,7 @@ impl RunningHub {
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.rounds.abort();
         if let Some(sync) = &self.hub.sync {
-            sync.stop();
+            sync.stop().await;
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -244,7 +244,7 @@ pub async fn start(
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();
         if id.role != Role::Hub || id.scope != config.scope {
-            s.stop();
+            s.stop().await;
             return Err(HubStartError::Identity {
                 role: id.role.as_str(),
                 scope: id.scope.to_string(),

@@ -78,7 +78,7 @@ impl RunningNode {
     /// Stops serving, waits for in-flight requests, and returns once the server task ended.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(sync) = &self.state.sync {
-            sync.stop();
+            sync.stop().await;
         }
         if let Some(p) = &self.state.pushdown {
             p.stop();

@@ -170,8 +170,8 @@ async fn hub_to_county_to_village_byte_identical() {
     );
     let sync = county_svc.sync_with(hub_addr).await.expect("sync session");
     assert!(sync.outcome.is_ok(), "{:?}", sync.outcome);
-    hub_svc.stop();
-    county_svc.stop();
+    hub_svc.stop().await;
+    county_svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

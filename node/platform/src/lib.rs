@@ -7,8 +7,8 @@
 //! # Layout
 //! - [`store`]: the durable document store on sled (chunks, heads-digest index, group commit,
 //!   compaction, corruption quarantine).
-//! - [`host`]: [`host::SyncHost`], the narrow store seam the sync service stands on (the
-//!   node's `DocStore` here, the hub's stores in `cunyun-hub`).
+//! - [`host`]: [`host::SyncHost`], the narrow store seam the sync service stands on, and
+//!   [`host::NodeHost`], the node's `DocStore` behind it (the hub's stores in `cunyun-hub`).
 //! - [`sync`]: sync sessions over mutual TLS, discovery-driven gossip, status.
 //! - [`discovery`]: finding peers on the LAN by mDNS (`_cunyun._tcp.local.`).
 //! - [`blobs`]: content files: the BLAKE3 chunk store with quota and eviction, and verified,

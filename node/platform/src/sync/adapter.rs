@@ -76,7 +76,10 @@ pub struct IndexCache {
 }
 
 /// The shared scope's id and its entries `(key, digest, feed position)` in key order.
-type CachedIndex = (u64, Vec<(DocKey, HeadsDigest, u64)>);
+type CachedIndex = (u64, Listing);
+
+/// Listed documents `(key, digest, feed position)`.
+type Listing = Vec<(DocKey, HeadsDigest, u64)>;
 
 impl IndexCache {
     /// Notes that `key` now has `digest`, written at feed position `pos`.
@@ -225,7 +228,7 @@ impl<'a> HostSyncStore<'a> {
         &self,
         scope: &SharedScope,
         read: impl Fn(&[u8], &[u8]) -> Result<Vec<HostEntry>, HostError>,
-    ) -> Result<Vec<(DocKey, HeadsDigest, u64)>, SyncStoreError> {
+    ) -> Result<Listing, SyncStoreError> {
         let listed = self.list_maybe(scope, |start, end| read(start, end).map(Some))?;
         Ok(listed.unwrap_or_default())
     }
@@ -235,7 +238,7 @@ impl<'a> HostSyncStore<'a> {
         &self,
         scope: &SharedScope,
         read: impl Fn(&[u8], &[u8]) -> Result<Option<Vec<HostEntry>>, HostError>,
-    ) -> Result<Option<Vec<(DocKey, HeadsDigest, u64)>>, SyncStoreError> {
+    ) -> Result<Option<Listing>, SyncStoreError> {
         let mut out = Vec::new();
         for (start, end) in scope.key_ranges() {
             let Some(entries) = read(&start, &end).map_err(sync_err)? else {

@@ -1,7 +1,8 @@
 //! The node's side of sync: the protocol's sans-IO session ([`cunyun_protocol::sync`]) put to
-//! work over mutual TLS against the sled store.
+//! work over mutual TLS against any [`crate::host::SyncHost`] (the node's sled store, the
+//! hub's stores).
 //!
-//! - [`adapter`]: the store as a session sees it, and applying received changes durably.
+//! - [`adapter`]: the host as a session sees it, and applying received changes durably.
 //! - [`runner`]: one session over a byte stream, with timeouts.
 //! - [`service`]: discovery, dialing, accepting, scheduling (debounce, periodic with jitter,
 //!   backoff, a bound on concurrent sessions), persisted watermarks, status.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use automerge::Automerge;
+use cunyun_hub::store::HubStore;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
@@ -131,10 +132,12 @@ fn doc_write(
     }
 }
 
-fn kinds_in(store: &DocStore) -> Vec<DocKey> {
+fn kinds_in(store: &Arc<dyn HubStore>) -> Vec<DocKey> {
     store
-        .scan(&AreaScope::parse("51").expect("scope"))
-        .map(|r| r.expect("scan").0)
+        .entries(&AreaScope::parse("51").expect("scope"), None)
+        .expect("entries")
+        .into_iter()
+        .map(|(k, _)| k)
         .collect()
 }
 

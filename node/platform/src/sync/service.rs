@@ -441,8 +441,9 @@ impl SyncService {
 
     /// Stops the service: no new session starts, every task of the service (listener,
     /// discovery, scheduler, connections, sessions) ends, and this returns once none of them
-    /// is still inside a host call (at most [`STOP_WAIT`] for those), so the caller may close
-    /// the store right after. Applies already handed to the host complete, each atomically.
+    /// is still inside a host call (at most [`STOP_WAIT`] for those): once the caller drops
+    /// its handles of the service, nothing of it holds the store any more. Applies already
+    /// handed to the host complete, each atomically.
     pub async fn stop(&self) {
         use std::sync::atomic::Ordering;
         self.inner.stopped.store(true, Ordering::SeqCst);

@@ -1255,6 +1255,22 @@ impl Records {
         })
     }
 
+    /// Every local need in scope matching `filter`, ordered by key, as one list. For tools and
+    /// tests; request handlers page with [`Records::needs_page`].
+    pub fn list_needs(&self, filter: &NeedFilter) -> Result<Vec<NeedRecord>, RecordError> {
+        let (from, end) = self.scope.key_range();
+        let page = self.needs_page(
+            filter,
+            &PageSpec {
+                from,
+                end,
+                limit: usize::MAX,
+                scan_budget: usize::MAX,
+            },
+        )?;
+        Ok(page.items)
+    }
+
     /// One page of the local needs matching `filter` with keys in `[spec.from, spec.end)`, in
     /// key order, bounded as [`Records::households_page`] is. A need that cannot be read is
     /// logged and left out.

@@ -565,5 +565,56 @@ async fn admin_pages_manage_accounts_and_show_the_audit_log() {
     );
     assert!(csv.contains(",cadre_a,登录,login,cadre_a,成功"), "{csv}");
     assert!(!csv.contains(",boss,"), "filtered by who");
+
+    // A long log: the CSV streams every event (many chunks); the view shows the newest
+    // MAX_VIEW_ROWS and counts them all.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(cunyun_platform::audit::AUDIT_FILE))
+            .unwrap();
+        let mut lines = String::new();
+        for i in 0..6_000u64 {
+            let e = cunyun_platform::audit::AuditEvent {
+                ts_ms: 1_700_000_000_000 + i,
+                actor: "bulk".into(),
+                action: "login_failed".into(),
+                target: format!("bulk{i}"),
+                ok: false,
+                detail: String::new(),
+            };
+            lines.push_str(&serde_json::to_string(&e).unwrap());
+            lines.push('\n');
+        }
+        f.write_all(lines.as_bytes()).unwrap();
+    }
+    let csv = admin
+        .get("/admin/audit.csv?who=bulk")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 6_001, "header and every event");
+    assert!(csv.contains(",bulk,登录失败,login_failed,bulk5999,失败"));
+    let page = admin
+        .get("/admin/audit?who=bulk")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("共 6000 条"), "counted");
+    assert_eq!(
+        page.matches("<td>bulk</td>").count(),
+        cunyun_platform::admin::MAX_VIEW_ROWS
+    );
+    assert!(
+        page.contains("bulk5999") && !page.contains("bulk3999<"),
+        "the newest"
+    );
     drop(node);
 }

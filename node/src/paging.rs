@@ -181,6 +181,8 @@ fn skip_target(key: &DocKey, kind: Kind) -> Vec<u8> {
 
 /// Walks the documents of `kind` with keys in `[from, end)` in key order, calling `visit` for
 /// each, reading at most `budget` index entries (at least 2, so that every walk moves on).
+/// After [`Visit::Full`] it reads on only to see whether another document of `kind` follows:
+/// `resume` is `None` when none does.
 ///
 /// Damaged index entries are skipped (the store quarantines and logs them); a store error other
 /// than damage, or an error of `visit`, ends the walk with that error.
@@ -195,6 +197,9 @@ pub fn walk_kind<E: From<StoreError>>(
     let budget = budget.max(2);
     let mut read = 0usize;
     let mut pos = from;
+    // Set once `visit` said the page is full: the walk then only looks (within the budget)
+    // whether another document of `kind` follows, so the last page says so (no cursor).
+    let mut full = false;
     'range: while pos.as_slice() < end {
         if read >= budget {
             return Ok(Walked {
@@ -231,12 +236,16 @@ pub fn walk_kind<E: From<StoreError>>(
                 pos = skip_target(&key, kind);
                 continue 'range;
             }
-            pos = after(&key.to_bytes());
-            if visit(key, entry)? == Visit::Full {
+            if full {
+                // The page is full and another document follows: the next page starts here.
                 return Ok(Walked {
-                    resume: (pos.as_slice() < end).then_some(pos),
+                    resume: Some(key.to_bytes()),
                     read,
                 });
+            }
+            pos = after(&key.to_bytes());
+            if visit(key, entry)? == Visit::Full {
+                full = true;
             }
         }
     }

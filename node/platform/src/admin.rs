@@ -33,7 +33,6 @@ use crate::accounts::{AccountError, Accounts, Role, User};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::html::esc;
 use crate::http::ApiError;
-use crate::store::DocStore;
 
 /// Most rows the audit view shows (newest first, kept in a bounded heap while reading); the
 /// CSV export streams every log event and this many record changes.
@@ -43,8 +42,9 @@ pub const MAX_VIEW_ROWS: usize = 2000;
 pub trait AdminBackend: Send + Sync + 'static {
     /// Its accounts (and through them its audit log).
     fn accounts(&self) -> &Accounts;
-    /// Its document store, for record changes from the Automerge history.
-    fn store(&self) -> &DocStore;
+    /// Record changes from the Automerge history of its documents, filtered by `filter`, at
+    /// most `limit` newest ([`crate::audit::record_changes`] for a node's [`DocStore`](crate::store::DocStore)).
+    fn record_changes(&self, filter: &AuditFilter, limit: usize) -> Vec<AuditEvent>;
     /// The area it serves.
     fn scope(&self) -> cunyun_protocol::area::AreaScope;
     /// Shown in page titles (`村云节点` / `村云省级枢纽`).
@@ -357,7 +357,9 @@ fn audit_rows<T: AdminBackend>(
         })
         .map_err(internal)?;
     }
-    crate::audit::record_changes_into(state.store(), &state.scope(), filter, &mut newest);
+    for e in state.record_changes(filter, MAX_VIEW_ROWS) {
+        newest.push(e);
+    }
     let total = newest.seen();
     Ok((newest.into_newest_first(), total))
 }
@@ -556,8 +558,7 @@ async fn audit_csv<T: AdminBackend>(
                 return;
             }
         }
-        let mut changes =
-            crate::audit::record_changes(state.store(), &state.scope(), &filter, MAX_VIEW_ROWS);
+        let mut changes = state.record_changes(&filter, MAX_VIEW_ROWS);
         changes.reverse();
         for e in &changes {
             csv_row(&mut chunk, e);

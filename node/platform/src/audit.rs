@@ -290,25 +290,24 @@ pub fn record_changes(
     filter: &AuditFilter,
     limit: usize,
 ) -> Vec<AuditEvent> {
-    let mut newest = NewestEvents::new(limit);
-    record_changes_into(store, scope, filter, &mut newest);
-    newest.into_newest_first()
+    let docs = store.scan(scope).filter_map(|item| {
+        let (key, _) = item.ok()?;
+        let doc = store.load(&key).ok()??;
+        Some((key, doc))
+    });
+    record_changes_of(docs, filter, limit)
 }
 
-/// Offers every record change in `scope` matching `filter` to `into` (which keeps the newest),
-/// one document at a time.
-pub fn record_changes_into(
-    store: &DocStore,
-    scope: &cunyun_protocol::area::AreaScope,
+/// [`record_changes`] over any documents (the hub's stores hand them over one at a time); the
+/// newest `limit` are kept in a bounded heap while reading.
+pub fn record_changes_of(
+    docs: impl Iterator<Item = (cunyun_protocol::key::DocKey, automerge::Automerge)>,
     filter: &AuditFilter,
-    into: &mut NewestEvents,
-) {
-    for item in store.scan(scope) {
-        let Ok((key, _)) = item else { continue };
+    limit: usize,
+) -> Vec<AuditEvent> {
+    let mut newest = NewestEvents::new(limit);
+    for (key, doc) in docs {
         let target = key.to_string();
-        let Ok(Some(doc)) = store.load(&key) else {
-            continue;
-        };
         for change in doc.get_changes(&[]) {
             let actor = match change.author() {
                 Some(a) => match std::str::from_utf8(a.as_bytes()) {
@@ -326,10 +325,11 @@ pub fn record_changes_into(
                 detail: change.message().unwrap_or_default().to_string(),
             };
             if filter.matches(&event) {
-                into.push(event);
+                newest.push(event);
             }
         }
     }
+    newest.into_newest_first()
 }
 
 #[cfg(test)]

@@ -109,3 +109,51 @@ async fn the_needs_page_names_each_village() {
     );
     hub.stop().await.expect("stop");
 }
+
+const BROWSER: (&str, &str) = (
+    "accept",
+    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+);
+
+#[tokio::test]
+async fn a_browser_without_permission_gets_a_chinese_page_and_api_clients_json() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = start(dir.path()).await;
+    let cadre = Some(("cunganbu", Role::Cadre));
+    let operator = Some(("sheng", Role::HubOperator));
+
+    // A cadre opens the console; an operator opens the admin page: the zh-CN page.
+    for (who, path, why) in [
+        (cadre, "/", "村干部账户不能使用省级枢纽"),
+        (cadre, "/needs?status=open", "村干部账户不能使用省级枢纽"),
+        (operator, "/admin/accounts", "只有管理员可以管理账户"),
+    ] {
+        let (s, ctype, html) = get(&hub, path, who, &[BROWSER]).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        assert!(ctype.starts_with("text/html"), "{path}: {ctype}");
+        assert!(
+            html.contains("lang=\"zh-CN\"") && html.contains("没有权限") && html.contains(why),
+            "{path}: {html}"
+        );
+        assert!(html.contains("href=\"/login?next="), "{path}: {html}");
+        assert!(!html.contains("\"error\""), "{path}: {html}");
+    }
+
+    // JSON clients keep JSON: API paths, and pages asked for as JSON.
+    for (who, path, accept) in [
+        (cadre, "/api/v1/content", BROWSER),
+        (cadre, "/", ("accept", "application/json")),
+        (operator, "/admin/api/accounts", BROWSER),
+    ] {
+        let (s, ctype, body) = get(&hub, path, who, &[accept]).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["error"], "forbidden", "{path}: {body}");
+    }
+
+    // Without a session a page sends the browser to the login page.
+    let (s, _, _) = get(&hub, "/needs", None, &[BROWSER]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    hub.stop().await.expect("stop");
+}

@@ -5,9 +5,9 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use cunyun_hub::config::HubConfig;
+use cunyun_hub::store::HubWrite;
 use cunyun_hub::RunningHub;
 use cunyun_platform::accounts::Role;
-use cunyun_platform::store::DocWrite;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::need::LocalNeed;
 use serde_json::json;
@@ -38,12 +38,13 @@ fn plant_need(hub: &RunningHub, area: &str, id: &str, title: &str) {
     tx.commit();
     hub.hub
         .store
-        .commit(vec![DocWrite {
-            key,
-            chunk: doc.save(),
-            heads: doc.get_heads(),
-            updated_at_ms: 1,
-        }])
+        .apply(
+            vec![HubWrite {
+                key,
+                chunk: doc.save(),
+            }],
+            Vec::new(),
+        )
         .expect("commit");
 }
 

@@ -673,7 +673,11 @@ async fn taxonomy_tree() -> Response {
 
 async fn sync_status(State(state): State<Arc<AppState>>) -> Response {
     match &state.sync {
-        Some(sync) => Json(json!({ "enabled": true, "status": sync.status() })).into_response(),
+        Some(sync) => {
+            let mut status = json!(sync.status());
+            crate::places::name_peers(&mut status);
+            Json(json!({ "enabled": true, "status": status })).into_response()
+        }
         None => Json(json!({
             "enabled": false,
             "message": "本节点未启用同步（配置文件 [sync] enabled = true，并先运行 cunyun-node init）",
@@ -710,18 +714,14 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
 <style>body{{font-family:sans-serif;margin:1rem;max-width:40rem}}td{{padding:.2rem .8rem}}.warn{{color:#b00}}</style>
 </head><body>
 <h1>村云节点 · {name}</h1>
-<p>服务范围：{scope}　已登记 <b>{hh}</b> 户，本地科技需求 <b>{needs}</b> 条，文档 {docs} 份。</p>
+<p>服务范围：{place} <small>（{scope}）</small></p>
+<p>已登记 <b>{hh}</b> 户，本地科技需求 <b>{needs}</b> 条，文档 {docs} 份。</p>
 {warn}
 <table>{groups}</table>
-<h2>接口</h2>
-<ul>
-<li><a href="/api/v1/households">/api/v1/households</a> 农户列表（可加 ?group=1&amp;tag=liv.asf）</li>
-<li><a href="/api/v1/needs">/api/v1/needs</a> 本地科技需求</li>
-<li><a href="/api/v1/taxonomy">/api/v1/taxonomy</a> 需求标签</li>
-<li><a href="/healthz">/healthz</a> 健康检查 · <a href="/metrics">/metrics</a> 监控指标</li>
-</ul>
+<p><a href="/">打开村干部应用</a>（需要登录）</p>
 </body></html>"#,
         name = esc(&state.node_name),
+        place = esc(&crate::places::label(&state.records.scope())),
         scope = state.records.scope(),
         hh = o.households,
         needs = o.needs,

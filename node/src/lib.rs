@@ -21,6 +21,7 @@
 //! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
 //! - [`content_api`]: content item JSON, file download (with `Range`) and rendered-article routes.
 //! - [`markdown`]: an article rendition (Markdown, HTML, text) as sanitised HTML.
+//! - [`places`]: what pages show for the node's place and its sync peers (names, not codes).
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
 //! durable; a request that fails validation changes nothing.
@@ -37,6 +38,7 @@ pub mod limits;
 pub mod markdown;
 pub mod need_experts;
 pub mod paging;
+pub mod places;
 pub mod pushdown;
 pub mod records;
 pub mod sample;

@@ -200,9 +200,41 @@ async function markSent(e) {
 }
 
 /// Sends the queued edits in order. Stops at the first one the node cannot be reached for.
+/// A page that shows the queue (概况, 同步) is drawn again once a flush changed it, so its
+/// 待上传 count follows the upload instead of waiting for the next visit.
 function flush() {
-  if (!flushing) flushing = doFlush().finally(() => { flushing = null; updateNet(); });
+  if (!flushing) {
+    flushing = (async () => {
+      const before = await outboxState();
+      try { return await doFlush(); } finally {
+        if (await outboxState() !== before && /^#\/(sync)?$/.test(location.hash || '#/')) render(true);
+      }
+    })().finally(() => { flushing = null; updateNet(); });
+  }
   return flushing;
+}
+
+/// What the outbox holds, as one comparable string (entry ids and their state).
+async function outboxState() {
+  return JSON.stringify((await db.all('outbox')).map(e => [e.edit_id, e.status]).sort());
+}
+
+/// What a queued change is, in words: its kind and the household's head or the need's title
+/// (never a record id).
+async function outboxLabel(e) {
+  const kinds = { create: '新登记农户', edit: '修改农户', 'need-create': '新需求', 'need-edit': '修改需求' };
+  let what = '';
+  if (e.kind === 'create') what = e.body?.private?.head_name;
+  else if (e.kind === 'edit') {
+    const r = await db.get('records', e.household_id);
+    what = e.patch?.private?.head_name || (r?.local || r?.rec)?.private?.head_name;
+  } else if (e.kind === 'need-create') what = e.body?.title;
+  else if (e.kind === 'need-edit') {
+    const cachedNeeds = (await db.kvGet('needs'))?.items || [];
+    what = e.patch?.title || e.base_need?.title || cachedNeeds.find(n => n.key?.split('/').pop() === e.need_id)?.need?.title;
+  }
+  const need = String(e.kind).startsWith('need');
+  return `${kinds[e.kind] || (need ? '修改需求' : '修改农户')}：${what || (need ? '（未填标题）' : '（未填姓名）')}`;
 }
 
 async function doFlush() {
@@ -456,7 +488,7 @@ route(/^#\/$/, async () => {
   if (!c) { view().innerHTML = '<div class="card">离线，且本机还没有概况数据。</div>'; return; }
   const cover = c.households ? Math.round(100 * c.with_recommendations / c.households) : 0;
   const at = await db.kvGet('coverage@');
-  view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
+  view().innerHTML = `<h1>${esc(c.place || me?.name || '')} · 本村概况</h1>
     ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
     <div class="stats">
       <div class="stat"><b>${esc(c.households)}</b><span>已登记农户</span></div>
@@ -667,7 +699,7 @@ async function openContent(hid, item, box) {
 }
 
 function recsHtml(recs) {
-  return recs.map((i, n) => `<div class="content" data-n="${n}"><h3>${esc(i.title)}</h3><p>${esc(i.reason || '')}</p><p class="muted">推荐于${esc(i.week || '')}</p><button class="secondary show">查看内容</button><div class="viewer"></div></div>`).join('');
+  return recs.map((i, n) => `<div class="content" data-n="${n}"><h3>${esc(i.title)}</h3><p>${esc(i.reason || '')}</p><p class="muted">推荐于${esc(i.week_zh || i.week || '')}</p><button class="secondary show">查看内容</button><div class="viewer"></div></div>`).join('');
 }
 
 route(/^#\/h\/([^/?]+)$/, async (id) => {
@@ -965,13 +997,18 @@ route(/^#\/sync$/, async () => {
   const log = (await db.kvGet('conflicts')) || [];
   await db.kvPut('notice', null);
   const peers = s?.status?.peers || [];
+  const what = new Map();
+  for (const e of out) what.set(e.edit_id, await outboxLabel(e));
   view().innerHTML = `<h1>同步状态</h1>
-    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${({ create: '新登记', edit: '修改', 'need-create': '新需求', 'need-edit': '修改需求' })[e.kind] || e.kind} ${esc(e.household_id || e.need_id)} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
+    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${esc(what.get(e.edit_id))} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
     <button class="wide" id="now">立即上传</button></div>
     <div class="card"><h2>已自动解决的冲突</h2>${log.length ? `<ul>${log.map(c => `<li>${new Date(c.at).toLocaleString('zh-CN')}：${esc(c.msg)}</li>`).join('')}</ul>` : '<p class="muted">没有。</p>'}</div>
     <div class="card"><h2>村节点与其他节点</h2>${!s ? '<p class="muted">离线：无法读取节点的同步状态。</p>' : !s.enabled ? `<p class="muted">${esc(s.message)}</p>` :
-      peers.length ? `<table>${peers.map(p => `<tr><td>${esc(p.node_id.slice(0, 8))} ${esc(p.role || '')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
+      peers.length ? `<table>${peers.map(p => `<tr><td title="${esc(p.place || '')}">${esc(p.title || p.role_name || '其他节点')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
   $('#now').onclick = async () => { await flush(); render(true); };
+  // The node answered: send what is queued now rather than at the next round (the page is
+  // drawn again when that changed the queue).
+  if (s && out.some(e => e.status !== 'failed')) flush();
   view().querySelectorAll('[data-drop]').forEach(b => { b.onclick = async () => { await db.del('outbox', b.dataset.drop); render(true); }; });
 });
 

@@ -1,5 +1,6 @@
 //! The admin pages of a node or hub: account management and the audit view, for `admin`
-//! accounts only (others get `403`; without a session a page redirects to the login).
+//! accounts only (others get `403`, a zh-CN page when a browser opened a page
+//! ([`crate::http::forbidden_page`]); without a session a page redirects to the login).
 //!
 //! | method | path | what |
 //! |---|---|---|
@@ -107,6 +108,13 @@ async fn guard<T: AdminBackend>(
     };
     if user.role != Role::Admin {
         tracing::warn!(account = %user.name, path = %req.uri().path(), "admin page forbidden");
+        if crate::http::wants_page(&req) {
+            return crate::http::forbidden_page(
+                state.title(),
+                "只有管理员可以管理账户和查看审计日志",
+                req.uri().path(),
+            );
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -11,6 +11,9 @@
 //!   share policy, for stock `@automerge/automerge-repo` clients.
 //! - [`edits`]: household edits made offline, applied on a fork at their base heads and merged.
 //! - [`deletion`]: household deletion on request (tombstones) and the guard against deleted ones.
+//! - [`backup`]: encrypted backup and verified restore of a data directory, also while the
+//!   node runs (its backup socket).
+//! - [`notify`]: systemd readiness and watchdog notifications (`sd_notify`).
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
 //! - [`feedback`]: recording a household's feedback (`fb`): items opened, rated helpful,
@@ -26,6 +29,7 @@
 
 pub mod api;
 pub mod automerge_repo;
+pub mod backup;
 pub mod config;
 pub mod content_api;
 pub mod deletion;
@@ -33,6 +37,7 @@ pub mod edits;
 pub mod feedback;
 pub mod markdown;
 pub mod need_experts;
+pub mod notify;
 pub mod pushdown;
 pub mod records;
 pub mod sample;

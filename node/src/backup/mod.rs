@@ -216,9 +216,11 @@ fn write_backup(
     passphrase: SecretString,
 ) -> Result<BackupSummary, BackupError> {
     let ctx = || format!("无法写入备份文件 {}", partial.display());
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(partial)
         .map_err(io_ctx(ctx()))?;
     let mut out = BufWriter::new(file);

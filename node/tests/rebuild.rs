@@ -81,7 +81,7 @@ async fn a_village_rebuilt_from_its_county_gets_every_household_back() {
     .await;
     let c_addr = county.state.sync.as_ref().expect("sync").listen_addr();
     let village_id = identity(1, Role::Village, VILLAGE);
-    let a = start_node(root.path(), "a", village_id.clone(), vec![c_addr]).await;
+    let a = start_node(root.path(), "a", village_id, vec![c_addr]).await;
     for i in 0..15 {
         let body = json!({
             "profile": {"group": 1 + (i % 5), "residents": 3, "age_18_59": 2},

@@ -27,8 +27,23 @@ impl AdminBackend for Hub {
     fn accounts(&self) -> &cunyun_platform::accounts::Accounts {
         &self.accounts
     }
-    fn store(&self) -> &cunyun_platform::store::DocStore {
-        &self.store
+    fn record_changes(
+        &self,
+        filter: &cunyun_platform::audit::AuditFilter,
+        limit: usize,
+    ) -> Vec<cunyun_platform::audit::AuditEvent> {
+        let entries = match self.store.entries(&self.scope, None) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit view: listing documents failed");
+                return Vec::new();
+            }
+        };
+        let store = self.store.as_ref();
+        let docs = entries
+            .into_iter()
+            .filter_map(|(key, _)| Some((key.clone(), store.get(&key).ok()??)));
+        cunyun_platform::audit::record_changes_of(docs, filter, limit)
     }
     fn scope(&self) -> cunyun_protocol::area::AreaScope {
         self.scope

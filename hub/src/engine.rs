@@ -34,10 +34,9 @@
 //! hub-role peer refuses them).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use automerge::Automerge;
-use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::digest::HeadsDigest;
 use cunyun_protocol::expert::{suggest_experts, Expert, NeedMatch, Suggestion};
@@ -53,6 +52,7 @@ use serde::Serialize;
 use crate::config::PushdownConfig;
 use crate::library::ContentLibrary;
 use crate::matcher::Matcher;
+use crate::store::{HubStore, HubStoreError, HubWrite};
 
 /// Households matched per batch (and `rec` documents per durable commit).
 const BATCH: usize = 1_000;
@@ -88,7 +88,7 @@ pub struct RoundReport {
 pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] HubStoreError),
     /// A `rec` document could not be written.
     #[error("推荐记录写入失败（{key}）：{message}")]
     Rec {
@@ -122,7 +122,7 @@ struct State {
 
 /// The hub's matching engine over its store (see the module documentation).
 pub struct Engine {
-    store: DocStore,
+    store: Arc<dyn HubStore>,
     scope: AreaScope,
     pushdown: PushdownConfig,
     state: Mutex<State>,
@@ -133,7 +133,7 @@ use cunyun_platform::clock::now_ms;
 impl Engine {
     /// An engine over `store` for the hub's `scope`, giving at most `per_week` new items per
     /// household per week.
-    pub fn new(store: DocStore, scope: AreaScope, today: Date, per_week: usize) -> Engine {
+    pub fn new(store: Arc<dyn HubStore>, scope: AreaScope, today: Date, per_week: usize) -> Engine {
         Engine {
             store,
             scope,
@@ -193,12 +193,8 @@ impl Engine {
         village: &cunyun_protocol::area::AreaCode,
     ) -> Result<Vec<(DocKey, Automerge, Rec)>, EngineError> {
         let mut out = Vec::new();
-        for item in self.store.scan(&village.scope()) {
-            let (key, _) = item?;
-            if key.kind() != Kind::Rec {
-                continue;
-            }
-            let Some(doc) = self.store.load(&key)? else {
+        for (key, _) in self.store.entries(&village.scope(), Some(Kind::Rec))? {
+            let Some(doc) = self.store.get(&key)? else {
                 continue;
             };
             match Rec::read_from(&doc) {
@@ -226,7 +222,7 @@ impl Engine {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let plan = e.into_mut();
                 for key in written {
-                    match self.store.load(key)?.map(|d| (Rec::read_from(&d), d)) {
+                    match self.store.get(key)?.map(|d| (Rec::read_from(&d), d)) {
                         Some((Ok(rec), doc)) => {
                             plan.set_rec(key, Some(&rec));
                             docs.insert(key.clone(), (doc, rec));
@@ -245,7 +241,7 @@ impl Engine {
                         .map(|(k, _)| k.clone())
                         .collect();
                     for key in holders {
-                        if let Some(doc) = self.store.load(&key)? {
+                        if let Some(doc) = self.store.get(&key)? {
                             if let Ok(rec) = Rec::read_from(&doc) {
                                 docs.insert(key, (doc, rec));
                             }
@@ -282,7 +278,7 @@ impl Engine {
         }
         let written = writes.len();
         if !writes.is_empty() {
-            self.store.commit(writes)?;
+            self.store.apply(writes, Vec::new())?;
         }
         tracing::debug!(
             target: "cunyun::_events::push_plan",
@@ -324,7 +320,7 @@ impl Engine {
             message: "匹配状态锁已损坏".into(),
         })?;
         let st = &mut *guard;
-        let writes = self.store.stats().writes;
+        let writes = self.store.writes();
         let lib_version = library.version();
         if writes == st.store_writes && lib_version == st.library_version && st.day == Some(today) {
             return Ok(report);
@@ -357,8 +353,7 @@ impl Engine {
         let mut all_needs = Vec::new();
         let mut changed_needs = Vec::new();
         let mut experts_changed = false;
-        for item in self.store.scan(&self.scope) {
-            let (key, entry) = item?;
+        for (key, entry) in self.store.entries(&self.scope, None)? {
             if key.kind() == Kind::Need {
                 all_needs.push(key.clone());
             }
@@ -397,7 +392,7 @@ impl Engine {
                     continue;
                 }
                 if key.kind() == Kind::Fb {
-                    match self.store.load(&key)?.map(|d| Feedback::read_from(&d)) {
+                    match self.store.get(&key)?.map(|d| Feedback::read_from(&d)) {
                         Some(Ok(fb)) => {
                             st.feedback
                                 .insert(key, crate::coverage::FeedbackSummary::of(&fb));
@@ -413,7 +408,7 @@ impl Engine {
                     continue;
                 }
                 experts_changed = true;
-                match self.store.load(&key)?.map(|d| Expert::read_from(&d)) {
+                match self.store.get(&key)?.map(|d| Expert::read_from(&d)) {
                     Some(Ok(e)) => {
                         st.experts.insert(key.id().to_string(), e);
                     }
@@ -428,7 +423,7 @@ impl Engine {
                 continue;
             }
             let first = st.known.insert(key.clone(), entry.digest).is_none();
-            let Some(doc) = self.store.load(&key)? else {
+            let Some(doc) = self.store.get(&key)? else {
                 continue;
             };
             match HouseholdProfile::read_from(&doc) {
@@ -453,7 +448,7 @@ impl Engine {
             for k in keys {
                 let p = match profiles.remove(k) {
                     Some(p) => p,
-                    None => match self.store.load(k)? {
+                    None => match self.store.get(k)? {
                         Some(doc) => match HouseholdProfile::read_from(&doc) {
                             Ok(p) => p,
                             Err(_) => continue,
@@ -478,17 +473,17 @@ impl Engine {
                     picks,
                 })
                 .collect();
-            let store = &self.store;
+            let store = self.store.as_ref();
             let writes = rec_writes(&jobs, st.matcher.library(), &st.content_ids, today, |k| {
-                store.load(k)
+                store.get(k)
             })?;
             // A household deleted while this round ran gets no `rec` document.
             let mut writes = writes;
-            writes.retain(|w| !matches!(self.store.deleted(&w.key), Ok(true)));
+            writes.retain(|w| !matches!(crate::store::deleted(store, &w.key), Ok(true)));
             report.recs_written += writes.len();
             let written: Vec<DocKey> = writes.iter().map(|w| w.key.clone()).collect();
             if !writes.is_empty() {
-                self.store.commit(writes)?;
+                self.store.apply(writes, Vec::new())?;
             }
             for key in written {
                 st.plan_pending.entry(*key.area()).or_default().insert(key);
@@ -542,7 +537,7 @@ impl Engine {
         let mut writes = Vec::new();
         let mut written = 0;
         for key in needs {
-            let Some(mut need_doc) = self.store.load(key)? else {
+            let Some(mut need_doc) = self.store.get(key)? else {
                 continue;
             };
             let need = match LocalNeed::read_from(&need_doc) {
@@ -560,7 +555,7 @@ impl Engine {
                     .into_iter()
                     .collect();
             let match_key = key.with_kind(Kind::Match);
-            let existing = self.store.load(&match_key)?;
+            let existing = self.store.get(&match_key)?;
             let same = existing
                 .as_ref()
                 .and_then(|d| NeedMatch::read_from(d).ok())
@@ -601,14 +596,14 @@ impl Engine {
             }
         }
         if !writes.is_empty() {
-            self.store.commit(writes)?;
+            self.store.apply(writes, Vec::new())?;
         }
         Ok(written)
     }
 
     fn note_existing_rec(&self, matcher: &mut Matcher, key: &DocKey) -> Result<(), EngineError> {
         let rec_key = key.with_kind(Kind::Rec);
-        if let Some(doc) = self.store.load(&rec_key)? {
+        if let Some(doc) = self.store.get(&rec_key)? {
             if let Ok(rec) = Rec::read_from(&doc) {
                 let latest = rec.items.values().map(|i| i.week).max();
                 if let Some(week) = latest {
@@ -754,16 +749,16 @@ pub fn rec_writes<F>(
     content_ids: &HashMap<String, String>,
     today: Date,
     load: F,
-) -> Result<Vec<DocWrite>, EngineError>
+) -> Result<Vec<HubWrite>, EngineError>
 where
-    F: Fn(&DocKey) -> Result<Option<Automerge>, StoreError> + Sync,
+    F: Fn(&DocKey) -> Result<Option<Automerge>, HubStoreError> + Sync,
 {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, jobs.len().max(1));
     let chunk = jobs.len().div_ceil(threads).max(1);
     let load = &load;
-    let parts: Vec<Result<Vec<DocWrite>, EngineError>> = std::thread::scope(|s| {
+    let parts: Vec<Result<Vec<HubWrite>, EngineError>> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| {
@@ -805,7 +800,7 @@ fn rec_write(
     content_ids: &HashMap<String, String>,
     today: Date,
     existing: Option<Automerge>,
-) -> Result<Option<DocWrite>, EngineError> {
+) -> Result<Option<HubWrite>, EngineError> {
     let mut rec = match existing.as_ref().map(Rec::read_from) {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
@@ -850,11 +845,9 @@ fn rec_write(
     } else {
         doc.save_after(&heads)
     };
-    Ok(Some(DocWrite {
+    Ok(Some(HubWrite {
         key: job.key.clone(),
         chunk,
-        heads: doc.get_heads(),
-        updated_at_ms: now_ms(),
     }))
 }
 
@@ -877,7 +870,7 @@ fn commit_view(
     write: impl FnOnce(
         &mut automerge::transaction::Transaction<'_>,
     ) -> Result<(), cunyun_protocol::fields::ViewError>,
-) -> Result<Option<DocWrite>, EngineError> {
+) -> Result<Option<HubWrite>, EngineError> {
     let heads = doc.get_heads();
     doc.set_author(Some(automerge::Author::from(
         HUB_AUTHOR.as_bytes().to_vec(),
@@ -896,11 +889,9 @@ fn commit_view(
     } else {
         doc.save_after(&heads)
     };
-    Ok(Some(DocWrite {
+    Ok(Some(HubWrite {
         key: key.clone(),
         chunk,
-        heads: doc.get_heads(),
-        updated_at_ms: now_ms(),
     }))
 }
 
@@ -908,6 +899,7 @@ fn commit_view(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::sled::SledHubStore;
     use cunyun_platform::store::StoreConfig;
     use cunyun_protocol::area::AreaCode;
     use cunyun_protocol::taxonomy::Tag;
@@ -915,7 +907,9 @@ mod tests {
     #[test]
     fn push_plan_serves_most_households_per_byte_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap();
+        let store: Arc<dyn HubStore> = Arc::new(
+            SledHubStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap(),
+        );
         let village = AreaCode::parse("511424104201").unwrap();
         let today = Date::parse("2026-04-15").unwrap();
         let item = |rendition: &str, bytes: u64| RecItem {
@@ -961,7 +955,7 @@ mod tests {
                 .unwrap()
                 .unwrap(),
         );
-        store.commit(writes).unwrap();
+        store.apply(writes, Vec::new()).unwrap();
         let engine = Engine::new(store, AreaScope::parse("51").unwrap(), today, 3);
         let (picked, left) = engine.push_plan(&village, 10_000_000).unwrap();
         let ids: Vec<(&str, u32)> = picked
@@ -978,12 +972,16 @@ mod tests {
         assert_eq!(picked.len(), 3);
         assert!(left.is_empty());
         // Every change the hub wrote carries its author and time, for the audit view.
-        let changes = cunyun_platform::audit::record_changes(
-            &engine.store,
-            &AreaScope::parse("511424").unwrap(),
-            &Default::default(),
-            100,
-        );
+        let docs = engine
+            .store
+            .entries(&AreaScope::parse("511424").unwrap(), None)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| {
+                let d = engine.store.get(&k).unwrap().unwrap();
+                (k, d)
+            });
+        let changes = cunyun_platform::audit::record_changes_of(docs, &Default::default(), 100);
         assert_eq!(changes.len(), 5);
         assert!(changes
             .iter()
@@ -998,7 +996,7 @@ mod tests {
         };
         let flags = |engine: &Engine, key: &str| -> BTreeMap<String, bool> {
             let key: DocKey = key.parse().unwrap();
-            let rec = Rec::read_from(&engine.store.load(&key).unwrap().unwrap()).unwrap();
+            let rec = Rec::read_from(&engine.store.get(&key).unwrap().unwrap()).unwrap();
             rec.items.into_iter().map(|(id, i)| (id, i.push)).collect()
         };
         let mut cfg = PushdownConfig {
@@ -1039,13 +1037,13 @@ mod tests {
         // 40), so the poster takes the video's place: h3 (written) and the video's holders h0–h2
         // (flipped) are rewritten, nothing else is loaded.
         let h3: DocKey = "511424104201/rec/h3".parse().unwrap();
-        let mut doc = engine.store.load(&h3).unwrap().unwrap();
+        let mut doc = engine.store.get(&h3).unwrap().unwrap();
         let mut rec = Rec::read_from(&doc).unwrap();
         rec.items.insert("poster".into(), item("main", 9_000_000));
         let w = commit_view(&mut doc, &h3, |tx| rec.write_to(tx))
             .unwrap()
             .unwrap();
-        engine.store.commit(vec![w]).unwrap();
+        engine.store.apply(vec![w], Vec::new()).unwrap();
         assert_eq!(plan(&engine, &["511424104201/rec/h3"]), 4);
         assert!(flags(&engine, "511424104201/rec/h3")["poster"]);
         for h in ["h0", "h1", "h2"] {

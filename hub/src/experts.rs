@@ -9,8 +9,8 @@
 //! Every change is made under the acting operator's Automerge author and is durable when a
 //! function returns; invalid input changes nothing.
 
+use crate::store::{HubStore, HubStoreError, HubWrite};
 use automerge::{Author, Automerge};
-use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::AreaCode;
 use cunyun_protocol::expert::Expert;
 use cunyun_protocol::fields::FieldErrors;
@@ -41,7 +41,7 @@ pub enum ExpertError {
     NotFound(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] HubStoreError),
     /// A document could not be read or written.
     #[error("专家记录读写失败（{key}）：{message}")]
     Document {
@@ -78,17 +78,16 @@ fn key(province: AreaCode, id: &str) -> Result<DocKey, ExpertError> {
 
 /// Every expert keyed at `province`, by id; withdrawn ones only when asked for.
 pub fn list(
-    store: &DocStore,
+    store: &dyn HubStore,
     province: AreaCode,
     with_withdrawn: bool,
 ) -> Result<Vec<ExpertRecord>, ExpertError> {
     let mut out = Vec::new();
-    for item in store.scan(&province.scope()) {
-        let (k, entry) = item?;
-        if k.kind() != Kind::Expert || k.area() != &province {
+    for (k, entry) in store.entries(&province.scope(), Some(Kind::Expert))? {
+        if k.area() != &province {
             continue;
         }
-        let Some(doc) = store.load(&k)? else {
+        let Some(doc) = store.get(&k)? else {
             continue;
         };
         match Expert::read_from(&doc) {
@@ -105,10 +104,14 @@ pub fn list(
 }
 
 /// One expert (withdrawn ones too).
-pub fn get(store: &DocStore, province: AreaCode, id: &str) -> Result<ExpertRecord, ExpertError> {
+pub fn get(
+    store: &dyn HubStore,
+    province: AreaCode,
+    id: &str,
+) -> Result<ExpertRecord, ExpertError> {
     let k = key(province, id)?;
     let doc = store
-        .load(&k)?
+        .get(&k)?
         .ok_or_else(|| ExpertError::NotFound(id.to_string()))?;
     let expert = Expert::read_from(&doc).map_err(|e| ExpertError::Document {
         key: k.to_string(),
@@ -125,7 +128,7 @@ pub fn get(store: &DocStore, province: AreaCode, id: &str) -> Result<ExpertRecor
 /// Adds an expert (`id` = `None`; an expert with the same name and organisation is updated, and
 /// comes back if it was removed) or edits the expert `id` (which must exist; its id stays).
 pub fn save(
-    store: &DocStore,
+    store: &dyn HubStore,
     province: AreaCode,
     id: Option<&str>,
     body: &Value,
@@ -135,7 +138,7 @@ pub fn save(
     let id = match id {
         Some(id) => {
             let k = key(province, id)?;
-            if store.load(&k)?.is_none() {
+            if store.get(&k)?.is_none() {
                 return Err(ExpertError::NotFound(id.to_string()));
             }
             id.to_string()
@@ -148,7 +151,7 @@ pub fn save(
 
 /// Removes the expert `id` from the registry (sets `withdrawn`; see the module documentation).
 pub fn withdraw(
-    store: &DocStore,
+    store: &dyn HubStore,
     province: AreaCode,
     id: &str,
     author: &str,
@@ -162,7 +165,7 @@ pub fn withdraw(
 }
 
 fn write(
-    store: &DocStore,
+    store: &dyn HubStore,
     province: AreaCode,
     id: &str,
     expert: &Expert,
@@ -173,7 +176,7 @@ fn write(
         key: k.to_string(),
         message,
     };
-    let mut doc: Automerge = store.load(&k)?.unwrap_or_default();
+    let mut doc: Automerge = store.get(&k)?.unwrap_or_default();
     let heads = doc.get_heads();
     doc.set_author(Some(Author::from(author.as_bytes().to_vec())));
     let mut tx = doc.transaction();
@@ -193,12 +196,13 @@ fn write(
     } else {
         doc.save_after(&heads)
     };
-    store.commit(vec![DocWrite {
-        key: k.clone(),
-        chunk,
-        heads: doc.get_heads(),
-        updated_at_ms: now_ms(),
-    }])?;
+    store.apply(
+        vec![HubWrite {
+            key: k.clone(),
+            chunk,
+        }],
+        Vec::new(),
+    )?;
     tracing::info!(target: "cunyun::_events::expert_saved", key = %k, author, withdrawn = expert.withdrawn);
     Ok(())
 }

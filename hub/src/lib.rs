@@ -25,7 +25,8 @@
 //!   console.
 //!
 //! - [`store`]: the storage seam for documents and their change feed ([`store::HubStore`]), on
-//!   sled or PostgreSQL (`[store] backend`); the rest of the hub does not use it yet.
+//!   sled or PostgreSQL (`[store] backend`): the engine, experts, needs, the console and the
+//!   operator API read and write documents only through it.
 //! - [`auth`]: logins (hub operators and admins), the guard on every route but `/healthz` and
 //!   `/metrics`, the admin pages.
 //!
@@ -52,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::HubStore;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,8 +76,8 @@ use crate::library::{ContentLibrary, LibraryError};
 
 /// The running hub's shared state.
 pub struct Hub {
-    /// The province-wide document store.
-    pub store: DocStore,
+    /// The province-wide document store (sled or PostgreSQL).
+    pub store: Arc<dyn HubStore>,
     /// The content library.
     pub library: ContentLibrary,
     /// Content files and the signing key.
@@ -191,7 +193,7 @@ impl RunningHub {
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.rounds.abort();
         if let Some(sync) = &self.hub.sync {
-            sync.stop();
+            sync.stop().await;
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -229,21 +231,27 @@ pub async fn start(
         source,
     })?;
     if config.store.backend != crate::store::StoreBackend::Sled {
-        // The seam exists (`store`), the engine and sync sessions are not on it yet.
+        // The engine, console and API stand on the seam (`store`); sync sessions not yet.
         return Err(crate::store::HubStoreError::Config(
-            "backend = \"postgres\" 尚未接入枢纽的同步与匹配，目前请使用 sled".to_string(),
+            "backend = \"postgres\" 尚未接入枢纽的同步服务，目前请使用 sled".to_string(),
         )
         .into());
     }
-    let store = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
+    let docs = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
+    let store: Arc<dyn HubStore> = Arc::new(crate::store::sled::SledHubStore::over(
+        docs.clone(),
+        crate::store::Limits::from(&config.store.sled),
+        &crate::store::sled::meta_dir_of(&dir.join("store")),
+    ));
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
-        let s = SyncService::start(config.sync.clone(), store.clone(), dir).await?;
+        let host = Arc::new(cunyun_platform::host::NodeHost::new(docs, dir));
+        let s = SyncService::start(config.sync.clone(), host, dir).await?;
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();
         if id.role != Role::Hub || id.scope != config.scope {
-            s.stop();
+            s.stop().await;
             return Err(HubStartError::Identity {
                 role: id.role.as_str(),
                 scope: id.scope.to_string(),
@@ -400,8 +408,19 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
-async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    let stats = hub.store.stats();
+async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    let h = hub.clone();
+    let stats = match tokio::task::spawn_blocking(move || h.store.stats()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                format!("文档库不可用：{e}"),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
     Json(json!({
         "status": "ok",
         "role": "hub",
@@ -410,10 +429,27 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         "content_items": hub.library.list().len(),
         "households": hub.engine.households(),
     }))
+    .into_response()
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    let mut text = hub.metrics.render(&hub.store);
+    let h = hub.clone();
+    let stats = tokio::task::spawn_blocking(move || h.store.stats())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut text = hub
+        .metrics
+        .render_with(&cunyun_platform::store::StoreStats {
+            documents: stats.documents,
+            chunks: stats.chunks,
+            bytes: stats.bytes,
+            writes: stats.writes,
+            quarantined: stats.quarantined,
+            disk_bytes: stats.disk_bytes,
+            ..Default::default()
+        });
     let coverage = hub.engine.coverage().prometheus();
     // Coverage lines go before the closing `# EOF`.
     match text.rfind("# EOF") {

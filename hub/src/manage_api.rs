@@ -317,7 +317,7 @@ pub(crate) async fn list_experts(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let all = q.get("all").is_some_and(|v| v == "1" || v == "true");
-    match experts::list(&hub.store, hub.scope.area(), all) {
+    match experts::list(hub.store.as_ref(), hub.scope.area(), all) {
         Ok(list) => Json(json!({ "experts": list })).into_response(),
         Err(e) => internal("读取专家", e),
     }
@@ -328,7 +328,7 @@ pub(crate) async fn get_expert(
     State(hub): State<Arc<Hub>>,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    match experts::get(&hub.store, hub.scope.area(), &id) {
+    match experts::get(hub.store.as_ref(), hub.scope.area(), &id) {
         Ok(r) => Json(json!(r)).into_response(),
         Err(e) => expert_error(e),
     }
@@ -339,7 +339,13 @@ async fn save_expert(hub: Arc<Hub>, id: Option<String>, body: Value, op: Operato
     let created = id.is_none();
     let result = tokio::task::spawn_blocking(move || {
         h.engine.exclusive(|| {
-            experts::save(&h.store, h.scope.area(), id.as_deref(), &body, &op.author())
+            experts::save(
+                h.store.as_ref(),
+                h.scope.area(),
+                id.as_deref(),
+                &body,
+                &op.author(),
+            )
         })
     })
     .await;
@@ -399,7 +405,7 @@ pub(crate) async fn remove_expert(
     let h = hub.clone();
     let result = tokio::task::spawn_blocking(move || {
         h.engine
-            .exclusive(|| experts::withdraw(&h.store, h.scope.area(), &id, &op.author()))
+            .exclusive(|| experts::withdraw(h.store.as_ref(), h.scope.area(), &id, &op.author()))
     })
     .await;
     match result {
@@ -433,7 +439,7 @@ pub(crate) async fn list_needs(
         Ok(f) => f,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
     };
-    match needs::list(&hub.store, &hub.scope, hub.scope.area(), &filter) {
+    match needs::list(hub.store.as_ref(), &hub.scope, hub.scope.area(), &filter) {
         Ok(rows) => Json(json!({ "needs": rows })).into_response(),
         Err(e) => internal("读取需求", e),
     }
@@ -468,8 +474,9 @@ pub(crate) async fn set_need_status(
     let h = hub.clone();
     let today = hub.today();
     let result = tokio::task::spawn_blocking(move || {
-        h.engine
-            .exclusive(|| needs::set_status(&h.store, &area, &id, status, &op.author(), today))
+        h.engine.exclusive(|| {
+            needs::set_status(h.store.as_ref(), &area, &id, status, &op.author(), today)
+        })
     })
     .await;
     match result {

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::{HubStore, HubStoreError, HubWrite};
 use automerge::Author;
-use cunyun_platform::store::{DocStore, DocWrite, StoreError};
 use cunyun_protocol::area::{AreaCode, AreaScope};
 use cunyun_protocol::expert::{Expert, NeedMatch};
 use cunyun_protocol::fields::{Date, FieldError, FieldErrors};
@@ -68,7 +68,7 @@ pub enum NeedError {
     Invalid(FieldErrors),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] HubStoreError),
     /// A document could not be read or written.
     #[error("需求记录读写失败（{key}）：{message}")]
     Document {
@@ -84,7 +84,7 @@ use cunyun_platform::clock::now_ms;
 /// Every need inside `scope` that passes `filter`, by key, with suggestions named from the
 /// expert documents keyed at `province`.
 pub fn list(
-    store: &DocStore,
+    store: &dyn HubStore,
     scope: &AreaScope,
     province: AreaCode,
     filter: &NeedFilter,
@@ -92,12 +92,8 @@ pub fn list(
     let mut experts: BTreeMap<String, Expert> = BTreeMap::new();
     let mut out = Vec::new();
     let range = filter.area.unwrap_or(*scope);
-    for item in store.scan(&range) {
-        let (key, entry) = item?;
-        if key.kind() != Kind::Need {
-            continue;
-        }
-        let Some(doc) = store.load(&key)? else {
+    for (key, entry) in store.entries(&range, Some(Kind::Need))? {
+        let Some(doc) = store.get(&key)? else {
             continue;
         };
         let need = match LocalNeed::read_from(&doc) {
@@ -112,7 +108,7 @@ pub fn list(
         }
         let mut suggestions = Vec::new();
         if let Some(m) = store
-            .load(&key.with_kind(Kind::Match))?
+            .get(&key.with_kind(Kind::Match))?
             .and_then(|d| NeedMatch::read_from(&d).ok())
         {
             let mut ranked: Vec<_> = m.suggestions.into_iter().collect();
@@ -120,7 +116,7 @@ pub fn list(
             for (expert_id, s) in ranked {
                 if !experts.contains_key(&expert_id) {
                     if let Ok(k) = DocKey::new(province, Kind::Expert, expert_id.as_str()) {
-                        if let Some(e) = store.load(&k)?.and_then(|d| Expert::read_from(&d).ok()) {
+                        if let Some(e) = store.get(&k)?.and_then(|d| Expert::read_from(&d).ok()) {
                             experts.insert(expert_id.clone(), e);
                         }
                     }
@@ -149,7 +145,7 @@ pub fn list(
 /// change [`NeedStatus::can_become`] does not allow changes nothing. `today` stamps `updated`
 /// (never before the need was raised).
 pub fn set_status(
-    store: &DocStore,
+    store: &dyn HubStore,
     area: &str,
     id: &str,
     status: NeedStatus,
@@ -159,7 +155,7 @@ pub fn set_status(
     let not_found = || NeedError::NotFound(format!("{area}/need/{id}"));
     let area_code = AreaCode::parse(area).map_err(|_| not_found())?;
     let key = DocKey::new(area_code, Kind::Need, id).map_err(|_| not_found())?;
-    let mut doc = store.load(&key)?.ok_or_else(not_found)?;
+    let mut doc = store.get(&key)?.ok_or_else(not_found)?;
     let doc_err = |message: String| NeedError::Document {
         key: key.to_string(),
         message,
@@ -192,12 +188,13 @@ pub fn set_status(
     );
     let now = now_ms();
     if doc.get_heads() != heads {
-        store.commit(vec![DocWrite {
-            key: key.clone(),
-            chunk: doc.save_after(&heads),
-            heads: doc.get_heads(),
-            updated_at_ms: now,
-        }])?;
+        store.apply(
+            vec![HubWrite {
+                key: key.clone(),
+                chunk: doc.save_after(&heads),
+            }],
+            Vec::new(),
+        )?;
         tracing::info!(target: "cunyun::_events::need_status", key = %key, author, from = need.status.id(), to = status.id());
     }
     Ok(NeedRow {

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use cunyun_hub::config::HubConfig;
+use cunyun_hub::store::HubWrite;
 use cunyun_hub::RunningHub;
-use cunyun_platform::store::DocWrite;
 use cunyun_protocol::fields::Date;
 use cunyun_protocol::key::Kind;
 use cunyun_protocol::need::{LocalNeed, NeedStatus};
@@ -292,10 +292,12 @@ async fn expert_form_add_edit_and_remove() {
     let count = |hub: &RunningHub| {
         hub.hub
             .store
-            .scan(&cunyun_protocol::area::AreaScope::parse("51").expect("scope"))
-            .filter_map(Result::ok)
-            .filter(|(k, _)| k.kind() == Kind::Expert)
-            .count()
+            .entries(
+                &cunyun_protocol::area::AreaScope::parse("51").expect("scope"),
+                Some(Kind::Expert),
+            )
+            .expect("entries")
+            .len()
     };
 
     let (s, v) = c
@@ -405,12 +407,13 @@ fn plant_need(hub: &RunningHub, id: &str, status: NeedStatus) -> LocalNeed {
     tx.commit();
     hub.hub
         .store
-        .commit(vec![DocWrite {
-            key,
-            chunk: doc.save(),
-            heads: doc.get_heads(),
-            updated_at_ms: 1,
-        }])
+        .apply(
+            vec![HubWrite {
+                key,
+                chunk: doc.save(),
+            }],
+            Vec::new(),
+        )
         .expect("commit");
     need
 }
@@ -422,7 +425,7 @@ fn stored_status(hub: &RunningHub, id: &str) -> NeedStatus {
         id,
     )
     .expect("key");
-    let doc = hub.hub.store.load(&key).expect("load").expect("doc");
+    let doc = hub.hub.store.get(&key).expect("load").expect("doc");
     LocalNeed::read_from(&doc).expect("need").status
 }
 

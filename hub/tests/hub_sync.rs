@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use automerge::Automerge;
+use cunyun_hub::store::HubStore;
 use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
 use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::host::NodeHost;
 use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::AreaScope;
@@ -130,10 +132,12 @@ fn doc_write(
     }
 }
 
-fn kinds_in(store: &DocStore) -> Vec<DocKey> {
+fn kinds_in(store: &Arc<dyn HubStore>) -> Vec<DocKey> {
     store
-        .scan(&AreaScope::parse("51").expect("scope"))
-        .map(|r| r.expect("scan").0)
+        .entries(&AreaScope::parse("51").expect("scope"), None)
+        .expect("entries")
+        .into_iter()
+        .map(|(k, _)| k)
         .collect()
 }
 
@@ -478,7 +482,7 @@ async fn hub_refuses_and_logs_private_documents_from_a_misbehaving_peer() {
         Duration::from_secs(60),
         run_session(
             mine,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &rogue_dir)),
             tls.identity,
             pretend,
             None,

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
+use cunyun_hub::store::HubStore;
 use cunyun_hub::RunningHub;
 use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::host::NodeHost;
 use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::{AreaCode, AreaScope};
@@ -86,6 +88,15 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+fn hub_hh_keys(store: &dyn HubStore) -> Vec<DocKey> {
+    store
+        .entries(&AreaScope::parse("51").expect("scope"), Some(Kind::Hh))
+        .expect("entries")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
 }
 
 fn hh_keys(store: &DocStore) -> Vec<DocKey> {
@@ -162,13 +173,13 @@ fn hub_sync_addr(hub: &RunningHub) -> std::net::SocketAddr {
 
 async fn wait_for_hh(hub: &RunningHub, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && hh_keys(&hub.hub.store).len() < n {
+    while Instant::now() < deadline && hub_hh_keys(hub.hub.store.as_ref()).len() < n {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn assert_hub_holds_only_the_clean_profile(hub: RunningHub, root: &Path) {
-    let keys: Vec<String> = hh_keys(&hub.hub.store)
+    let keys: Vec<String> = hub_hh_keys(hub.hub.store.as_ref())
         .iter()
         .map(|k| k.id().to_string())
         .collect();
@@ -195,7 +206,7 @@ async fn the_county_withholds_sensitive_profiles_from_the_hub() {
         Duration::from_secs(60),
         run_session(
             stream,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &root.path().join("county"))),
             tls.identity,
             hub_identity,
             None,
@@ -267,7 +278,7 @@ async fn the_hub_refuses_sensitive_profiles_a_county_sends_anyway() {
         Duration::from_secs(60),
         run_session(
             mine,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &root.path().join("rogue"))),
             tls.identity,
             pretend,
             None,

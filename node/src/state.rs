@@ -36,8 +36,17 @@ impl cunyun_platform::admin::AdminBackend for AppState {
     fn accounts(&self) -> &cunyun_platform::accounts::Accounts {
         &self.accounts
     }
-    fn store(&self) -> &cunyun_platform::store::DocStore {
-        self.records.store()
+    fn record_changes(
+        &self,
+        filter: &cunyun_platform::audit::AuditFilter,
+        limit: usize,
+    ) -> Vec<cunyun_platform::audit::AuditEvent> {
+        cunyun_platform::audit::record_changes(
+            self.records.store(),
+            &self.records.scope(),
+            filter,
+            limit,
+        )
     }
     fn scope(&self) -> cunyun_protocol::area::AreaScope {
         self.records.scope()

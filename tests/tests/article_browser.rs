@@ -186,7 +186,7 @@ async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_
         ("何玉兰", "四川农业大学园艺学院", ""),
     ] {
         let e = cunyun_hub::experts::save(
-            &hub.hub.store,
+            hub.hub.store.as_ref(),
             province,
             None,
             &json!({"name": name, "organisation": org, "title": "高级农艺师",
@@ -301,11 +301,11 @@ async fn the_village_need_page_names_the_suggested_expert_and_the_cadres_answer_
         60,
         "the answer reaches the hub and its match drops the declined expert",
         || {
-            let Some(doc) = store.load(&key)? else {
+            let Some(doc) = store.get(&key)? else {
                 return Ok(false);
             };
             let at_hub = LocalNeed::read_from(&doc)?;
-            let Some(m) = store.load(&key.with_kind(Kind::Match))? else {
+            let Some(m) = store.get(&key.with_kind(Kind::Match))? else {
                 return Ok(false);
             };
             let m = NeedMatch::read_from(&m)?;

@@ -273,6 +273,68 @@ fn conformance(store: Arc<dyn HubStore>) -> anyhow::Result<()> {
     assert!(err.to_string().contains("超过上限"), "{err}");
     assert!(store.entry(&k9)?.is_none());
 
+    // Figures: documents and bytes agree with the entries; the writes counter moves after a
+    // write and not after a no-op.
+    let listed = store.entries(&scope("51"), None)?;
+    let stats = store.stats()?;
+    assert_eq!(stats.documents, listed.len() as u64, "{stats:?}");
+    assert_eq!(
+        stats.bytes,
+        listed.iter().map(|(_, e)| e.bytes).sum::<u64>(),
+        "{stats:?}"
+    );
+    assert!(stats.chunks >= stats.documents, "{stats:?}");
+    let w0 = store.writes();
+    let again = store.get(&k2)?.expect("stored");
+    store.apply(vec![write(&k2, again.save())], vec![])?;
+    assert_eq!(store.writes(), w0, "a no-op write moves nothing");
+    let mut d2b = again;
+    let c = change(&mut d2b, "k", "once more");
+    store.apply(vec![write(&k2, c)], vec![])?;
+    assert!(store.writes() > w0, "a write moves the counter");
+    assert_eq!(store.stats()?.documents, stats.documents);
+
+    // A key range: exactly the documents keyed at one area, none of the areas inside it.
+    let at_area: Vec<String> = store
+        .entries_range(b"511300000000/", b"5113000000000")?
+        .into_iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(at_area, ["511300000000/content/c1"]);
+    let all_keys: Vec<String> = store
+        .entries_range(b"", b"\xff")?
+        .into_iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(all_keys.len(), listed.len(), "{all_keys:?}");
+
+    // Metadata: absent, stored, replaced; bad names and oversized values refused in Chinese.
+    assert_eq!(store.meta_get("engine.watermark")?, None);
+    store.meta_put("engine.watermark", b"12")?;
+    store.meta_put("peer.abc", &[0, 1, 2, 255])?;
+    assert_eq!(
+        store.meta_get("engine.watermark")?.as_deref(),
+        Some(&b"12"[..])
+    );
+    store.meta_put("engine.watermark", b"")?;
+    assert_eq!(
+        store.meta_get("engine.watermark")?.as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(
+        store.meta_get("peer.abc")?.as_deref(),
+        Some(&[0u8, 1, 2, 255][..])
+    );
+    for bad in ["", "../x", "Upper", "a/b", &"x".repeat(101)] {
+        let err = store.meta_put(bad, b"v").expect_err("bad name");
+        assert!(err.to_string().contains("元数据名称"), "{bad}: {err}");
+    }
+    let err = store
+        .meta_put("big", &vec![0u8; store::MAX_META_BYTES + 1])
+        .expect_err("too large");
+    assert!(err.to_string().contains("超过上限"), "{err}");
+    assert_eq!(store.meta_get("big")?, None);
+
     eprintln!(
         "{:?}: conformance passed in {:?}",
         store.backend(),
@@ -340,9 +402,9 @@ fn postgres_migrations_two_processes_and_notify() -> anyhow::Result<()> {
     assert_eq!(
         pg.psql(
             "twoproc",
-            "SELECT string_agg(version || ' ' || name, ',') FROM schema_migrations"
+            "SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM schema_migrations"
         )?,
-        "1 documents"
+        "1 documents,2 meta"
     );
     let (one, two) = (Arc::clone(&handles[0]), Arc::clone(&handles[1]));
 

@@ -170,10 +170,10 @@ async fn start_hub(dir: &Path, port: u16) -> anyhow::Result<RunningHub> {
         eprintln!("首次运行：已向资源库加入 {n} 条示例科普资源");
     }
     let province = c.scope.area();
-    if cunyun_hub::experts::list(&hub.hub.store, province, true)?.is_empty() {
+    if cunyun_hub::experts::list(hub.hub.store.as_ref(), province, true)?.is_empty() {
         let seeds = cunyun_examples::seed_experts::experts();
         for body in &seeds {
-            cunyun_hub::experts::save(&hub.hub.store, province, None, body, "hub:demo")?;
+            cunyun_hub::experts::save(hub.hub.store.as_ref(), province, None, body, "hub:demo")?;
         }
         eprintln!("首次运行：已向专家库加入 {} 位示例专家", seeds.len());
     }

@@ -114,7 +114,7 @@ pub fn render_form(existing: Option<&ExpertRecord>) -> String {
 }
 
 pub(crate) async fn list_page(State(hub): State<Arc<Hub>>) -> Response {
-    match experts::list(&hub.store, hub.scope.area(), false) {
+    match experts::list(hub.store.as_ref(), hub.scope.area(), false) {
         Ok(list) => page("专家", "/experts", &render_list(&list)).into_response(),
         Err(e) => error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,7 +132,7 @@ pub(crate) async fn edit_page(
     State(hub): State<Arc<Hub>>,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    match experts::get(&hub.store, hub.scope.area(), &id) {
+    match experts::get(hub.store.as_ref(), hub.scope.area(), &id) {
         Ok(r) if !r.expert.withdrawn => {
             page("编辑专家", "/experts", &render_form(Some(&r))).into_response()
         }

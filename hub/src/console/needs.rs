@@ -105,7 +105,7 @@ pub(crate) async fn page_handler(
         Ok(f) => f,
         Err(m) => return error_page(StatusCode::BAD_REQUEST, "/needs", &m),
     };
-    match needs::list(&hub.store, &hub.scope, hub.scope.area(), &filter) {
+    match needs::list(hub.store.as_ref(), &hub.scope, hub.scope.area(), &filter) {
         Ok(rows) => page("需求", "/needs", &render(&rows, &filter)).into_response(),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "/needs", &e.to_string()),
     }

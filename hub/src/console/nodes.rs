@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cunyun_platform::store::DocStore;
 use cunyun_platform::sync::service::PeerStatus;
 use cunyun_protocol::area::AreaScope;
 
 use super::{ago, esc, page};
+use crate::store::{HubEntry, HubStore};
 use crate::Hub;
 
 /// Most index entries read to count one peer's backlog.
@@ -22,32 +22,33 @@ pub const BACKLOG_SCAN_LIMIT: usize = 200_000;
 
 /// A peer's backlog: `(count, whether counting stopped at the limit)`, or `None` when the peer
 /// never completed a session or its scope is unknown.
-pub fn backlog(store: &DocStore, province: &AreaScope, peer: &PeerStatus) -> Option<(u64, bool)> {
+pub fn backlog(
+    store: &dyn HubStore,
+    province: &AreaScope,
+    peer: &PeerStatus,
+) -> Option<(u64, bool)> {
     let since = peer.last_sync_ms?;
     let scope = AreaScope::parse(peer.scope.as_deref()?).ok()?;
     let mut n = 0u64;
     let mut read = 0usize;
-    let mut count = |entry: &cunyun_platform::store::IndexEntry| {
+    let mut count = |entry: &HubEntry| {
         read += 1;
         if entry.updated_at_ms > since {
             n += 1;
         }
         read <= BACKLOG_SCAN_LIMIT
     };
-    for (_, e) in store.scan(&scope).flatten() {
+    for (_, e) in store.entries(&scope, None).ok()? {
         if !count(&e) {
             return Some((n, true));
         }
     }
     if scope.prefix().len() > province.prefix().len() {
         // Documents keyed at the province itself (experts, revocation lists) flow down to every
-        // node; the province's code is the smallest key of its range, so they come first.
-        let province_area = province.area();
-        for item in store.scan(province) {
-            let Ok((k, e)) = item else { continue };
-            if k.area() != &province_area {
-                break;
-            }
+        // node: the key range `<province code>/…`.
+        let start = format!("{}/", province.area());
+        let end = format!("{}0", province.area());
+        for (_, e) in store.entries_range(start.as_bytes(), end.as_bytes()).ok()? {
             if !count(&e) {
                 return Some((n, true));
             }
@@ -123,7 +124,7 @@ pub(crate) async fn page_handler(State(hub): State<Arc<Hub>>) -> Response {
         peers
             .into_iter()
             .map(|p| {
-                let b = backlog(&h.store, &h.scope, &p);
+                let b = backlog(h.store.as_ref(), &h.scope, &p);
                 (p, b)
             })
             .collect::<Vec<_>>()
@@ -137,7 +138,7 @@ pub(crate) async fn page_handler(State(hub): State<Arc<Hub>>) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use cunyun_platform::store::{DocWrite, StoreConfig};
+    use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
     use cunyun_protocol::key::DocKey;
 
     fn put(store: &DocStore, key: &str, at: u64) {
@@ -162,6 +163,11 @@ mod tests {
         put(&store, "511424104202/rec/h3", 300); // another village
         put(&store, "510000000000/expert/e1", 300); // flows down to everyone
         let province = AreaScope::parse("51").unwrap();
+        let store = crate::store::sled::SledHubStore::over(
+            store,
+            crate::store::Limits::default(),
+            &dir.path().join("s.meta"),
+        );
         let mut peer = PeerStatus::default();
         peer.scope = Some("511424104201".into());
         assert_eq!(backlog(&store, &province, &peer), None, "never synced");

@@ -119,6 +119,42 @@ pub struct Applied {
     pub changed: bool,
 }
 
+/// Store-wide figures for `/healthz`, `/metrics` and the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Documents stored.
+    pub documents: u64,
+    /// Stored chunks (a compacted document has 1).
+    pub chunks: u64,
+    /// Stored Automerge bytes.
+    pub bytes: u64,
+    /// The [`HubStore::writes`] counter.
+    pub writes: u64,
+    /// Quarantined (damaged) documents (sled only; PostgreSQL reports 0).
+    pub quarantined: u64,
+    /// Bytes on disk as the backend reports them (0 if it cannot tell).
+    pub disk_bytes: u64,
+}
+
+/// Checks a [`HubStore::meta_put`] name: 1–100 characters of `a-z 0-9 . _ -`.
+pub fn check_meta_name(name: &str) -> Result<(), HubStoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubStoreError::Config(format!(
+            "元数据名称“{name}”无效（只能用小写字母、数字和 . _ -，最长 100 个字符）"
+        )))
+    }
+}
+
+/// Largest value [`HubStore::meta_put`] accepts (1 MiB).
+pub const MAX_META_BYTES: usize = 1 << 20;
+
 /// Which implementation a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendName {
@@ -160,6 +196,15 @@ pub trait HubStore: Send + Sync {
         kind: Option<Kind>,
     ) -> Result<Vec<(DocKey, HubEntry)>, HubStoreError>;
 
+    /// Every document with a key in `[start, end)` (compared as bytes), in key order, without
+    /// loading any: one index range (a sync session's shared key ranges, the documents keyed
+    /// at exactly one area).
+    fn entries_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(DocKey, HubEntry)>, HubStoreError>;
+
     /// Every document changed at or after `since`, and the watermark for the next call (see
     /// the module documentation: at least once, never a skipped commit).
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError>;
@@ -168,6 +213,31 @@ pub trait HubStore: Send + Sync {
     /// processes' through `LISTEN`/`NOTIFY`); changes between two looks are coalesced. A
     /// wake-up, not a position: read the feed to learn what changed.
     fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A cheap counter that moves after every write this process made and (PostgreSQL) every
+    /// write another process announced: the value [`HubStore::watch_writes`] carries. Read it
+    /// before the feed: if it has not moved since, nothing was written.
+    fn writes(&self) -> u64;
+
+    /// Store-wide figures (PostgreSQL counts rows: not for a hot path).
+    fn stats(&self) -> Result<HubStats, HubStoreError>;
+
+    /// A small durable value stored under `name` ([`check_meta_name`]), or `None`: the matching
+    /// engine's feed watermark, the sync service's peer watermarks.
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, HubStoreError>;
+
+    /// Stores `value` (at most [`MAX_META_BYTES`]) under `name`, replacing what was there;
+    /// durable when it returns.
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), HubStoreError>;
+}
+
+/// Whether `key` belongs to a household whose tombstone (`del`) the store holds (its documents
+/// are refused from then on, see `cunyun_protocol::deletion`).
+pub fn deleted(store: &dyn HubStore, key: &DocKey) -> Result<bool, HubStoreError> {
+    match cunyun_protocol::deletion::tombstone_for(key) {
+        Some(t) => Ok(store.entry(&t)?.is_some()),
+        None => Ok(false),
+    }
 }
 
 /// Why a hub store operation failed. Messages are zh-CN: an operator sees them at start and in
@@ -249,6 +319,15 @@ pub enum HubStoreError {
     /// The store is shutting down.
     #[error("文档库已关闭")]
     Closed,
+    /// A metadata value could not be read or written (sled backend's files).
+    #[error("元数据 {name} 读写失败：{source}")]
+    Meta {
+        /// The value's name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the backend `config` chooses: sled in `<data_dir>/store`, or the PostgreSQL database

@@ -62,8 +62,8 @@ use cunyun_protocol::key::{DocKey, Kind};
 
 use super::merge::{self, Limits};
 use super::{
-    Applied, BackendName, FeedPage, FeedPos, FeedRow, HubEntry, HubStore, HubStoreError, HubWrite,
-    PostgresConfig,
+    check_meta_name, Applied, BackendName, FeedPage, FeedPos, FeedRow, HubEntry, HubStats,
+    HubStore, HubStoreError, HubWrite, PostgresConfig, MAX_META_BYTES,
 };
 
 /// A schema migration: version, name, SQL.
@@ -78,11 +78,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "documents",
-    sql: include_str!("../../migrations/0001_documents.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "documents",
+        sql: include_str!("../../migrations/0001_documents.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "meta",
+        sql: include_str!("../../migrations/0002_meta.sql"),
+    },
+];
 
 /// The advisory lock key held while migrating ("cunyun" + 1).
 pub const MIGRATION_LOCK: i64 = 0x6375_6e79_756e_0001;
@@ -386,6 +393,13 @@ fn parse_pos(key: &str, text: &str) -> Result<FeedPos, HubStoreError> {
             key: key.to_string(),
             reason: format!("事务号 {text:?} 无法解析"),
         })
+}
+
+/// A key-range bound as text. Keys are ASCII; a bound with bytes that are not UTF-8 (such as
+/// `0xff`, "after every key") becomes U+FFFD, which sorts after every ASCII key under
+/// `COLLATE "C"` (its UTF-8 starts with `0xef`).
+fn key_bound(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `SELECT key, digest, txid::text, updated_at_ms, chunk_count, bytes` → an entry.
@@ -746,6 +760,30 @@ impl HubStore for PgHubStore {
         })
     }
 
+    fn entries_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(DocKey, HubEntry)>, HubStoreError> {
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        let (start, end) = (key_bound(start), key_bound(end));
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM documents
+                         WHERE key >= $1 AND key < $2 ORDER BY key"
+                    ),
+                    &[&start, &end],
+                )
+                .await
+                .map_err(db("listing a key range"))?;
+            rows.iter().map(entry_from).collect()
+        })
+    }
+
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
         let pool = self.pool.clone();
         let target = Arc::clone(&self.target);
@@ -796,5 +834,79 @@ impl HubStore for PgHubStore {
 
     fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.writes.subscribe()
+    }
+
+    fn writes(&self) -> u64 {
+        *self.writes.borrow()
+    }
+
+    fn stats(&self) -> Result<HubStats, HubStoreError> {
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        let writes = *self.writes.borrow();
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*), coalesce(sum(chunk_count + 1), 0)::bigint,
+                            coalesce(sum(bytes), 0)::bigint,
+                            pg_total_relation_size('documents') + pg_total_relation_size('chunks')
+                     FROM documents",
+                    &[],
+                )
+                .await
+                .map_err(db("counting documents"))?;
+            Ok(HubStats {
+                documents: to_u64(row.get(0)),
+                chunks: to_u64(row.get(1)),
+                bytes: to_u64(row.get(2)),
+                writes,
+                quarantined: 0,
+                disk_bytes: to_u64(row.get(3)),
+            })
+        })
+    }
+
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, HubStoreError> {
+        check_meta_name(name)?;
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        let name = name.to_string();
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            let row = client
+                .query_opt("SELECT value FROM meta WHERE name = $1", &[&name])
+                .await
+                .map_err(db("reading a metadata value"))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), HubStoreError> {
+        check_meta_name(name)?;
+        if value.len() > MAX_META_BYTES {
+            return Err(HubStoreError::TooLarge {
+                key: format!("meta/{name}"),
+                what: "单次写入",
+                size: value.len() as u64,
+                limit: MAX_META_BYTES as u64,
+            });
+        }
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        let name = name.to_string();
+        let value = value.to_vec();
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            client
+                .execute(
+                    "INSERT INTO meta (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                    &[&name, &value],
+                )
+                .await
+                .map_err(db("writing a metadata value"))?;
+            Ok(())
+        })
     }
 }

@@ -15,6 +15,13 @@
 //! At open the highest stored position is read from the index (no document is loaded), so
 //! positions keep increasing across restarts even if the clock went back.
 //!
+//! # Metadata
+//!
+//! [`HubStore::meta_put`] values are files in a directory beside the sled store
+//! (`<data>/store.meta/<name>`, not inside it: a vacuum swaps the store's directory), each
+//! written to a temporary file, synced and renamed into place, then the directory synced — so
+//! a value is either the old or the new one after a crash.
+//!
 //! Limits: only writes made through this wrapper are stamped this way. Writes made directly on
 //! the `DocStore` (today's sync adapter and engine, until they move to the seam) carry their
 //! caller's clock and are listed when that time is at or after the watermark. The feed is a
@@ -22,7 +29,8 @@
 //! not at province scale (that is the PostgreSQL backend's job).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,7 +41,8 @@ use cunyun_protocol::key::{DocKey, Kind};
 
 use super::merge::{self, Limits};
 use super::{
-    Applied, BackendName, FeedPage, FeedPos, FeedRow, HubEntry, HubStore, HubStoreError, HubWrite,
+    check_meta_name, Applied, BackendName, FeedPage, FeedPos, FeedRow, HubEntry, HubStats,
+    HubStore, HubStoreError, HubWrite, MAX_META_BYTES,
 };
 
 /// The hub's documents in sled (see the module documentation).
@@ -44,6 +53,10 @@ pub struct SledHubStore {
     locked: Mutex<BTreeSet<DocKey>>,
     unlocked: Condvar,
     feed: Mutex<Positions>,
+    /// Where [`HubStore::meta_put`] values live.
+    meta_dir: PathBuf,
+    /// Serialises metadata writes (they share temporary file names).
+    meta_lock: Mutex<()>,
 }
 
 /// Positions handed out and not yet committed.
@@ -81,11 +94,12 @@ impl SledHubStore {
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<SledHubStore, HubStoreError> {
         let limits = Limits::from(&cfg);
         let store = DocStore::open(dir, cfg)?;
-        Ok(SledHubStore::over(store, limits))
+        Ok(SledHubStore::over(store, limits, &meta_dir_of(dir)))
     }
 
-    /// The seam over an already open store (the hub's, or a test's).
-    pub fn over(store: DocStore, limits: Limits) -> SledHubStore {
+    /// The seam over an already open store (the hub's, or a test's), with its metadata in
+    /// `meta_dir` (for a store in `dir`: [`meta_dir_of`]).
+    pub fn over(store: DocStore, limits: Limits, meta_dir: &Path) -> SledHubStore {
         let last = store
             .scan_range(b"", b"\xff")
             .flatten()
@@ -101,6 +115,8 @@ impl SledHubStore {
                 last,
                 in_flight: BTreeSet::new(),
             }),
+            meta_dir: meta_dir.to_path_buf(),
+            meta_lock: Mutex::new(()),
         }
     }
 
@@ -134,6 +150,27 @@ impl SledHubStore {
     fn release_position(&self, pos: u64) {
         lock(&self.feed).in_flight.remove(&pos);
     }
+}
+
+/// The metadata directory of the sled store in `dir`: `<dir>.meta` beside it.
+pub fn meta_dir_of(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".meta");
+    PathBuf::from(name)
+}
+
+/// Writes `value` to `dir/name` atomically and durably (temporary file, sync, rename, sync the
+/// directory).
+fn write_file_durably(dir: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(value)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Releases an apply's keys.
@@ -240,6 +277,19 @@ impl HubStore for SledHubStore {
         Ok(out)
     }
 
+    fn entries_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(DocKey, HubEntry)>, HubStoreError> {
+        let mut out = Vec::new();
+        for item in self.store.scan_range(start, end) {
+            let (key, e) = item?;
+            out.push((key, hub_entry(&e)));
+        }
+        Ok(out)
+    }
+
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
         let next = {
             let f = lock(&self.feed);
@@ -264,5 +314,50 @@ impl HubStore for SledHubStore {
 
     fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.store.watch_writes()
+    }
+
+    fn writes(&self) -> u64 {
+        self.store.writes()
+    }
+
+    fn stats(&self) -> Result<HubStats, HubStoreError> {
+        let s = self.store.stats();
+        Ok(HubStats {
+            documents: s.documents,
+            chunks: s.chunks,
+            bytes: s.bytes,
+            writes: s.writes,
+            quarantined: s.quarantined,
+            disk_bytes: s.disk_bytes,
+        })
+    }
+
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, HubStoreError> {
+        check_meta_name(name)?;
+        match std::fs::read(self.meta_dir.join(name)) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(HubStoreError::Meta {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), HubStoreError> {
+        check_meta_name(name)?;
+        if value.len() > MAX_META_BYTES {
+            return Err(HubStoreError::TooLarge {
+                key: format!("meta/{name}"),
+                what: "单次写入",
+                size: value.len() as u64,
+                limit: MAX_META_BYTES as u64,
+            });
+        }
+        let _serial = lock(&self.meta_lock);
+        write_file_durably(&self.meta_dir, name, value).map_err(|source| HubStoreError::Meta {
+            name: name.to_string(),
+            source,
+        })
     }
 }

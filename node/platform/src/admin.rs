@@ -33,7 +33,6 @@ use crate::accounts::{AccountError, Accounts, Role, User};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::html::esc;
 use crate::http::ApiError;
-use crate::store::DocStore;
 
 /// Most rows the audit view shows (newest first); the CSV export has no limit on log events
 /// and this many record changes.
@@ -43,8 +42,9 @@ pub const MAX_VIEW_ROWS: usize = 2000;
 pub trait AdminBackend: Send + Sync + 'static {
     /// Its accounts (and through them its audit log).
     fn accounts(&self) -> &Accounts;
-    /// Its document store, for record changes from the Automerge history.
-    fn store(&self) -> &DocStore;
+    /// Record changes from the Automerge history of its documents, filtered by `filter`, at
+    /// most `limit` newest ([`crate::audit::record_changes`] for a node's [`DocStore`](crate::store::DocStore)).
+    fn record_changes(&self, filter: &AuditFilter, limit: usize) -> Vec<AuditEvent>;
     /// The area it serves.
     fn scope(&self) -> cunyun_protocol::area::AreaScope;
     /// Shown in page titles (`村云节点` / `村云省级枢纽`).
@@ -354,12 +354,7 @@ fn audit_rows<T: AdminBackend>(
     // revocations).
     let ca = crate::audit::Audit::open(&state.accounts().dir().join("ca"));
     rows.extend(ca.read(filter).map_err(internal)?);
-    rows.extend(crate::audit::record_changes(
-        state.store(),
-        &state.scope(),
-        filter,
-        MAX_VIEW_ROWS,
-    ));
+    rows.extend(state.record_changes(filter, MAX_VIEW_ROWS));
     rows.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
     Ok(rows)
 }

@@ -201,13 +201,23 @@ pub fn record_changes(
     filter: &AuditFilter,
     limit: usize,
 ) -> Vec<AuditEvent> {
+    let docs = store.scan(scope).filter_map(|item| {
+        let (key, _) = item.ok()?;
+        let doc = store.load(&key).ok()??;
+        Some((key, doc))
+    });
+    record_changes_of(docs, filter, limit)
+}
+
+/// [`record_changes`] over any documents (the hub's stores hand them over one at a time).
+pub fn record_changes_of(
+    docs: impl Iterator<Item = (cunyun_protocol::key::DocKey, automerge::Automerge)>,
+    filter: &AuditFilter,
+    limit: usize,
+) -> Vec<AuditEvent> {
     let mut out = Vec::new();
-    for item in store.scan(scope) {
-        let Ok((key, _)) = item else { continue };
+    for (key, doc) in docs {
         let target = key.to_string();
-        let Ok(Some(doc)) = store.load(&key) else {
-            continue;
-        };
         for change in doc.get_changes(&[]) {
             let actor = match change.author() {
                 Some(a) => match std::str::from_utf8(a.as_bytes()) {

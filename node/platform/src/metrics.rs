@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::store::DocStore;
+use crate::store::{DocStore, StoreStats};
 
 /// Labels of one HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,7 +247,11 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format, reading the store's counters first.
     pub fn render(&self, store: &DocStore) -> String {
-        let s = store.stats();
+        self.render_with(&store.stats())
+    }
+
+    /// [`Metrics::render`] with store figures from elsewhere (the hub's stores).
+    pub fn render_with(&self, s: &StoreStats) -> String {
         self.store_documents.set(s.documents as i64);
         self.store_chunks.set(s.chunks as i64);
         self.store_commits.set(s.commits);

@@ -13,6 +13,9 @@
 //!   share policy, for stock `@automerge/automerge-repo` clients.
 //! - [`edits`]: household edits made offline, applied on a fork at their base heads and merged.
 //! - [`deletion`]: household deletion on request (tombstones) and the guard against deleted ones.
+//! - [`backup`]: encrypted backup and verified restore of a data directory, also while the
+//!   node runs (its backup socket).
+//! - [`notify`]: systemd readiness and watchdog notifications (`sd_notify`).
 //! - [`server`]: starting and stopping a node (used by the binary, tests and examples).
 //! - [`sample`]: deterministic generation of realistic sample villages.
 //! - [`feedback`]: recording a household's feedback (`fb`): items opened, rated helpful,
@@ -29,6 +32,7 @@
 
 pub mod api;
 pub mod automerge_repo;
+pub mod backup;
 pub mod config;
 pub mod content_api;
 pub mod deletion;
@@ -37,6 +41,7 @@ pub mod feedback;
 pub mod limits;
 pub mod markdown;
 pub mod need_experts;
+pub mod notify;
 pub mod paging;
 pub mod places;
 pub mod pushdown;

@@ -238,11 +238,15 @@ pub async fn start(
         .into());
     }
     let docs = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
-    let store: Arc<dyn HubStore> = Arc::new(crate::store::sled::SledHubStore::over(
-        docs.clone(),
-        crate::store::Limits::from(&config.store.sled),
-        &crate::store::sled::meta_dir_of(&dir.join("store")),
-    ));
+    let store: Arc<dyn HubStore> = Arc::new(
+        crate::store::sled::SledHubStore::over(
+            docs.clone(),
+            crate::store::Limits::from(&config.store.sled),
+            &crate::store::sled::meta_dir_of(&dir.join("store")),
+        )
+        // The sync service still commits to the DocStore directly, with its own clock.
+        .with_foreign_writers(SYNC_STAMP_SLACK_MS),
+    );
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
@@ -614,6 +618,10 @@ async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {
 async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     Json(json!({ "items": hub.library.list() }))
 }
+
+/// How far behind the wall clock the sled feed's watermark stays while the sync service writes
+/// to the `DocStore` directly ([`store::sled::SledHubStore::with_foreign_writers`]).
+const SYNC_STAMP_SLACK_MS: u64 = 5_000;
 
 /// Name of the import directory under the hub's data directory.
 pub const IMPORT_DIR: &str = "import";

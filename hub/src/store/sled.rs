@@ -23,8 +23,10 @@
 //! a value is either the old or the new one after a crash.
 //!
 //! Limits: only writes made through this wrapper are stamped this way. Writes made directly on
-//! the `DocStore` (today's sync adapter and engine, until they move to the seam) carry their
-//! caller's clock and are listed when that time is at or after the watermark. The feed is a
+//! the `DocStore` (today's sync adapter, until it moves to the seam) carry their caller's clock
+//! and are listed when that time is at or after the watermark; a store shared with such a
+//! writer holds its watermarks behind the wall clock
+//! ([`SledHubStore::with_foreign_writers`]). The feed is a
 //! scan of the whole index (one process, an embedded store): fine for the demo and small hubs,
 //! not at province scale (that is the PostgreSQL backend's job).
 
@@ -57,6 +59,8 @@ pub struct SledHubStore {
     meta_dir: PathBuf,
     /// Serialises metadata writes (they share temporary file names).
     meta_lock: Mutex<()>,
+    /// See [`SledHubStore::with_foreign_writers`] (0: every write goes through this wrapper).
+    foreign_slack_ms: u64,
 }
 
 /// Positions handed out and not yet committed.
@@ -117,7 +121,18 @@ impl SledHubStore {
             }),
             meta_dir: meta_dir.to_path_buf(),
             meta_lock: Mutex::new(()),
+            foreign_slack_ms: 0,
         }
+    }
+
+    /// Declares that others write to the same `DocStore` directly (today: the hub's sync
+    /// service), stamping documents with their own clock at some point before their commit
+    /// returns. Feed watermarks are then held at least `slack_ms` behind the wall clock, so
+    /// such a write that commits up to `slack_ms` after it was stamped is still listed (more
+    /// repeats, which consumers filter by digest).
+    pub fn with_foreign_writers(mut self, slack_ms: u64) -> SledHubStore {
+        self.foreign_slack_ms = slack_ms;
+        self
     }
 
     /// The underlying store (for the parts of the hub not on the seam yet).
@@ -145,6 +160,17 @@ impl SledHubStore {
         f.last = pos;
         f.in_flight.insert(pos);
         pos
+    }
+
+    /// The lowest position in flight, or the next one to be handed out.
+    fn next_safe(&self) -> u64 {
+        let f = lock(&self.feed);
+        let mine = f.in_flight.first().copied().unwrap_or(f.last + 1);
+        if self.foreign_slack_ms == 0 {
+            mine
+        } else {
+            mine.min(now_ms().saturating_sub(self.foreign_slack_ms))
+        }
     }
 
     fn release_position(&self, pos: u64) {
@@ -290,11 +316,32 @@ impl HubStore for SledHubStore {
         Ok(out)
     }
 
+    fn changes_in_range(
+        &self,
+        since: FeedPos,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<FeedRow>, HubStoreError> {
+        let mut rows = Vec::new();
+        for item in self.store.scan_range(start, end) {
+            let (key, e) = item?;
+            if e.updated_at_ms >= since.0 {
+                rows.push(FeedRow {
+                    key,
+                    digest: e.digest,
+                    pos: FeedPos(e.updated_at_ms),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    fn watermark(&self) -> Result<FeedPos, HubStoreError> {
+        Ok(FeedPos(self.next_safe()))
+    }
+
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
-        let next = {
-            let f = lock(&self.feed);
-            f.in_flight.first().copied().unwrap_or(f.last + 1)
-        };
+        let next = self.next_safe();
         let mut rows = Vec::new();
         for item in self.store.scan_range(b"", b"\xff") {
             let (key, e) = item?;

@@ -193,7 +193,7 @@ impl RunningHub {
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.rounds.abort();
         if let Some(sync) = &self.hub.sync {
-            sync.stop();
+            sync.stop().await;
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -250,11 +250,12 @@ pub async fn start(
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
-        let s = SyncService::start(config.sync.clone(), docs, dir).await?;
+        let host = Arc::new(cunyun_platform::host::NodeHost::new(docs, dir));
+        let s = SyncService::start(config.sync.clone(), host, dir).await?;
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();
         if id.role != Role::Hub || id.scope != config.scope {
-            s.stop();
+            s.stop().await;
             return Err(HubStartError::Identity {
                 role: id.role.as_str(),
                 scope: id.scope.to_string(),

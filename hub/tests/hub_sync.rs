@@ -25,6 +25,7 @@ use cunyun_hub::RunningHub;
 use cunyun_node::config::NodeConfig;
 use cunyun_node::server::{self, RunningNode};
 use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::host::NodeHost;
 use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::AreaScope;
@@ -481,7 +482,7 @@ async fn hub_refuses_and_logs_private_documents_from_a_misbehaving_peer() {
         Duration::from_secs(60),
         run_session(
             mine,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &rogue_dir)),
             tls.identity,
             pretend,
             None,

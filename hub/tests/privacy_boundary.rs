@@ -24,6 +24,7 @@ use automerge::{Automerge, ObjType, ReadDoc, ROOT};
 use cunyun_hub::store::HubStore;
 use cunyun_hub::RunningHub;
 use cunyun_platform::certs::tls::TlsContext;
+use cunyun_platform::host::NodeHost;
 use cunyun_platform::store::{DocStore, DocWrite, StoreConfig};
 use cunyun_platform::sync::runner::{run_session, SessionLimits};
 use cunyun_protocol::area::{AreaCode, AreaScope};
@@ -205,7 +206,7 @@ async fn the_county_withholds_sensitive_profiles_from_the_hub() {
         Duration::from_secs(60),
         run_session(
             stream,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &root.path().join("county"))),
             tls.identity,
             hub_identity,
             None,
@@ -277,7 +278,7 @@ async fn the_hub_refuses_sensitive_profiles_a_county_sends_anyway() {
         Duration::from_secs(60),
         run_session(
             mine,
-            &store,
+            Arc::new(NodeHost::new(store.clone(), &root.path().join("rogue"))),
             tls.identity,
             pretend,
             None,

@@ -100,6 +100,7 @@ mod tests {
     use automerge::ROOT;
 
     use super::*;
+    use cunyun_platform::host::NodeHost;
     use cunyun_platform::store::StoreConfig;
     use cunyun_platform::sync::adapter::{apply_changes, ApplyError, ReceivePolicy};
 
@@ -136,6 +137,7 @@ mod tests {
     fn a_received_tombstone_removes_and_then_refuses_a_malformed_one_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = DocStore::open(&dir.path().join("s"), StoreConfig::default()).unwrap();
+        let host = NodeHost::new(store.clone(), dir.path());
         let hh = key("510122104201/hh/h1");
         let hp = key("510122104201/hp/h1");
         let other = key("510122104201/hh/h2");
@@ -161,7 +163,7 @@ mod tests {
             .unwrap();
         });
         let applied =
-            apply_changes(&store, vec![(del.clone(), bad)], ReceivePolicy::default()).unwrap();
+            apply_changes(&host, vec![(del.clone(), bad)], ReceivePolicy::default()).unwrap();
         assert!(matches!(applied.failed[..], [ApplyError::Invalid { .. }]));
         assert!(store.entry(&del).unwrap().is_none());
         assert!(store.entry(&hp).unwrap().is_some());
@@ -183,7 +185,7 @@ mod tests {
             tx.put(ROOT, "group", 2).unwrap();
         });
         let applied = apply_changes(
-            &store,
+            &host,
             vec![(hh.clone(), stale.clone()), (del.clone(), good)],
             ReceivePolicy::default(),
         )
@@ -198,7 +200,7 @@ mod tests {
         assert!(!store.deleted(&other).unwrap());
         // Later, alone: still refused.
         let applied =
-            apply_changes(&store, vec![(hh.clone(), stale)], ReceivePolicy::default()).unwrap();
+            apply_changes(&host, vec![(hh.clone(), stale)], ReceivePolicy::default()).unwrap();
         assert!(matches!(applied.failed[..], [ApplyError::Deleted { .. }]));
         assert!(store.entry(&hh).unwrap().is_none());
     }

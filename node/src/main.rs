@@ -584,8 +584,9 @@ fn revoke(ca_dir: PathBuf, data_dir: PathBuf, nodes: &[String]) -> anyhow::Resul
     config.data_dir = data_dir;
     let store =
         server::open_store(&config).context("无法打开文档库（节点是否仍在运行？请先停止）")?;
+    let host = cunyun_platform::host::NodeHost::new(store, &config.data_dir);
     let list = cunyun_platform::certs::revocation::publish(
-        &store,
+        &host,
         ca.revocation_issuer(),
         &ids,
         &[],

@@ -78,7 +78,7 @@ impl RunningNode {
     /// Stops serving, waits for in-flight requests, and returns once the server task ended.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(sync) = &self.state.sync {
-            sync.stop();
+            sync.stop().await;
         }
         if let Some(p) = &self.state.pushdown {
             p.stop();
@@ -148,12 +148,13 @@ pub async fn start_with_principals(
     shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, StartError> {
     let sync = if config.sync.enabled {
-        let service = cunyun_platform::sync::SyncService::start(
-            config.sync.clone(),
+        let host = Arc::new(cunyun_platform::host::NodeHost::new(
             store.clone(),
             &config.data_dir,
-        )
-        .await?;
+        ));
+        let service =
+            cunyun_platform::sync::SyncService::start(config.sync.clone(), host, &config.data_dir)
+                .await?;
         let blobs = open_blobs(config)?;
         service.set_blob_store(blobs.clone());
         let metrics_feed = service.subscribe();

@@ -13,6 +13,7 @@ use cunyun_platform::certs::enroll::CaDir;
 use cunyun_platform::certs::revocation::{self, list_key, verify_signed, RevocationSet};
 use cunyun_platform::certs::tls::{CertAuthority, CertKeyPem};
 use cunyun_platform::certs::trust::system_time_s;
+use cunyun_platform::host::NodeHost;
 use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
 use cunyun_protocol::key::Role;
@@ -110,7 +111,7 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
 
     // Village A is lost: the county revokes it (no hub exists in this test).
     let list = revocation::publish(
-        county.state.records.store(),
+        &NodeHost::new(county.state.records.store().clone(), &tmp.path().join("c")),
         county_ca.revocation_issuer(),
         &[a_id.node_id],
         &[],
@@ -154,7 +155,7 @@ async fn county_revokes_a_lost_village_while_the_hub_is_unreachable() {
     assert!(syncs(&b, c_addr).await, "B and the county");
     // A second revocation extends the list (cumulative, next sequence number).
     let list = revocation::publish(
-        county.state.records.store(),
+        &NodeHost::new(county.state.records.store().clone(), &tmp.path().join("c")),
         county_ca.revocation_issuer(),
         &[NodeId([9; 16])],
         &[],
@@ -263,7 +264,7 @@ async fn a_running_session_ends_when_the_peer_is_revoked() {
         .expect("read");
     assert!(n > 0, "the county's hello");
     revocation::publish(
-        county.state.records.store(),
+        &NodeHost::new(county.state.records.store().clone(), &tmp.path().join("c")),
         county_ca.revocation_issuer(),
         &[a_id.node_id],
         &[],

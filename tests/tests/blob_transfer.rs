@@ -81,7 +81,8 @@ async fn serving_node(root: &Path, name: &str, blobs: BlobStore) -> (SyncService
     c.listen = "127.0.0.1:0".parse().expect("addr");
     c.mdns = false;
     c.interval_s = 3600;
-    let service = SyncService::start(c, docs, &dir)
+    let host = std::sync::Arc::new(cunyun_platform::host::NodeHost::new(docs, &dir));
+    let service = SyncService::start(c, host, &dir)
         .await
         .expect("sync service");
     service.set_blob_store(blobs);
@@ -169,8 +170,8 @@ async fn hub_to_county_to_village_byte_identical() {
     );
     let sync = county_svc.sync_with(hub_addr).await.expect("sync session");
     assert!(sync.outcome.is_ok(), "{:?}", sync.outcome);
-    hub_svc.stop();
-    county_svc.stop();
+    hub_svc.stop().await;
+    county_svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -116,3 +116,7 @@ pub trait SyncHost: Send + Sync + 'static {
     /// Remembers one peer's watermarks after a converged session, durably.
     fn save_peer_memory(&self, peer: NodeId, memory: PeerMemory) -> Result<(), HostError>;
 }
+
+pub mod node;
+
+pub use node::NodeHost;

@@ -12,7 +12,7 @@
 //! established before anything is timed. Two real [`Session`]s run as tokio tasks, one per
 //! side, each writing frames encoded with [`wire`] and reading them with a [`FrameReader`];
 //! the driver ([`run_session`]) is generic over [`SyncHost`]. By default each side is the
-//! node's own durable store (`SledHost`: sled on disk, the node's `NodeSyncStore` view, received
+//! node's own durable store (`SledHost`: sled on disk, the platform's `HostSyncStore` view over `NodeHost`, received
 //! changes committed durably); `CUNYUN_BENCH_SYNC_STORE=mem` uses the protocol's in-memory
 //! [`MemStore`] instead, to see what the session alone costs.
 //!
@@ -204,15 +204,15 @@ impl BuildHost for MemStore {
 /// The node's own durable store (sled, on disk in a temporary directory) as the host: index
 /// scans, document loads and durable commits are all real.
 struct SledHost {
-    store: cunyun_platform::store::DocStore,
+    host: cunyun_platform::host::NodeHost,
     /// The session's index cache, as the node's runner keeps one per session.
     cache: cunyun_platform::sync::adapter::IndexCache,
     _dir: tempfile::TempDir,
 }
 
 impl SledHost {
-    fn view(&self) -> cunyun_platform::sync::adapter::NodeSyncStore<'_> {
-        cunyun_platform::sync::adapter::NodeSyncStore::with_cache(&self.store, &self.cache)
+    fn view(&self) -> cunyun_platform::sync::adapter::HostSyncStore<'_> {
+        cunyun_platform::sync::adapter::HostSyncStore::with_cache(&self.host, &self.cache)
     }
 }
 
@@ -277,15 +277,15 @@ impl SyncStore for SledHost {
 impl SyncHost for SledHost {
     fn apply_changes(&mut self, key: &DocKey, changes: &[Vec<u8>]) -> Result<bool> {
         let applied = cunyun_platform::sync::adapter::apply_changes(
-            &self.store,
+            &self.host,
             vec![(key.clone(), changes.to_vec())],
             cunyun_platform::sync::adapter::ReceivePolicy::default(),
         )?;
         if let Some(e) = applied.failed.first() {
             return Err(anyhow!("apply to {key}: {e}"));
         }
-        for (k, digest, updated) in &applied.written {
-            self.cache.record(k, *digest, *updated);
+        for e in &applied.written {
+            self.cache.record(&e.key, e.digest, e.pos);
         }
         Ok(applied.documents > 0)
     }
@@ -316,14 +316,14 @@ impl BuildHost for SledHost {
             store.commit(writes)?;
         }
         Ok(SledHost {
-            store,
+            host: cunyun_platform::host::NodeHost::new(store, dir.path()),
             cache: Default::default(),
             _dir: dir,
         })
     }
 
     fn doc_count(&self) -> usize {
-        self.store.stats().documents as usize
+        self.host.store().stats().documents as usize
     }
 }
 

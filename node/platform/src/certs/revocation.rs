@@ -29,7 +29,8 @@ use cunyun_protocol::key::{DocKey, Kind, Role};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{DocStore, DocWrite};
+use crate::host::SyncHost;
+use crate::store::DocWrite;
 
 /// Version of the list payload.
 pub const LIST_VERSION: u32 = 1;
@@ -238,11 +239,11 @@ pub struct RevocationIssuer<'a> {
     pub dir: &'a std::path::Path,
 }
 
-/// Revokes `nodes` and `serials` as `ca`: adds them to the CA's current list in `store`, signs
+/// Revokes `nodes` and `serials` as `ca`: adds them to the CA's current list in `host`, signs
 /// it with the next sequence number, and commits the document (durable when this returns).
 /// Returns the new list.
 pub fn publish(
-    store: &DocStore,
+    host: &dyn SyncHost,
     ca: RevocationIssuer<'_>,
     nodes: &[NodeId],
     serials: &[String],
@@ -256,7 +257,7 @@ pub fn publish(
     let key_pem = ca.key_pem;
     let key = list_key(&issuer.scope, &issuer.node_id)?;
     let store_err = |e: String| RevocationError::Store(e);
-    let mut doc = store
+    let mut doc = host
         .load(&key)
         .map_err(|e| store_err(e.to_string()))?
         .unwrap_or_else(Automerge::new);
@@ -296,8 +297,8 @@ pub fn publish(
     tx.put(ROOT, FIELD, ScalarValue::Bytes(bytes))
         .map_err(|e| store_err(e.to_string()))?;
     tx.commit();
-    store
-        .commit(vec![DocWrite {
+    host.commit(
+        vec![DocWrite {
             key: key.clone(),
             // A new document is stored as a whole snapshot, as the records layer does.
             chunk: if before.is_empty() {
@@ -307,8 +308,10 @@ pub fn publish(
             },
             heads: doc.get_heads(),
             updated_at_ms: now_s * 1000,
-        }])
-        .map_err(|e| store_err(e.to_string()))?;
+        }],
+        Vec::new(),
+    )
+    .map_err(|e| store_err(e.to_string()))?;
     let revoked: Vec<String> = nodes
         .iter()
         .map(ToString::to_string)
@@ -415,15 +418,22 @@ impl RevocationSet {
         self.len() == 0
     }
 
-    /// Reads every list document of the province of `scope` in `store` and adds each list that
+    /// Reads every list document of the province of `scope` in `host` and adds each list that
     /// verifies against `root`. Returns how many lists were newly effective.
-    pub fn refresh(&self, store: &DocStore, scope: &AreaScope, root: &[u8]) -> usize {
+    pub fn refresh(&self, host: &dyn SyncHost, scope: &AreaScope, root: &[u8]) -> usize {
         let province = format!("{}0000000000", scope.prefix().get(..2).unwrap_or("00"));
         let start = format!("{province}/rev/").into_bytes();
         let end = format!("{province}/rev0").into_bytes();
         let mut added = 0;
-        for item in store.scan_range(&start, &end) {
-            let Ok((key, entry)) = item else { continue };
+        let entries = match host.scan_range(&start, &end) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation lists unreadable");
+                return 0;
+            }
+        };
+        for entry in entries {
+            let key = entry.key;
             let unchanged = self
                 .inner
                 .read()
@@ -435,7 +445,7 @@ impl RevocationSet {
             if let Ok(mut r) = self.inner.write() {
                 r.read.insert(key.clone(), entry.digest);
             }
-            let doc = match store.load(&key) {
+            let doc = match host.load(&key) {
                 Ok(Some(doc)) => doc,
                 Ok(None) => continue,
                 Err(e) => {

@@ -120,6 +120,24 @@ fn put_load_round_trip_and_entry() {
 }
 
 #[test]
+fn an_acknowledged_commit_has_already_moved_watch_writes() {
+    // Watchers are woken before the acknowledgement: a caller that looks right after its
+    // commit returned never misses its own write (the hub's conformance suite relies on it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = DocStore::open(dir.path(), cfg()).expect("open");
+    let mut watch = store.watch_writes();
+    let mut a = Editor::new("510122104201/hh/a1");
+    for i in 0..300 {
+        store.commit(vec![a.edit("size", i)]).expect("commit");
+        assert!(
+            watch.has_changed().expect("store open"),
+            "commit {i} returned before watch_writes moved"
+        );
+        watch.borrow_and_update();
+    }
+}
+
+#[test]
 fn full_save_as_first_chunk_then_increments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = DocStore::open(dir.path(), cfg()).expect("open");

@@ -509,14 +509,18 @@ impl Writer {
             Ok(()) => {
                 let c = &self.shared.counters;
                 c.groups.fetch_add(1, Ordering::Relaxed);
-                for (writes, ack) in done {
+                for (writes, _) in &done {
                     c.commits.fetch_add(1, Ordering::Relaxed);
-                    c.writes.fetch_add(writes as u64, Ordering::Relaxed);
-                    ack.send(Ok(()));
+                    c.writes.fetch_add(*writes as u64, Ordering::Relaxed);
                 }
+                // Wake watchers before acknowledging: a writer that looks at `watch_writes`
+                // right after its commit returned must see it moved.
                 self.shared
                     .written
                     .send_replace(c.writes.load(Ordering::Relaxed));
+                for (_, ack) in done {
+                    ack.send(Ok(()));
+                }
             }
             Err(reason) => {
                 for (_, ack) in done {

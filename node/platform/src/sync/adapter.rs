@@ -1,15 +1,13 @@
-//! The node's document store as a sync session sees it ([`SyncStore`]), and applying what a
-//! session received.
+//! A [`SyncHost`] as a sync session sees it ([`SyncStore`]), and applying what a session
+//! received. Written once over the trait, so the node's sled store and the hub's stores share
+//! the privacy boundary (sensitive `hh` profiles withheld above the county, refused there), the
+//! tombstone checks and the session's index cache.
 //!
 //! **Change feed.** The session's watermark path asks for "documents changed since position
-//! `seq`". The node uses each document's `updated_at_ms` from the store index as its feed
-//! position, and the current time as `seq()` (read at the session's start, and again when it
-//! closes): every local write and every applied remote change stamps the document with the
-//! current time, so anything changed after a position was read is listed by the next session
-//! (`updated_at_ms >= seq`, so a change in the same millisecond is listed too). A wall clock that jumps backwards (a Pi without a real-time
-//! clock after a power cut) can hide a change from the watermark summary; the session's closing
-//! fingerprint comparison then differs and the session falls back to sketches, so the cost is
-//! bytes, never correctness.
+//! `seq`": [`SyncHost::seq`] and [`SyncHost::changed_since`] answer it (the node's positions are
+//! wall-clock milliseconds, see [`crate::host::node`]). A session's [`IndexCache`] answers it
+//! from the listed feed positions instead (`pos >= seq`), which the contract of
+//! [`HostEntry::pos`] allows.
 
 use std::collections::BTreeSet;
 
@@ -23,7 +21,8 @@ use cunyun_protocol::sync::{
 };
 
 use crate::clock::now_ms;
-use crate::store::{DocStore, DocWrite, StoreError};
+use crate::host::{HostEntry, HostError, SyncHost};
+use crate::store::DocWrite;
 
 /// Verdicts of the sensitive-content check per document version. A heads digest names one
 /// document state exactly, so a verdict holds for every store in the process; kept so that a
@@ -60,11 +59,11 @@ mod verdicts {
     }
 }
 
-fn sync_err(e: StoreError) -> SyncStoreError {
+fn sync_err(e: HostError) -> SyncStoreError {
     SyncStoreError(e.to_string())
 }
 
-/// One session's copy of the shared scope's index: `(key, digest, updated_at_ms)` in key order.
+/// One session's copy of the shared scope's listing: `(key, digest, feed position)` in key order.
 ///
 /// A session reads the index several times (its starting snapshot, the watermark summary, the
 /// check before `Done`); scanning 50,000 entries from disk each time is most of a session's CPU.
@@ -76,19 +75,19 @@ pub struct IndexCache {
     entries: std::sync::Mutex<Option<CachedIndex>>,
 }
 
-/// The shared scope's id and its entries `(key, digest, updated_at_ms)` in key order.
+/// The shared scope's id and its entries `(key, digest, feed position)` in key order.
 type CachedIndex = (u64, Vec<(DocKey, HeadsDigest, u64)>);
 
 impl IndexCache {
-    /// Notes that `key` now has `digest`, written at `updated_at_ms`.
-    pub fn record(&self, key: &DocKey, digest: HeadsDigest, updated_at_ms: u64) {
+    /// Notes that `key` now has `digest`, written at feed position `pos`.
+    pub fn record(&self, key: &DocKey, digest: HeadsDigest, pos: u64) {
         let Ok(mut guard) = self.entries.lock() else {
             return;
         };
         if let Some((_, list)) = guard.as_mut() {
             match list.binary_search_by(|(k, _, _)| k.cmp(key)) {
-                Ok(i) => list[i] = (key.clone(), digest, updated_at_ms),
-                Err(i) => list.insert(i, (key.clone(), digest, updated_at_ms)),
+                Ok(i) => list[i] = (key.clone(), digest, pos),
+                Err(i) => list.insert(i, (key.clone(), digest, pos)),
             }
         }
     }
@@ -113,29 +112,29 @@ impl IndexCache {
     }
 }
 
-/// A [`DocStore`] viewed by one sync session.
-pub struct NodeSyncStore<'a> {
-    store: &'a DocStore,
+/// A [`SyncHost`] viewed by one sync session.
+pub struct HostSyncStore<'a> {
+    host: &'a dyn SyncHost,
     cache: Option<&'a IndexCache>,
     /// The peer is above the county: `hh` documents carrying sensitive content are neither
     /// listed nor sent.
     withhold_sensitive: bool,
 }
 
-impl<'a> NodeSyncStore<'a> {
-    /// A view of `store` that scans the index on every read.
-    pub fn new(store: &'a DocStore) -> NodeSyncStore<'a> {
-        NodeSyncStore {
-            store,
+impl<'a> HostSyncStore<'a> {
+    /// A view of `host` that asks the host on every read.
+    pub fn new(host: &'a dyn SyncHost) -> HostSyncStore<'a> {
+        HostSyncStore {
+            host,
             cache: None,
             withhold_sensitive: false,
         }
     }
 
-    /// A view of `store` whose index reads go through the session's `cache`.
-    pub fn with_cache(store: &'a DocStore, cache: &'a IndexCache) -> NodeSyncStore<'a> {
-        NodeSyncStore {
-            store,
+    /// A view of `host` whose listings go through the session's `cache`.
+    pub fn with_cache(host: &'a dyn SyncHost, cache: &'a IndexCache) -> HostSyncStore<'a> {
+        HostSyncStore {
+            host,
             cache: Some(cache),
             withhold_sensitive: false,
         }
@@ -145,7 +144,7 @@ impl<'a> NodeSyncStore<'a> {
     /// that carry sensitive content are left out of every listing and no change of them is
     /// sent, so they never leave the county. Each is logged once per version
     /// (`cunyun::_events::sync_withheld`).
-    pub fn withholding_sensitive(mut self, withhold: bool) -> NodeSyncStore<'a> {
+    pub fn withholding_sensitive(mut self, withhold: bool) -> HostSyncStore<'a> {
         self.withhold_sensitive = withhold;
         self
     }
@@ -183,66 +182,77 @@ impl<'a> NodeSyncStore<'a> {
         self.withheld(key, heads_digest(&doc.get_heads()))
     }
 
+    /// The scope's documents (changed at or after `since`, if given) as the session may see
+    /// them, in key order.
     fn scan(
         &self,
         scope: &SharedScope,
         since: Option<u64>,
-    ) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
-        let keep = |updated: u64| since.is_none_or(|s| updated >= s);
+    ) -> Result<Option<Vec<(DocKey, HeadsDigest)>>, SyncStoreError> {
+        let keep = |pos: u64| since.is_none_or(|s| pos >= s);
         let Some(cache) = self.cache else {
-            return Ok(self
-                .scan_store(scope)?
-                .into_iter()
-                .filter(|(_, _, u)| keep(*u))
-                .map(|(k, d, _)| (k, d))
-                .collect());
+            let listed = match since {
+                None => Some(self.list(scope, |start, end| self.host.scan_range(start, end))?),
+                Some(s) => {
+                    self.list_maybe(scope, |start, end| self.host.changed_since(start, end, s))?
+                }
+            };
+            return Ok(listed.map(|l| l.into_iter().map(|(k, d, _)| (k, d)).collect()));
         };
         let mut guard = cache
             .entries
             .lock()
             .map_err(|_| SyncStoreError("index cache poisoned".into()))?;
         if guard.as_ref().is_none_or(|(id, _)| *id != scope.id()) {
-            *guard = Some((scope.id(), self.scan_store(scope)?));
+            let listed = self.list(scope, |start, end| self.host.scan_range(start, end))?;
+            *guard = Some((scope.id(), listed));
         }
-        Ok(guard
-            .as_ref()
-            .map(|(_, list)| {
-                list.iter()
-                    .filter(|(_, _, u)| keep(*u))
-                    .map(|(k, d, _)| (k.clone(), *d))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(Some(
+            guard
+                .as_ref()
+                .map(|(_, list)| {
+                    list.iter()
+                        .filter(|(_, _, pos)| keep(*pos))
+                        .map(|(k, d, _)| (k.clone(), *d))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
     }
 
-    fn scan_store(
+    /// Every shareable document of `scope` that `read` lists over its key ranges, sorted.
+    fn list(
         &self,
         scope: &SharedScope,
+        read: impl Fn(&[u8], &[u8]) -> Result<Vec<HostEntry>, HostError>,
     ) -> Result<Vec<(DocKey, HeadsDigest, u64)>, SyncStoreError> {
+        let listed = self.list_maybe(scope, |start, end| read(start, end).map(Some))?;
+        Ok(listed.unwrap_or_default())
+    }
+
+    /// Like [`HostSyncStore::list`], but `None` as soon as one range's `read` cannot tell.
+    fn list_maybe(
+        &self,
+        scope: &SharedScope,
+        read: impl Fn(&[u8], &[u8]) -> Result<Option<Vec<HostEntry>>, HostError>,
+    ) -> Result<Option<Vec<(DocKey, HeadsDigest, u64)>>, SyncStoreError> {
         let mut out = Vec::new();
         for (start, end) in scope.key_ranges() {
-            for item in self.store.scan_range(&start, &end) {
-                match item {
-                    Ok((key, entry)) => {
-                        if scope.contains(&key) && !self.withheld(&key, entry.digest)? {
-                            out.push((key, entry.digest, entry.updated_at_ms));
-                        }
-                    }
-                    // A corrupt index entry is quarantined by the store; leave it out rather
-                    // than fail the whole session (the fingerprint check catches any mismatch).
-                    Err(StoreError::Corrupt { key, reason }) => {
-                        tracing::warn!(key, reason, "corrupt index entry left out of sync");
-                    }
-                    Err(e) => return Err(sync_err(e)),
+            let Some(entries) = read(&start, &end).map_err(sync_err)? else {
+                return Ok(None);
+            };
+            for e in entries {
+                if scope.contains(&e.key) && !self.withheld(&e.key, e.digest)? {
+                    out.push((e.key, e.digest, e.pos));
                 }
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(Some(out))
     }
 
     fn load(&self, key: &DocKey) -> Result<Option<Automerge>, SyncStoreError> {
-        self.store.load(key).map_err(sync_err)
+        self.host.load(key).map_err(sync_err)
     }
 
     /// The document as the session may see it: a withheld one reads as absent.
@@ -266,13 +276,17 @@ fn changes_not_covered(doc: &Automerge, their_heads: &[ChangeHash]) -> Vec<Vec<u
         .collect()
 }
 
-impl SyncStore for NodeSyncStore<'_> {
+impl SyncStore for HostSyncStore<'_> {
     fn seq(&self) -> u64 {
-        now_ms()
+        // Position 0 makes the peer ask for everything next time: bytes, never correctness.
+        self.host.seq().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "change-feed position unreadable; the next session is cold");
+            0
+        })
     }
 
     fn entries(&self, scope: &SharedScope) -> Result<Vec<(DocKey, HeadsDigest)>, SyncStoreError> {
-        self.scan(scope, None)
+        Ok(self.scan(scope, None)?.unwrap_or_default())
     }
 
     fn entries_since(
@@ -280,7 +294,7 @@ impl SyncStore for NodeSyncStore<'_> {
         scope: &SharedScope,
         seq: u64,
     ) -> Result<Option<Vec<(DocKey, HeadsDigest)>>, SyncStoreError> {
-        self.scan(scope, Some(seq)).map(Some)
+        self.scan(scope, Some(seq))
     }
 
     fn heads(&self, key: &DocKey) -> Result<Option<Vec<ChangeHash>>, SyncStoreError> {
@@ -371,7 +385,7 @@ pub enum ApplyError {
     },
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] HostError),
 }
 
 /// What applying a batch did.
@@ -379,8 +393,9 @@ pub enum ApplyError {
 pub struct Applied {
     /// Documents that changed and were committed.
     pub documents: usize,
-    /// Each committed document's key, new heads digest and update time.
-    pub written: Vec<(DocKey, HeadsDigest, u64)>,
+    /// Each committed document's key, new heads digest and feed position, as the host
+    /// committed them.
+    pub written: Vec<HostEntry>,
     /// Documents removed because a tombstone for their household arrived in the batch.
     pub removed: Vec<DocKey>,
     /// Documents skipped because their changes were refused (nothing of them was written).
@@ -395,7 +410,7 @@ pub struct ReceivePolicy {
 }
 
 fn apply_one(
-    store: &DocStore,
+    host: &dyn SyncHost,
     key: &DocKey,
     changes: Vec<Vec<u8>>,
     policy: ReceivePolicy,
@@ -404,7 +419,7 @@ fn apply_one(
         key: key.to_string(),
         reason: e.to_string(),
     };
-    let mut doc = store.load(key)?.unwrap_or_default();
+    let mut doc = host.load(key)?.unwrap_or_default();
     let before = doc.get_heads();
     let parsed = changes
         .into_iter()
@@ -451,10 +466,10 @@ fn apply_one(
 /// refused, so a stale peer cannot bring it back. Refusals are logged as
 /// `cunyun::_events::sync_refused`.
 pub fn apply_changes(
-    store: &DocStore,
+    host: &dyn SyncHost,
     batch: Vec<(DocKey, Vec<Vec<u8>>)>,
     policy: ReceivePolicy,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, HostError> {
     let mut writes = Vec::with_capacity(batch.len());
     let mut applied = Applied::default();
     let incoming_tombstones: BTreeSet<DocKey> = batch
@@ -465,14 +480,14 @@ pub fn apply_changes(
     let mut removes = BTreeSet::new();
     for (key, changes) in batch {
         if let Some(t) = tombstone_for(&key) {
-            if incoming_tombstones.contains(&t) || store.entry(&t)?.is_some() {
+            if incoming_tombstones.contains(&t) || host.contains(&t)? {
                 applied.failed.push(ApplyError::Deleted {
                     key: key.to_string(),
                 });
                 continue;
             }
         }
-        let result = apply_one(store, &key, changes, policy);
+        let result = apply_one(host, &key, changes, policy);
         if key.kind() == Kind::Del && result.is_ok() {
             // Also when the tombstone was known: whatever of the household is still here goes.
             removes.extend(cunyun_protocol::deletion::removed_by(&key));
@@ -501,18 +516,211 @@ pub fn apply_changes(
     // Only documents the store holds are reported as removed.
     let mut removed = Vec::new();
     for key in removes {
-        if store.entry(&key)?.is_some() {
+        if host.contains(&key)? {
             removed.push(key);
         }
     }
     applied.documents = writes.len();
-    applied.written = writes
-        .iter()
-        .map(|w| (w.key.clone(), heads_digest(&w.heads), w.updated_at_ms))
-        .collect();
     if !writes.is_empty() || !removed.is_empty() {
-        store.commit_with_removals(writes, removed.clone())?;
+        applied.written = host.commit(writes, removed.clone())?;
     }
     applied.removed = removed;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The adapter over a backend that is not the node's store: a `BTreeMap` with its own feed
+    //! counter, as the hub's stores have one.
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+    use cunyun_protocol::deletion::DeletionReason;
+    use cunyun_protocol::fields::Date;
+    use cunyun_protocol::identity::NodeId;
+    use cunyun_protocol::sync::PeerMemory;
+
+    use super::*;
+
+    /// Documents as saved bytes with the feed position of their last write.
+    struct MapHost {
+        docs: Mutex<BTreeMap<DocKey, (Vec<u8>, u64)>>,
+        feed: AtomicU64,
+        written: tokio::sync::watch::Sender<u64>,
+    }
+
+    impl MapHost {
+        fn new() -> MapHost {
+            MapHost {
+                docs: Mutex::new(BTreeMap::new()),
+                // Far from any wall-clock value, so a position taken from the clock would show.
+                feed: AtomicU64::new(100),
+                written: tokio::sync::watch::Sender::new(0),
+            }
+        }
+
+        fn entry(key: &DocKey, bytes: &[u8], pos: u64) -> HostEntry {
+            let doc = Automerge::load(bytes).expect("stored bytes load");
+            HostEntry {
+                key: key.clone(),
+                digest: heads_digest(&doc.get_heads()),
+                pos,
+            }
+        }
+    }
+
+    impl SyncHost for MapHost {
+        fn seq(&self) -> Result<u64, HostError> {
+            // The position the next write gets.
+            Ok(self.feed.load(Ordering::SeqCst) + 1)
+        }
+
+        fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<HostEntry>, HostError> {
+            let docs = self.docs.lock().expect("lock");
+            Ok(docs
+                .iter()
+                .filter(|(k, _)| {
+                    let b = k.to_bytes();
+                    b.as_slice() >= start && b.as_slice() < end
+                })
+                .map(|(k, (bytes, pos))| MapHost::entry(k, bytes, *pos))
+                .collect())
+        }
+
+        fn changed_since(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            since: u64,
+        ) -> Result<Option<Vec<HostEntry>>, HostError> {
+            let mut all = self.scan_range(start, end)?;
+            all.retain(|e| e.pos >= since);
+            Ok(Some(all))
+        }
+
+        fn load(&self, key: &DocKey) -> Result<Option<Automerge>, HostError> {
+            let docs = self.docs.lock().expect("lock");
+            docs.get(key)
+                .map(|(bytes, _)| Automerge::load(bytes))
+                .transpose()
+                .map_err(|e| HostError::Backend(e.to_string()))
+        }
+
+        fn contains(&self, key: &DocKey) -> Result<bool, HostError> {
+            Ok(self.docs.lock().expect("lock").contains_key(key))
+        }
+
+        fn commit(
+            &self,
+            writes: Vec<DocWrite>,
+            removes: Vec<DocKey>,
+        ) -> Result<Vec<HostEntry>, HostError> {
+            let mut docs = self.docs.lock().expect("lock");
+            let mut out = Vec::new();
+            for w in writes {
+                // Merge into what is stored, as a store shared by several writers must.
+                let mut bytes = docs.get(&w.key).map(|(b, _)| b.clone()).unwrap_or_default();
+                bytes.extend_from_slice(&w.chunk);
+                let merged = Automerge::load(&bytes)
+                    .map_err(|e| HostError::Backend(e.to_string()))?
+                    .save();
+                let pos = self.feed.fetch_add(1, Ordering::SeqCst) + 1;
+                out.push(MapHost::entry(&w.key, &merged, pos));
+                docs.insert(w.key, (merged, pos));
+            }
+            for k in removes {
+                docs.remove(&k);
+            }
+            self.written.send_modify(|n| *n += 1);
+            Ok(out)
+        }
+
+        fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.written.subscribe()
+        }
+
+        fn load_peer_memory(&self) -> Result<HashMap<NodeId, PeerMemory>, HostError> {
+            Ok(HashMap::new())
+        }
+
+        fn save_peer_memory(&self, _: NodeId, _: PeerMemory) -> Result<(), HostError> {
+            Ok(())
+        }
+    }
+
+    fn changes(fill: impl FnOnce(&mut automerge::transaction::Transaction<'_>)) -> Vec<Vec<u8>> {
+        let mut d = Automerge::new();
+        let mut tx = d.transaction();
+        fill(&mut tx);
+        tx.commit();
+        d.get_changes(&[])
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_document_whose_tombstone_another_backend_stores_is_refused() {
+        let host = MapHost::new();
+        let hh = DocKey::parse("510116108203/hh/h1").expect("key");
+        let del = hh.with_kind(Kind::Del);
+        let other = DocKey::parse("510116108203/hh/h2").expect("key");
+        // The tombstone is stored (it arrived earlier).
+        let tombstone = changes(|tx| {
+            Tombstone::new(
+                *del.area(),
+                "h1",
+                Date::parse("2026-12-01").expect("date"),
+                DeletionReason::Withdrawn,
+                "wang",
+            )
+            .expect("tombstone")
+            .write_to(tx)
+            .expect("write");
+        });
+        let first = apply_changes(
+            &host,
+            vec![(del.clone(), tombstone)],
+            ReceivePolicy::default(),
+        )
+        .expect("apply tombstone");
+        assert_eq!(first.documents, 1);
+        assert!(host.contains(&del).expect("contains"));
+        let seq = host.seq().expect("seq");
+        // A stale peer sends the deleted household's profile and another household's.
+        let stale = changes(|tx| {
+            tx.put(ROOT, "group", 2).expect("put");
+        });
+        let fresh = changes(|tx| {
+            tx.put(ROOT, "group", 3).expect("put");
+        });
+        let applied = apply_changes(
+            &host,
+            vec![(hh.clone(), stale), (other.clone(), fresh)],
+            ReceivePolicy::default(),
+        )
+        .expect("apply");
+        assert!(
+            matches!(&applied.failed[..], [ApplyError::Deleted { key }] if *key == hh.to_string()),
+            "{:?}",
+            applied.failed
+        );
+        assert!(
+            !host.contains(&hh).expect("contains"),
+            "the deleted profile came back"
+        );
+        // The other document went through the backend's own commit and feed.
+        assert_eq!(applied.documents, 1);
+        assert_eq!(applied.written.len(), 1);
+        assert_eq!(applied.written[0].key, other);
+        assert_eq!(applied.written[0].pos, seq);
+        let changed = host
+            .changed_since(b"510116108203/", b"510116108203:", seq)
+            .expect("feed")
+            .expect("can tell");
+        assert_eq!(changed, applied.written);
+    }
 }

@@ -16,8 +16,8 @@ use cunyun_protocol::sync::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::store::DocStore;
-use crate::sync::adapter::{apply_changes, IndexCache, NodeSyncStore, ReceivePolicy};
+use crate::host::SyncHost;
+use crate::sync::adapter::{apply_changes, HostSyncStore, IndexCache, ReceivePolicy};
 
 /// Time limits of one session.
 #[derive(Debug, Clone, Copy)]
@@ -60,17 +60,17 @@ pub struct SessionReport {
 
 /// Runs the store-touching part of a session on the blocking pool.
 async fn on_store<T: Send + 'static>(
-    store: &DocStore,
+    host: &Arc<dyn SyncHost>,
     cache: &Arc<IndexCache>,
     withhold: bool,
     session: Session,
-    f: impl FnOnce(&mut Session, &NodeSyncStore<'_>) -> T + Send + 'static,
+    f: impl FnOnce(&mut Session, &HostSyncStore<'_>) -> T + Send + 'static,
 ) -> Result<(Session, T), String> {
-    let store = store.clone();
+    let host = host.clone();
     let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         let mut session = session;
-        let view = NodeSyncStore::with_cache(&store, &cache).withholding_sensitive(withhold);
+        let view = HostSyncStore::with_cache(host.as_ref(), &cache).withholding_sensitive(withhold);
         let out = f(&mut session, &view);
         (session, out)
     })
@@ -81,7 +81,7 @@ async fn on_store<T: Send + 'static>(
 /// Runs a session with `peer` over `stream` until it converges, fails, or times out.
 pub async fn run_session<S>(
     stream: S,
-    store: &DocStore,
+    host: Arc<dyn SyncHost>,
     local: NodeIdentity,
     peer: NodeIdentity,
     memory: Option<PeerMemory>,
@@ -103,7 +103,7 @@ where
     };
     let result = tokio::time::timeout(
         limits.total,
-        drive(stream, store, local, peer, memory, limits, &mut report),
+        drive(stream, &host, local, peer, memory, limits, &mut report),
     )
     .await;
     report.outcome = match result {
@@ -119,7 +119,7 @@ where
 /// outcome once the session has one.
 async fn process_events(
     session: &mut Session,
-    store: &DocStore,
+    host: &Arc<dyn SyncHost>,
     cache: &IndexCache,
     policy: ReceivePolicy,
     report: &mut SessionReport,
@@ -151,14 +151,15 @@ async fn process_events(
         }
     }
     if !batch.is_empty() {
-        let store = store.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_changes(&store, batch, policy))
-            .await
-            .map_err(|e| format!("同步任务异常退出: {e}"))?
-            .map_err(|e| format!("写入失败: {e}"))?;
+        let host = host.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || apply_changes(host.as_ref(), batch, policy))
+                .await
+                .map_err(|e| format!("同步任务异常退出: {e}"))?
+                .map_err(|e| format!("写入失败: {e}"))?;
         report.docs_applied += applied.documents;
-        for (key, digest, updated) in &applied.written {
-            cache.record(key, *digest, *updated);
+        for e in &applied.written {
+            cache.record(&e.key, e.digest, e.pos);
         }
         for key in &applied.removed {
             cache.forget(key);
@@ -172,7 +173,7 @@ async fn process_events(
 
 async fn drive<S>(
     stream: S,
-    store: &DocStore,
+    host: &Arc<dyn SyncHost>,
     local: NodeIdentity,
     peer: NodeIdentity,
     memory: Option<PeerMemory>,
@@ -193,12 +194,12 @@ where
     config.memory = memory;
     let cache = Arc::new(IndexCache::default());
     let mut session = {
-        let store = store.clone();
+        let host = host.clone();
         let cache = cache.clone();
         tokio::task::spawn_blocking(move || {
             Session::new(
                 config,
-                &NodeSyncStore::with_cache(&store, &cache).withholding_sensitive(withhold),
+                &HostSyncStore::with_cache(host.as_ref(), &cache).withholding_sensitive(withhold),
             )
         })
         .await
@@ -220,7 +221,7 @@ where
             wr.flush().await.map_err(|e| format!("发送失败: {e}"))?;
             report.bytes_out += out.len() as u64;
         }
-        if let Some(done) = process_events(&mut session, store, &cache, policy, report).await? {
+        if let Some(done) = process_events(&mut session, host, &cache, policy, report).await? {
             // Our last frames (e.g. Done) are already written; close our half politely.
             let _ = wr.shutdown().await;
             return done;
@@ -243,7 +244,7 @@ where
             .next_frame()
             .map_err(|e| format!("收到无效的帧: {e}"))?
         {
-            let (s, handled) = on_store(store, &cache, withhold, session, move |s, view| {
+            let (s, handled) = on_store(host, &cache, withhold, session, move |s, view| {
                 s.handle(view, frame)
             })
             .await?;
@@ -263,7 +264,7 @@ where
                     .map_err(|e| format!("发送失败: {e}"))?;
                 report.bytes_out += pending_out.len() as u64;
             }
-            if let Some(done) = process_events(&mut session, store, &cache, policy, report).await? {
+            if let Some(done) = process_events(&mut session, host, &cache, policy, report).await? {
                 let _ = wr.flush().await;
                 let _ = wr.shutdown().await;
                 return done;

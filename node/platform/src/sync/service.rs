@@ -6,6 +6,12 @@
 //! periodically with jitter. A failed session backs off exponentially; at most
 //! `max_concurrent_sessions` run at once. What a converged session earned (the per-peer
 //! watermarks) is persisted so the next session with that peer is warm.
+//!
+//! The service stands on a [`SyncHost`]. The scheduler sleeps until the next peer is due, the
+//! host reports a write ([`SyncHost::watch_writes`]) or the peer list changes; it does not poll
+//! the store. Every task the service starts (connections, sessions) is tracked, and
+//! [`SyncService::stop`] returns only once they have ended and no host call of theirs is still
+//! running, so the store can be closed right after.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -14,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cunyun_protocol::identity::{NodeId, NodeIdentity};
-use cunyun_protocol::key::Role;
+use cunyun_protocol::key::{DocKey, Role};
 use cunyun_protocol::sync::PeerMemory;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -25,7 +31,7 @@ use crate::certs::revocation::RevocationSet;
 use crate::certs::tls::TlsContext;
 use crate::clock::now_ms;
 use crate::discovery::{MdnsDiscovery, PeerEvent};
-use crate::store::DocStore;
+use crate::host::{HostEntry, HostError, SyncHost};
 use crate::sync::runner::{run_session, SessionLimits, SessionReport};
 
 /// A node whose certificate expires within this many days logs a warning at start.
@@ -216,11 +222,12 @@ enum PeerKey {
 }
 
 struct Inner {
-    store: DocStore,
+    /// The host, wrapped so that [`SyncService::stop`] can tell when no task uses it any more.
+    host: Arc<dyn SyncHost>,
     tls: TlsContext,
     config: SyncConfig,
     listen: SocketAddr,
-    memory_path: PathBuf,
+    /// The remembered watermarks of every peer (persisted through the host).
     memory: Mutex<HashMap<NodeId, PeerMemory>>,
     peers: Mutex<BTreeMap<PeerKey, PeerStatus>>,
     active: Mutex<HashSet<PeerKey>>,
@@ -232,7 +239,59 @@ struct Inner {
     blob_slots: Arc<Semaphore>,
     /// Bumped whenever a revocation list adds revocations (running sessions re-check).
     revocation_updates: tokio::sync::watch::Sender<u64>,
+    /// Wakes the scheduler: a peer was added or made due, or a session ended.
+    wake: tokio::sync::Notify,
+    /// Connection and session tasks (reaped as they finish, ended by `stop`).
+    sessions: Mutex<tokio::task::JoinSet<()>>,
+    /// Set by `stop`: no new task is started.
+    stopped: std::sync::atomic::AtomicBool,
 }
+
+/// The caller's host as the service holds it: every clone of the `Arc` around it belongs to the
+/// service or one of its tasks, so the count says whether any host call is still running.
+struct Tracked(Arc<dyn SyncHost>);
+
+impl SyncHost for Tracked {
+    fn seq(&self) -> Result<u64, HostError> {
+        self.0.seq()
+    }
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<HostEntry>, HostError> {
+        self.0.scan_range(start, end)
+    }
+    fn changed_since(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        since: u64,
+    ) -> Result<Option<Vec<HostEntry>>, HostError> {
+        self.0.changed_since(start, end, since)
+    }
+    fn load(&self, key: &DocKey) -> Result<Option<automerge::Automerge>, HostError> {
+        self.0.load(key)
+    }
+    fn contains(&self, key: &DocKey) -> Result<bool, HostError> {
+        self.0.contains(key)
+    }
+    fn commit(
+        &self,
+        writes: Vec<crate::store::DocWrite>,
+        removes: Vec<DocKey>,
+    ) -> Result<Vec<HostEntry>, HostError> {
+        self.0.commit(writes, removes)
+    }
+    fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.watch_writes()
+    }
+    fn load_peer_memory(&self) -> Result<HashMap<NodeId, PeerMemory>, HostError> {
+        self.0.load_peer_memory()
+    }
+    fn save_peer_memory(&self, peer: NodeId, memory: PeerMemory) -> Result<(), HostError> {
+        self.0.save_peer_memory(peer, memory)
+    }
+}
+
+/// Longest [`SyncService::stop`] waits for host calls still running on the blocking pool.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// A running sync service. Dropping it does not stop the tasks; call [`SyncService::stop`].
 #[derive(Clone)]
@@ -241,69 +300,15 @@ pub struct SyncService {
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredMemory {
-    peer: NodeId,
-    scope_id: u64,
-    peer_seq_seen: u64,
-    my_seq_seen: u64,
-}
-
-fn load_memory(path: &Path) -> HashMap<NodeId, PeerMemory> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    match serde_json::from_str::<Vec<StoredMemory>>(&text) {
-        Ok(list) => list
-            .into_iter()
-            .map(|m| {
-                (
-                    m.peer,
-                    PeerMemory {
-                        scope_id: m.scope_id,
-                        peer_seq_seen: m.peer_seq_seen,
-                        my_seq_seen: m.my_seq_seen,
-                    },
-                )
-            })
-            .collect(),
-        Err(e) => {
-            // Losing watermarks only makes the next sessions cold.
-            tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
-            HashMap::new()
-        }
-    }
-}
-
-fn save_memory(path: &Path, memory: &HashMap<NodeId, PeerMemory>) -> std::io::Result<()> {
-    use std::io::Write;
-    let list: Vec<StoredMemory> = memory
-        .iter()
-        .map(|(peer, m)| StoredMemory {
-            peer: *peer,
-            scope_id: m.scope_id,
-            peer_seq_seen: m.peer_seq_seen,
-            my_seq_seen: m.my_seq_seen,
-        })
-        .collect();
-    let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 impl SyncService {
-    /// Starts the sync service for a node whose data lives in `data_dir`.
+    /// Starts the sync service over `host`, for a node whose certificates live in
+    /// `<data_dir>/tls` (unless `config.tls_dir` says otherwise).
     pub async fn start(
         config: SyncConfig,
-        store: DocStore,
+        host: Arc<dyn SyncHost>,
         data_dir: &Path,
     ) -> Result<SyncService, SyncStartError> {
+        let host: Arc<dyn SyncHost> = Arc::new(Tracked(host));
         let tls_dir = config
             .tls_dir
             .clone()
@@ -319,8 +324,22 @@ impl SyncService {
                 "node certificate expires soon; renew it (cunyun-node enroll-village --node-id)"
             );
         }
-        // Lists already stored take effect before the first handshake.
-        revoked.refresh(&store, &tls.identity.scope, tls.verifier().root_der());
+        // Lists already stored take effect before the first handshake; the watermarks are read
+        // once (a failure only makes the first sessions cold).
+        let memory = {
+            let (host, tls) = (host.clone(), tls.clone());
+            tokio::task::spawn_blocking(move || {
+                let v = tls.verifier();
+                v.revocations()
+                    .refresh(host.as_ref(), &tls.identity.scope, v.root_der());
+                host.load_peer_memory().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "peer watermarks unreadable; starting cold");
+                    HashMap::new()
+                })
+            })
+            .await
+            .unwrap_or_default()
+        };
         let bind_error = |source| SyncStartError::Bind {
             addr: config.listen,
             source,
@@ -338,12 +357,10 @@ impl SyncService {
                 addr: config.listen,
                 source,
             })?;
-        let memory_path = data_dir.join("sync").join("peers.json");
         let (reports, _) = tokio::sync::broadcast::channel(256);
         let inner = Arc::new(Inner {
-            memory: Mutex::new(load_memory(&memory_path)),
-            memory_path,
-            store,
+            memory: Mutex::new(memory),
+            host,
             tls,
             slots: Arc::new(Semaphore::new(config.max_concurrent_sessions.max(1))),
             config,
@@ -355,6 +372,9 @@ impl SyncService {
             blobs: Mutex::new(None),
             blob_slots: Arc::new(Semaphore::new(MAX_BLOB_SESSIONS)),
             revocation_updates: tokio::sync::watch::Sender::new(0),
+            wake: tokio::sync::Notify::new(),
+            sessions: Mutex::new(tokio::task::JoinSet::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
         let service = SyncService {
             inner: inner.clone(),
@@ -419,13 +439,59 @@ impl SyncService {
         self.inner.reports.subscribe()
     }
 
-    /// Stops every task of the service.
-    pub fn stop(&self) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
+    /// Stops the service: no new session starts, every task of the service (listener,
+    /// discovery, scheduler, connections, sessions) ends, and this returns once none of them
+    /// is still inside a host call (at most [`STOP_WAIT`] for those), so the caller may close
+    /// the store right after. Applies already handed to the host complete, each atomically.
+    pub async fn stop(&self) {
+        use std::sync::atomic::Ordering;
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.slots.close();
+        let loops: Vec<_> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in &loops {
+            t.abort();
         }
+        for t in loops {
+            let _ = t.await;
+        }
+        // Nothing spawns into the set any more (`stopped`); take it out to await it unlocked.
+        let mut sessions = match self.inner.sessions.lock() {
+            Ok(mut set) => std::mem::take(&mut *set),
+            Err(_) => tokio::task::JoinSet::new(),
+        };
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        // Aborted tasks may have left a host call running on the blocking pool.
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while Arc::strong_count(&self.inner.host) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("sync host still in use after stop; giving up waiting");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(
+            target: "cunyun::_events::sync_stopped",
+            node = %self.inner.tls.identity.node_id
+        );
+    }
+
+    /// Starts `task` as one of the service's tracked tasks (finished ones are reaped); `false`
+    /// once the service is stopping.
+    fn spawn_tracked(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        use std::sync::atomic::Ordering;
+        let Ok(mut set) = self.inner.sessions.lock() else {
+            return false;
+        };
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return false;
+        }
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+        true
     }
 
     /// The current picture.
@@ -444,17 +510,28 @@ impl SyncService {
         }
     }
 
-    /// Dials `addr` once now and runs a session; for tools and tests.
+    /// Dials `addr` once now and runs a session; for tools and tests. The session is one of
+    /// the service's tasks: [`SyncService::stop`] ends it.
     pub async fn sync_with(&self, addr: SocketAddr) -> Result<SessionReport, String> {
+        let stopped = || "同步服务已停止".to_string();
         let permit = self
             .inner
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| "同步服务已停止".to_string())?;
-        let r = dial(self, addr).await;
-        drop(permit);
-        r
+            .map_err(|_| stopped())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let service = self.clone();
+        let started = self.spawn_tracked(async move {
+            let r = dial(&service, addr).await;
+            drop(permit);
+            let _ = tx.send(r);
+        });
+        if !started {
+            return Err(stopped());
+        }
+        rx.await.map_err(|_| stopped())?
     }
 
     fn add_peer(&self, key: PeerKey, addrs: Vec<SocketAddr>, source: &str, due_ms: u64) {
@@ -479,6 +556,7 @@ impl SyncService {
                 entry.due_ms = entry.due_ms.min(due_ms);
             }
         }
+        self.inner.wake.notify_one();
     }
 
     /// Makes every known peer due within the debounce delay (after a local change).
@@ -491,6 +569,7 @@ impl SyncService {
                 }
             }
         }
+        self.inner.wake.notify_one();
     }
 
     fn periodic_delay_ms(&self) -> u64 {
@@ -500,7 +579,7 @@ impl SyncService {
         (base * factor) as u64
     }
 
-    fn record(&self, key: &PeerKey, report: &SessionReport, addr: Option<SocketAddr>) {
+    async fn record(&self, key: &PeerKey, report: &SessionReport, addr: Option<SocketAddr>) {
         let now = now_ms();
         let ok = report.outcome.is_ok();
         if let Ok(mut t) = self.inner.totals.lock() {
@@ -570,14 +649,22 @@ impl SyncService {
             }
             peers.insert(id_key, status);
         }
-        if let Ok(memory) = &report.outcome {
+        if let Ok(memory) = report.outcome {
+            let peer = report.peer.node_id;
             if let Ok(mut mem) = self.inner.memory.lock() {
-                mem.insert(report.peer.node_id, *memory);
-                if let Err(e) = save_memory(&self.inner.memory_path, &mem) {
-                    tracing::warn!(error = %e, "could not persist peer watermarks");
-                }
+                mem.insert(peer, memory);
+            }
+            let host = self.inner.host.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || host.save_peer_memory(peer, memory)).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not persist peer watermarks"),
+                Err(e) => tracing::warn!(error = %e, "could not persist peer watermarks"),
             }
         }
+        // The peer is rescheduled (and a slot is free again).
+        self.inner.wake.notify_one();
         let _ = self.inner.reports.send(report.clone());
         tracing::info!(
             target: "cunyun::_events::sync_session",
@@ -636,7 +723,7 @@ where
     let mut revocations = inner.revocation_updates.subscribe();
     let session = run_session(
         stream,
-        &inner.store,
+        inner.host.clone(),
         inner.tls.identity,
         peer,
         service.memory_for(&peer.node_id),
@@ -703,8 +790,9 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             drop(tcp);
             continue;
         };
-        let service = service.clone();
-        tokio::spawn(async move {
+        let task_service = service.clone();
+        let started = service.spawn_tracked(async move {
+            let service = task_service;
             let _addr_permit = addr_permit;
             let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
                 // Busy: the peer retries later (its backoff); dropping closes the connection.
@@ -735,9 +823,13 @@ async fn accept_loop(service: SyncService, listener: TcpListener) {
             service.set_active(&key, true);
             let report = guarded_session(&service, stream, peer).await;
             service.set_active(&key, false);
-            service.record(&key, &report, None);
+            service.record(&key, &report, None).await;
             drop(permit);
+            service.inner.wake.notify_one();
         });
+        if !started {
+            return;
+        }
     }
 }
 
@@ -780,90 +872,142 @@ async fn discovery_loop(service: SyncService, mut discovery: MdnsDiscovery) {
     }
 }
 
+/// Longest the scheduler sleeps without a reason to wake (a safety net; it is woken by writes,
+/// new or rescheduled peers and ended sessions).
+const SCHEDULER_MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How long the scheduler waits before looking again when every session slot is taken and no
+/// session ends meanwhile.
+const SCHEDULER_BUSY_RETRY: Duration = Duration::from_millis(500);
+
 async fn scheduler_loop(service: SyncService) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_commits = service.inner.store.stats().writes;
+    let mut writes = service.inner.host.watch_writes();
+    writes.borrow_and_update();
+    let mut writes_open = true;
     loop {
-        tick.tick().await;
-        // A local change (or one applied from a peer) makes every peer due after the debounce.
-        let commits = service.inner.store.stats().writes;
-        if commits != last_commits {
-            last_commits = commits;
-            service.all_due_in(service.inner.config.debounce_ms);
-            // A revocation list may have arrived (or been published here).
-            let (store, tls) = (service.inner.store.clone(), service.inner.tls.clone());
-            let added = tokio::task::spawn_blocking(move || {
-                let v = tls.verifier();
-                v.revocations()
-                    .refresh(&store, &tls.identity.scope, v.root_der())
-            })
-            .await
-            .unwrap_or(0);
-            if added > 0 {
-                service.inner.revocation_updates.send_modify(|g| *g += 1);
-            }
-        }
+        let busy = start_due_sessions(&service);
         let now = now_ms();
-        let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {
-            Ok(peers) => peers
-                .iter()
-                .filter(|(_, p)| p.due_ms != 0 && p.due_ms <= now && !p.addrs.is_empty())
-                .map(|(k, p)| (k.clone(), p.addrs.clone()))
-                .collect(),
-            Err(_) => continue,
+        let sleep = if busy {
+            SCHEDULER_BUSY_RETRY
+        } else {
+            next_due_ms(&service).map_or(SCHEDULER_MAX_SLEEP, |due| {
+                Duration::from_millis(due.saturating_sub(now)).min(SCHEDULER_MAX_SLEEP)
+            })
         };
-        for (key, addrs) in due {
-            if !service.set_active(&key, true) {
-                continue;
-            }
-            let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
-                service.set_active(&key, false);
-                break;
-            };
-            if let Ok(mut peers) = service.inner.peers.lock() {
-                if let Some(p) = peers.get_mut(&key) {
-                    p.active = true;
-                    // Not due again until this session ends and reschedules it.
-                    p.due_ms = u64::MAX;
+        tokio::select! {
+            changed = writes.changed(), if writes_open => {
+                if changed.is_err() {
+                    // The host is gone; the periodic schedule still runs.
+                    writes_open = false;
+                    continue;
+                }
+                writes.borrow_and_update();
+                // A local change (or one applied from a peer) makes every peer due after the
+                // debounce; changes within it are batched into one session per peer.
+                service.all_due_in(service.inner.config.debounce_ms);
+                // A revocation list may have arrived (or been published here).
+                let (host, tls) = (service.inner.host.clone(), service.inner.tls.clone());
+                let added = tokio::task::spawn_blocking(move || {
+                    let v = tls.verifier();
+                    v.revocations()
+                        .refresh(host.as_ref(), &tls.identity.scope, v.root_der())
+                })
+                .await
+                .unwrap_or(0);
+                if added > 0 {
+                    service.inner.revocation_updates.send_modify(|g| *g += 1);
                 }
             }
-            let service = service.clone();
-            tokio::spawn(async move {
-                let mut result = Err("没有可用地址".to_string());
-                let mut used = None;
-                for addr in addrs {
-                    result = dial(&service, addr).await;
-                    if result.is_ok() {
-                        used = Some(addr);
-                        break;
-                    }
-                }
-                service.set_active(&key, false);
-                match result {
-                    Ok(report) => service.record(&key, &report, used),
-                    Err(e) => {
-                        let now = now_ms();
-                        if let Ok(mut peers) = service.inner.peers.lock() {
-                            if let Some(p) = peers.get_mut(&key) {
-                                p.active = false;
-                                p.last_attempt_ms = Some(now);
-                                p.last_error = Some(e.clone());
-                                p.sessions_failed += 1;
-                                p.failures = p.failures.saturating_add(1);
-                                p.due_ms = now + service.backoff_ms(p.failures);
-                            }
-                        }
-                        if let Ok(mut t) = service.inner.totals.lock() {
-                            t.sessions_failed += 1;
-                        }
-                        tracing::info!(
-                            target: "cunyun::_events::sync_dial_failed",
-                            error = %e
-                        );
-                    }
-                }
-                drop(permit);
-            });
+            _ = service.inner.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// When the next idle peer with an address is due (`None`: no peer is scheduled).
+fn next_due_ms(service: &SyncService) -> Option<u64> {
+    let active = service.inner.active.lock().ok()?;
+    let peers = service.inner.peers.lock().ok()?;
+    peers
+        .iter()
+        .filter(|(k, p)| {
+            p.due_ms != 0 && p.due_ms != u64::MAX && !p.addrs.is_empty() && !active.contains(k)
+        })
+        .map(|(_, p)| p.due_ms)
+        .min()
+}
+
+/// Dials every peer that is due, as far as session slots allow; `true` if a due peer had to
+/// wait for a slot.
+fn start_due_sessions(service: &SyncService) -> bool {
+    let now = now_ms();
+    let due: Vec<(PeerKey, Vec<SocketAddr>)> = match service.inner.peers.lock() {
+        Ok(peers) => peers
+            .iter()
+            .filter(|(_, p)| p.due_ms != 0 && p.due_ms <= now && !p.addrs.is_empty())
+            .map(|(k, p)| (k.clone(), p.addrs.clone()))
+            .collect(),
+        Err(_) => return false,
+    };
+    for (key, addrs) in due {
+        if !service.set_active(&key, true) {
+            continue;
+        }
+        let Ok(permit) = service.inner.slots.clone().try_acquire_owned() else {
+            service.set_active(&key, false);
+            return true;
+        };
+        if let Ok(mut peers) = service.inner.peers.lock() {
+            if let Some(p) = peers.get_mut(&key) {
+                p.active = true;
+                // Not due again until this session ends and reschedules it.
+                p.due_ms = u64::MAX;
+            }
+        }
+        let task_service = service.clone();
+        let task_key = key.clone();
+        let started = service.spawn_tracked(async move {
+            let (service, key) = (task_service, task_key);
+            let mut result = Err("没有可用地址".to_string());
+            let mut used = None;
+            for addr in addrs {
+                result = dial(&service, addr).await;
+                if result.is_ok() {
+                    used = Some(addr);
+                    break;
+                }
+            }
+            service.set_active(&key, false);
+            match result {
+                Ok(report) => service.record(&key, &report, used).await,
+                Err(e) => {
+                    let now = now_ms();
+                    if let Ok(mut peers) = service.inner.peers.lock() {
+                        if let Some(p) = peers.get_mut(&key) {
+                            p.active = false;
+                            p.last_attempt_ms = Some(now);
+                            p.last_error = Some(e.clone());
+                            p.sessions_failed += 1;
+                            p.failures = p.failures.saturating_add(1);
+                            p.due_ms = now + service.backoff_ms(p.failures);
+                        }
+                    }
+                    if let Ok(mut t) = service.inner.totals.lock() {
+                        t.sessions_failed += 1;
+                    }
+                    service.inner.wake.notify_one();
+                    tracing::info!(
+                        target: "cunyun::_events::sync_dial_failed",
+                        error = %e
+                    );
+                }
+            }
+            drop(permit);
+            service.inner.wake.notify_one();
+        });
+        if !started {
+            service.set_active(&key, false);
+            return false;
+        }
+    }
+    false
 }

@@ -60,7 +60,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_platform::metrics::Metrics;
-use cunyun_platform::store::{DocStore, StoreError};
+use cunyun_platform::store::StoreError;
 use cunyun_platform::sync::SyncService;
 use cunyun_protocol::area::Level;
 use cunyun_protocol::fields::Date;
@@ -230,27 +230,13 @@ pub async fn start(
         path: dir.join(IMPORT_DIR),
         source,
     })?;
-    if config.store.backend != crate::store::StoreBackend::Sled {
-        // The engine, console and API stand on the seam (`store`); sync sessions not yet.
-        return Err(crate::store::HubStoreError::Config(
-            "backend = \"postgres\" 尚未接入枢纽的同步服务，目前请使用 sled".to_string(),
-        )
-        .into());
-    }
-    let docs = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
-    let store: Arc<dyn HubStore> = Arc::new(
-        crate::store::sled::SledHubStore::over(
-            docs.clone(),
-            crate::store::Limits::from(&config.store.sled),
-            &crate::store::sled::meta_dir_of(&dir.join("store")),
-        )
-        // The sync service still commits to the DocStore directly, with its own clock.
-        .with_foreign_writers(SYNC_STAMP_SLACK_MS),
-    );
+    // sled in `<data>/store`, or the PostgreSQL database of `[store.postgres]` (migrated).
+    let store = crate::store::open(&config.store, dir)?;
+    tracing::info!(backend = ?store.backend(), "hub document store opened");
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
-        let host = Arc::new(cunyun_platform::host::NodeHost::new(docs, dir));
+        let host = Arc::new(crate::store::synchost::HubSyncHost::new(store.clone()));
         let s = SyncService::start(config.sync.clone(), host, dir).await?;
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();
@@ -619,10 +605,6 @@ async fn sync_status(State(hub): State<Arc<Hub>>) -> Response {
 async fn list_content(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     Json(json!({ "items": hub.library.list() }))
 }
-
-/// How far behind the wall clock the sled feed's watermark stays while the sync service writes
-/// to the `DocStore` directly ([`store::sled::SledHubStore::with_foreign_writers`]).
-const SYNC_STAMP_SLACK_MS: u64 = 5_000;
 
 /// Name of the import directory under the hub's data directory.
 pub const IMPORT_DIR: &str = "import";

@@ -23,10 +23,9 @@
 //! a value is either the old or the new one after a crash.
 //!
 //! Limits: only writes made through this wrapper are stamped this way. Writes made directly on
-//! the `DocStore` (today's sync adapter, until it moves to the seam) carry their caller's clock
-//! and are listed when that time is at or after the watermark; a store shared with such a
-//! writer holds its watermarks behind the wall clock
-//! ([`SledHubStore::with_foreign_writers`]). The feed is a
+//! the `DocStore` (the hub makes none: its engine, API and sync sessions all write through
+//! [`HubStore::apply`]) would carry their caller's clock and be listed only when that time is
+//! at or after the watermark. The feed is a
 //! scan of the whole index (one process, an embedded store): fine for the demo and small hubs,
 //! not at province scale (that is the PostgreSQL backend's job).
 
@@ -59,8 +58,6 @@ pub struct SledHubStore {
     meta_dir: PathBuf,
     /// Serialises metadata writes (they share temporary file names).
     meta_lock: Mutex<()>,
-    /// See [`SledHubStore::with_foreign_writers`] (0: every write goes through this wrapper).
-    foreign_slack_ms: u64,
 }
 
 /// Positions handed out and not yet committed.
@@ -121,18 +118,7 @@ impl SledHubStore {
             }),
             meta_dir: meta_dir.to_path_buf(),
             meta_lock: Mutex::new(()),
-            foreign_slack_ms: 0,
         }
-    }
-
-    /// Declares that others write to the same `DocStore` directly (today: the hub's sync
-    /// service), stamping documents with their own clock at some point before their commit
-    /// returns. Feed watermarks are then held at least `slack_ms` behind the wall clock, so
-    /// such a write that commits up to `slack_ms` after it was stamped is still listed (more
-    /// repeats, which consumers filter by digest).
-    pub fn with_foreign_writers(mut self, slack_ms: u64) -> SledHubStore {
-        self.foreign_slack_ms = slack_ms;
-        self
     }
 
     /// The underlying store (for the parts of the hub not on the seam yet).
@@ -165,12 +151,7 @@ impl SledHubStore {
     /// The lowest position in flight, or the next one to be handed out.
     fn next_safe(&self) -> u64 {
         let f = lock(&self.feed);
-        let mine = f.in_flight.first().copied().unwrap_or(f.last + 1);
-        if self.foreign_slack_ms == 0 {
-            mine
-        } else {
-            mine.min(now_ms().saturating_sub(self.foreign_slack_ms))
-        }
+        f.in_flight.first().copied().unwrap_or(f.last + 1)
     }
 
     fn release_position(&self, pos: u64) {

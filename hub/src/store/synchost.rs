@@ -256,7 +256,7 @@ mod tests {
             .is_empty());
 
         // A commit merges into what is stored now: a concurrent writer's change survives.
-        let mut other = d1.clone();
+        let mut other = d1.fork();
         let before = other.get_heads();
         {
             let mut tx = other.transaction();
@@ -272,7 +272,7 @@ mod tests {
                 vec![],
             )
             .unwrap();
-        let mut mine = d1.clone();
+        let mut mine = d1.fork();
         let before = mine.get_heads();
         {
             let mut tx = mine.transaction();

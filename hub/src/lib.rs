@@ -231,7 +231,13 @@ pub async fn start(
         source,
     })?;
     // sled in `<data>/store`, or the PostgreSQL database of `[store.postgres]` (migrated).
-    let store = crate::store::open(&config.store, dir)?;
+    // Off the runtime: opening PostgreSQL migrates on the store's own runtime and waits.
+    let (store_cfg, store_dir) = (config.store.clone(), dir.clone());
+    let store = tokio::task::spawn_blocking(move || crate::store::open(&store_cfg, &store_dir))
+        .await
+        .map_err(|e| {
+            crate::store::HubStoreError::Config(format!("打开文档库的任务异常退出: {e}"))
+        })??;
     tracing::info!(backend = ?store.backend(), "hub document store opened");
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;

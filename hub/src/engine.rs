@@ -6,10 +6,18 @@
 //! 1. If the store has had no write since the last round began, the library has not changed and the
 //!    day is the same, there is nothing to do.
 //! 2. The library's items are loaded into the [`Matcher`] when the library changed.
-//! 3. The store's index is scanned for `hh` documents whose heads digest differs from the last
-//!    one seen (new or changed households: synced up from villages). Each is read as a
-//!    [`HouseholdProfile`]; the first time a household is seen, its stored `rec` document (if any)
-//!    tells the matcher what it was already recommended.
+//! 3. What changed is read from the store's change feed ([`HubStore::changes_since`]) from the
+//!    watermark of the last round — or, on a *full pass*, the whole province's index is listed:
+//!    on the first round ever (or when the saved state follows another library, other budgets or
+//!    another week), when the library or the push-down budgets changed, and when a new week
+//!    began. `hh` documents whose heads digest differs from the last one seen (new or changed
+//!    households: synced up from villages) are read as [`HouseholdProfile`]s; the first time a
+//!    household is seen in this process, its stored `rec` document (if any) tells the matcher
+//!    what it was already recommended (so matching state is rebuilt lazily, per household,
+//!    after a restart). After the round's writes are durable the feed's next watermark is
+//!    saved ([`HubStore::meta_put`], [`STATE_META`]); a restarted engine resumes from it.
+//!    Limitation: after such a resume, coverage ([`Engine::coverage`]) counts only households
+//!    seen since (until the next full pass).
 //! 4. Every dirty household is matched; each household that got new items (or whose `rec` holds
 //!    items no longer in the library) gets its `rec` document updated — loaded, changed with
 //!    [`Rec::write_to`] (only what differs), and committed in one durable batch per 1,000.

@@ -4,6 +4,8 @@
 //! cunyun-node demo                 # a sample village of 300 households on ./data/demo, prints the URL
 //! cunyun-node run --config FILE    # a node as configured
 //! cunyun-node check --data-dir DIR # reads every document and reports damaged ones
+//! cunyun-node backup --data-dir DIR --to FILE    # encrypted backup, also while the node runs
+//! cunyun-node restore --from FILE --data-dir DIR [--force]  # verified restore
 //! cunyun-node ca-init | enroll-token | enroll-serve | enroll | enroll-village  # certificates
 //! cunyun-node user add --data-dir DIR --name N [--role R --scope AREA]  # password on stdin
 //! cunyun-node user list | passwd | disable | enable | remove --name N
@@ -202,6 +204,34 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// 备份节点数据（证书、证书机构、账户、文档库等）到一个加密文件；节点运行时也可以备份。
+    /// 口令依次取自 --passphrase-file、环境变量 CUNYUN_BACKUP_PASSPHRASE，或在终端输入。
+    Backup {
+        /// 节点的数据目录。
+        #[arg(long, default_value = "./data/node")]
+        data_dir: PathBuf,
+        /// 备份文件（不能已存在），如 /media/U盘/村1-2026-12-08.cybak。
+        #[arg(long)]
+        to: PathBuf,
+        /// 口令文件（第一行为口令）；不给则用环境变量或在终端输入。
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// 从备份文件恢复节点数据目录，恢复后逐份校验文档（须先停止节点）。
+    Restore {
+        /// 备份文件。
+        #[arg(long)]
+        from: PathBuf,
+        /// 恢复到的数据目录（须为空或不存在）。
+        #[arg(long, alias = "data")]
+        data_dir: PathBuf,
+        /// 目标目录不为空时仍然恢复：原有内容改名保留在旁边（<目录>.replaced-时间）。
+        #[arg(long)]
+        force: bool,
+        /// 口令文件（第一行为口令）；不给则用环境变量或在终端输入。
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
     /// 检查文档库：逐份读取文档，报告损坏并隔离的文档。
     Check {
         /// 数据目录。
@@ -272,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => NodeConfig::default(),
             };
             let node = server::start(&config, shutdown_signal()).await?;
+            cunyun_node::notify::announce_ready(node.addr);
             println!("村云节点已启动：{}", node.url());
             if let Some(https) = node.https_url() {
                 println!(
@@ -283,6 +314,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { data_dir } => check(data_dir),
+        Command::Backup {
+            data_dir,
+            to,
+            passphrase_file,
+        } => backup(data_dir, to, passphrase_file).await,
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+            passphrase_file,
+        } => restore(from, data_dir, force, passphrase_file).await,
         Command::User { command } => user(command),
         Command::WebCert { config, names } => web_cert(config, names),
         Command::Status { addr } => status(addr).await,
@@ -790,6 +832,72 @@ async fn status(addr: SocketAddr) -> anyhow::Result<()> {
             if p["active"] == serde_json::Value::Bool(true) { "，正在同步" } else { "" },
             p["last_error"].as_str().map(|e| format!("，最近错误：{e}")).unwrap_or_default(),
         );
+    }
+    Ok(())
+}
+
+async fn backup(
+    data_dir: PathBuf,
+    to: PathBuf,
+    passphrase_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use cunyun_node::backup;
+    let pass = backup::passphrase::obtain(passphrase_file.as_deref(), true)?;
+    let started = std::time::Instant::now();
+    let s =
+        tokio::task::spawn_blocking(move || backup::backup(&data_dir, &to, pass).map(|s| (s, to)))
+            .await
+            .context("备份中断")?;
+    let (s, to) = s?;
+    println!(
+        "备份完成：{}（{} 字节，文件 {} 个，文档 {} 份，用时 {:.1} 秒{}）",
+        to.display(),
+        s.bytes,
+        s.files,
+        s.docs,
+        started.elapsed().as_secs_f64(),
+        if s.from_running_node {
+            "，由运行中的节点导出"
+        } else {
+            ""
+        }
+    );
+    if !s.damaged.is_empty() {
+        eprintln!(
+            "注意：{} 份损坏文档未能备份（运行 cunyun-node check 查看）：{}",
+            s.damaged.len(),
+            s.damaged.join("、")
+        );
+    }
+    println!("请把备份文件和口令分开保管：没有口令无法恢复。");
+    Ok(())
+}
+
+async fn restore(
+    from: PathBuf,
+    data_dir: PathBuf,
+    force: bool,
+    passphrase_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use cunyun_node::backup;
+    let pass = backup::passphrase::obtain(passphrase_file.as_deref(), false)?;
+    let started = std::time::Instant::now();
+    let target = data_dir.clone();
+    let s = tokio::task::spawn_blocking(move || backup::restore(&from, &data_dir, force, pass))
+        .await
+        .context("恢复中断")??;
+    println!(
+        "恢复完成：{}（文件 {} 个，文档 {} 份，已逐份校验，用时 {:.1} 秒）",
+        target.display(),
+        s.files,
+        s.docs,
+        started.elapsed().as_secs_f64()
+    );
+    if s.dropped_deleted > 0 {
+        println!("已去掉备份中 {} 份已删除农户的文档。", s.dropped_deleted);
+    }
+    if let Some(old) = s.replaced {
+        println!("原有内容已改名保留：{}", old.display());
     }
     Ok(())
 }

@@ -188,6 +188,7 @@ pub async fn start_with_principals(
         node_name: config.node_name.clone(),
         sync,
         pushdown,
+        limits: crate::limits::RouteLimits::new(config.limits),
     });
     if let Some(p) = &state.pushdown {
         p.record_deliveries_to(state.records.clone());
@@ -235,6 +236,7 @@ pub async fn start_with_principals(
             let _ = rx.wait_for(|v| *v).await;
         }
     };
+    crate::backup::socket::spawn(Arc::downgrade(&state), &config.data_dir, stopped());
     let mut router = app(state.clone(), config.max_body_bytes);
     let mut https = None;
     if config.web_tls.enabled {

@@ -6,10 +6,18 @@
 //! 1. If the store has had no write since the last round began, the library has not changed and the
 //!    day is the same, there is nothing to do.
 //! 2. The library's items are loaded into the [`Matcher`] when the library changed.
-//! 3. The store's index is scanned for `hh` documents whose heads digest differs from the last
-//!    one seen (new or changed households: synced up from villages). Each is read as a
-//!    [`HouseholdProfile`]; the first time a household is seen, its stored `rec` document (if any)
-//!    tells the matcher what it was already recommended.
+//! 3. What changed is read from the store's change feed ([`HubStore::changes_since`]) from the
+//!    watermark of the last round — or, on a *full pass*, the whole province's index is listed:
+//!    on the first round ever (or when the saved state follows another library, other budgets or
+//!    another week), when the library or the push-down budgets changed, and when a new week
+//!    began. `hh` documents whose heads digest differs from the last one seen (new or changed
+//!    households: synced up from villages) are read as [`HouseholdProfile`]s; the first time a
+//!    household is seen in this process, its stored `rec` document (if any) tells the matcher
+//!    what it was already recommended (so matching state is rebuilt lazily, per household,
+//!    after a restart). After the round's writes are durable the feed's next watermark is
+//!    saved ([`HubStore::meta_put`], [`STATE_META`]); a restarted engine resumes from it.
+//!    Limitation: after such a resume, coverage ([`Engine::coverage`]) counts only households
+//!    seen since (until the next full pass).
 //! 4. Every dirty household is matched; each household that got new items (or whose `rec` holds
 //!    items no longer in the library) gets its `rec` document updated — loaded, changed with
 //!    [`Rec::write_to`] (only what differs), and committed in one durable batch per 1,000.
@@ -52,7 +60,7 @@ use serde::Serialize;
 use crate::config::PushdownConfig;
 use crate::library::ContentLibrary;
 use crate::matcher::Matcher;
-use crate::store::{HubStore, HubStoreError, HubWrite};
+use crate::store::{FeedPos, HubStore, HubStoreError, HubWrite};
 
 /// Households matched per batch (and `rec` documents per durable commit).
 const BATCH: usize = 1_000;
@@ -116,9 +124,41 @@ struct State {
     plan_pending: BTreeMap<cunyun_protocol::area::AreaCode, BTreeSet<DocKey>>,
     /// Each village's file demand and current plan, once built.
     plans: HashMap<cunyun_protocol::area::AreaCode, VillagePlan>,
-    /// Whether every village with `rec` documents was planned since start.
+    /// Whether every village with `rec` documents was planned since start (or the saved state
+    /// says the plans on record follow this configuration).
     planned_all: bool,
+    /// The feed position the next incremental round reads from.
+    watermark: FeedPos,
+    /// Fingerprint of the library and push-down budgets the matching state follows.
+    fingerprint: String,
+    /// Whether the saved state was looked at (the first round of this process).
+    resumed: bool,
+    /// What was saved last ([`Engine::save_state`] writes only when it differs).
+    saved: Option<SavedState>,
 }
+
+/// What one round's listing (full pass or feed) found to work on.
+#[derive(Default)]
+struct Seen {
+    profiles: BTreeMap<DocKey, HouseholdProfile>,
+    changed_needs: Vec<DocKey>,
+    experts_changed: bool,
+}
+
+/// The engine's durable state ([`HubStore::meta_put`] under [`STATE_META`]): where the feed
+/// was read to, and what the matching done so far followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct SavedState {
+    /// The feed position to read from next.
+    watermark: u64,
+    /// [`Engine::fingerprint`] of the library and push-down budgets.
+    fingerprint: String,
+    /// The matching day (its week decides the weekly caps).
+    day: String,
+}
+
+/// The metadata name of the engine's [`SavedState`].
+pub const STATE_META: &str = "engine.round";
 
 /// The hub's matching engine over its store (see the module documentation).
 pub struct Engine {
@@ -151,6 +191,10 @@ impl Engine {
                 plan_pending: BTreeMap::new(),
                 plans: HashMap::new(),
                 planned_all: false,
+                watermark: FeedPos::START,
+                fingerprint: String::new(),
+                resumed: false,
+                saved: None,
             }),
         }
     }
@@ -326,6 +370,8 @@ impl Engine {
             return Ok(report);
         }
         report.ran = true;
+        let week_changed = st.day.is_some_and(|d| Week::of(d) != Week::of(today));
+        let lib_changed = lib_version != st.library_version;
         if st.day != Some(today) {
             st.matcher.set_today(today);
             st.day = Some(today);
@@ -348,99 +394,33 @@ impl Engine {
             st.library_ids = ids;
             st.library_version = lib_version;
         }
-        // New and changed households.
-        let mut profiles: BTreeMap<DocKey, HouseholdProfile> = BTreeMap::new();
-        let mut all_needs = Vec::new();
-        let mut changed_needs = Vec::new();
-        let mut experts_changed = false;
-        for (key, entry) in self.store.entries(&self.scope, None)? {
-            if key.kind() == Kind::Need {
-                all_needs.push(key.clone());
-            }
-            if key.kind() == Kind::Del {
-                // A deleted household: out of matching and coverage (its documents were removed
-                // from the store when the tombstone arrived).
-                if st.known.insert(key.clone(), entry.digest).is_none() {
-                    let hh = key.with_kind(Kind::Hh);
-                    let fb = key.with_kind(Kind::Fb);
-                    st.matcher.remove_household(&hh);
-                    st.known.remove(&hh);
-                    st.known.remove(&fb);
-                    st.feedback.remove(&fb);
-                    profiles.remove(&hh);
-                    // Its `rec` is gone too: the village's plan no longer counts its files.
-                    st.plan_pending
-                        .entry(*key.area())
-                        .or_default()
-                        .insert(key.with_kind(Kind::Rec));
-                    report.households_deleted += 1;
+        // Where to look: the whole province (a full pass) or only what the feed lists.
+        let full = self.decide_full_pass(st, library, today, lib_changed, week_changed)?;
+        let mut seen = Seen::default();
+        let next_watermark = if full {
+            // Taken before the listing: anything committed later is in the next round's feed.
+            let mark = self.store.watermark()?;
+            for (key, entry) in self.store.entries(&self.scope, None)? {
+                if key.kind() == Kind::Rec && !st.planned_all {
+                    st.plan_pending.entry(*key.area()).or_default();
                 }
-                continue;
+                self.note_key(st, &mut report, &mut seen, key, entry.digest)?;
             }
-            if key.kind() == Kind::Rec && !st.planned_all {
-                st.plan_pending.entry(*key.area()).or_default();
-            }
-            if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
-                || st.known.get(&key) == Some(&entry.digest)
-            {
-                continue;
-            }
-            if key.kind() != Kind::Hh {
-                st.known.insert(key.clone(), entry.digest);
-                if key.kind() == Kind::Need {
-                    changed_needs.push(key);
-                    continue;
-                }
-                if key.kind() == Kind::Fb {
-                    match self.store.get(&key)?.map(|d| Feedback::read_from(&d)) {
-                        Some(Ok(fb)) => {
-                            st.feedback
-                                .insert(key, crate::coverage::FeedbackSummary::of(&fb));
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(key = %key, error = %e, "feedback document unreadable");
-                            st.feedback.remove(&key);
-                        }
-                        None => {
-                            st.feedback.remove(&key);
-                        }
-                    }
-                    continue;
-                }
-                experts_changed = true;
-                match self.store.get(&key)?.map(|d| Expert::read_from(&d)) {
-                    Some(Ok(e)) => {
-                        st.experts.insert(key.id().to_string(), e);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(key = %key, error = %e, "expert document unreadable");
-                        st.experts.remove(key.id());
-                    }
-                    None => {
-                        st.experts.remove(key.id());
-                    }
-                }
-                continue;
-            }
-            let first = st.known.insert(key.clone(), entry.digest).is_none();
-            let Some(doc) = self.store.get(&key)? else {
-                continue;
-            };
-            match HouseholdProfile::read_from(&doc) {
-                Ok(p) => {
-                    if first {
-                        self.note_existing_rec(&mut st.matcher, &key)?;
-                    }
-                    st.matcher.upsert_household(&key, &p);
-                    profiles.insert(key, p);
-                    report.households_changed += 1;
-                }
-                Err(e) => {
-                    report.unreadable += 1;
-                    tracing::warn!(key = %key, error = %e, "household profile unreadable; not matched");
+            mark
+        } else {
+            let page = self.store.changes_since(st.watermark)?;
+            for row in page.rows {
+                if self.scope.contains(row.key.area()) {
+                    self.note_key(st, &mut report, &mut seen, row.key, row.digest)?;
                 }
             }
-        }
+            page.next
+        };
+        let Seen {
+            mut profiles,
+            changed_needs,
+            experts_changed,
+        } = seen;
         // Match every dirty household, in batches.
         let dirty = st.matcher.take_dirty();
         for keys in dirty.chunks(BATCH) {
@@ -490,7 +470,12 @@ impl Engine {
             }
         }
         let needs = if experts_changed {
-            all_needs
+            // Every need: one index range of need entries.
+            self.store
+                .entries(&self.scope, Some(Kind::Need))?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         } else {
             changed_needs
         };
@@ -511,6 +496,10 @@ impl Engine {
         // The count from before the scan: anything written since (synced in during this round, or
         // our own writes) makes the next round look again.
         st.store_writes = writes;
+        // Every write of this round is durable (apply returned): the next round, in this
+        // process or after a restart, reads the feed from here.
+        st.watermark = next_watermark.max(st.watermark);
+        self.save_state(st, today)?;
         if report.households_changed > 0 || report.recs_written > 0 {
             tracing::info!(
                 target: "cunyun::_events::match_round",
@@ -523,6 +512,202 @@ impl Engine {
             );
         }
         Ok(report)
+    }
+
+    /// Whether this round lists the whole province (a full pass) rather than reading the
+    /// feed: on the first round of the process unless the saved state follows the same library,
+    /// budgets and week (then the feed is read from the saved watermark and matching state is
+    /// rebuilt per household from its `rec` document when it changes); when the library or the
+    /// budgets changed; when a new week began (every household may get new items).
+    fn decide_full_pass(
+        &self,
+        st: &mut State,
+        library: &ContentLibrary,
+        today: Date,
+        lib_changed: bool,
+        week_changed: bool,
+    ) -> Result<bool, EngineError> {
+        let mut full = week_changed;
+        if lib_changed {
+            let fp = self.fingerprint(library);
+            full |= fp != st.fingerprint;
+            st.fingerprint = fp;
+        }
+        if st.resumed {
+            return Ok(full);
+        }
+        st.resumed = true;
+        // Experts are few and every need is matched against all of them: read them once.
+        for (key, entry) in self.store.entries(&self.scope, Some(Kind::Expert))? {
+            st.known.insert(key.clone(), entry.digest);
+            match self.store.get(&key)?.map(|d| Expert::read_from(&d)) {
+                Some(Ok(e)) => {
+                    st.experts.insert(key.id().to_string(), e);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(key = %key, error = %e, "expert document unreadable");
+                }
+                None => {}
+            }
+        }
+        let saved = match self.store.meta_get(STATE_META)? {
+            Some(bytes) => match serde_json::from_slice::<SavedState>(&bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved matching state unreadable; full pass");
+                    None
+                }
+            },
+            None => None,
+        };
+        let resume = saved.filter(|s| {
+            s.fingerprint == st.fingerprint
+                && Date::parse(&s.day).is_some_and(|d| Week::of(d) == Week::of(today))
+        });
+        match resume {
+            Some(s) => {
+                st.watermark = FeedPos(s.watermark);
+                st.saved = Some(s.clone());
+                // The plans on record follow these budgets; villages are planned again as
+                // their `rec` documents change.
+                st.planned_all = true;
+                tracing::info!(
+                    watermark = s.watermark,
+                    "matching resumes from the change feed"
+                );
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// A digest of everything the matching state follows besides the documents: the library
+    /// (ids, metadata, signed content ids) and the push-down budgets.
+    fn fingerprint(&self, library: &ContentLibrary) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(
+            serde_json::to_string(&library.list())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.update(format!("{:?}", self.pushdown).as_bytes());
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Saves where the feed was read to (after the round's writes are durable).
+    fn save_state(&self, st: &mut State, today: Date) -> Result<(), EngineError> {
+        let saved = SavedState {
+            watermark: st.watermark.0,
+            fingerprint: st.fingerprint.clone(),
+            day: today.to_string(),
+        };
+        if st.saved.as_ref() == Some(&saved) {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&saved).map_err(|e| EngineError::Rec {
+            key: STATE_META.to_string(),
+            message: e.to_string(),
+        })?;
+        self.store.meta_put(STATE_META, &bytes)?;
+        st.saved = Some(saved);
+        Ok(())
+    }
+
+    /// Looks at one document the listing (full pass) or the feed named, with its digest now:
+    /// households are read and marked for matching, needs noted, feedback summarised, experts
+    /// reloaded, tombstones applied (steps 3, 5 and 6 of the module doc). A document whose
+    /// digest is the one already seen is skipped (the feed repeats).
+    fn note_key(
+        &self,
+        st: &mut State,
+        report: &mut RoundReport,
+        seen: &mut Seen,
+        key: DocKey,
+        digest: HeadsDigest,
+    ) -> Result<(), EngineError> {
+        let profiles = &mut seen.profiles;
+        let changed_needs = &mut seen.changed_needs;
+        if key.kind() == Kind::Del {
+            // A deleted household: out of matching and coverage (its documents were removed
+            // from the store when the tombstone arrived).
+            if st.known.insert(key.clone(), digest).is_none() {
+                let hh = key.with_kind(Kind::Hh);
+                let fb = key.with_kind(Kind::Fb);
+                st.matcher.remove_household(&hh);
+                st.known.remove(&hh);
+                st.known.remove(&fb);
+                st.feedback.remove(&fb);
+                profiles.remove(&hh);
+                // Its `rec` is gone too: the village's plan no longer counts its files.
+                st.plan_pending
+                    .entry(*key.area())
+                    .or_default()
+                    .insert(key.with_kind(Kind::Rec));
+                report.households_deleted += 1;
+            }
+            return Ok(());
+        }
+        if !matches!(key.kind(), Kind::Hh | Kind::Need | Kind::Expert | Kind::Fb)
+            || st.known.get(&key) == Some(&digest)
+        {
+            return Ok(());
+        }
+        if key.kind() != Kind::Hh {
+            st.known.insert(key.clone(), digest);
+            if key.kind() == Kind::Need {
+                changed_needs.push(key);
+                return Ok(());
+            }
+            if key.kind() == Kind::Fb {
+                match self.store.get(&key)?.map(|d| Feedback::read_from(&d)) {
+                    Some(Ok(fb)) => {
+                        st.feedback
+                            .insert(key, crate::coverage::FeedbackSummary::of(&fb));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(key = %key, error = %e, "feedback document unreadable");
+                        st.feedback.remove(&key);
+                    }
+                    None => {
+                        st.feedback.remove(&key);
+                    }
+                }
+                return Ok(());
+            }
+            seen.experts_changed = true;
+            match self.store.get(&key)?.map(|d| Expert::read_from(&d)) {
+                Some(Ok(e)) => {
+                    st.experts.insert(key.id().to_string(), e);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(key = %key, error = %e, "expert document unreadable");
+                    st.experts.remove(key.id());
+                }
+                None => {
+                    st.experts.remove(key.id());
+                }
+            }
+            return Ok(());
+        }
+        let first = st.known.insert(key.clone(), digest).is_none();
+        let Some(doc) = self.store.get(&key)? else {
+            return Ok(());
+        };
+        match HouseholdProfile::read_from(&doc) {
+            Ok(p) => {
+                if first {
+                    self.note_existing_rec(&mut st.matcher, &key)?;
+                }
+                st.matcher.upsert_household(&key, &p);
+                profiles.insert(key, p);
+                report.households_changed += 1;
+            }
+            Err(e) => {
+                report.unreadable += 1;
+                tracing::warn!(key = %key, error = %e, "household profile unreadable; not matched");
+            }
+        }
+        Ok(())
     }
 
     /// Suggests experts for each need in `needs` and writes its `match` document when the
@@ -1057,5 +1242,229 @@ mod tests {
         let mut ids: Vec<&str> = picked.iter().map(|f| f.content_id.as_str()).collect();
         ids.sort();
         assert_eq!(ids, vec!["audio", "leaflet", "poster"]);
+    }
+
+    /// A store that counts what the engine reads through it.
+    struct Counting {
+        inner: Arc<dyn HubStore>,
+        /// Keys loaded with `get`.
+        loaded: Mutex<Vec<DocKey>>,
+        /// Index entries and feed rows listed.
+        listed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        fn take(&self) -> (Vec<DocKey>, usize) {
+            let loaded = std::mem::take(&mut *self.loaded.lock().unwrap());
+            let listed = self.listed.swap(0, std::sync::atomic::Ordering::SeqCst);
+            (loaded, listed)
+        }
+        fn count(&self, n: usize) {
+            self.listed
+                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl HubStore for Counting {
+        fn backend(&self) -> crate::store::BackendName {
+            self.inner.backend()
+        }
+        fn apply(
+            &self,
+            writes: Vec<HubWrite>,
+            removes: Vec<DocKey>,
+        ) -> Result<Vec<crate::store::Applied>, HubStoreError> {
+            self.inner.apply(writes, removes)
+        }
+        fn get(&self, key: &DocKey) -> Result<Option<Automerge>, HubStoreError> {
+            self.loaded.lock().unwrap().push(key.clone());
+            self.inner.get(key)
+        }
+        fn entry(&self, key: &DocKey) -> Result<Option<crate::store::HubEntry>, HubStoreError> {
+            self.inner.entry(key)
+        }
+        fn entries(
+            &self,
+            scope: &AreaScope,
+            kind: Option<Kind>,
+        ) -> Result<Vec<(DocKey, crate::store::HubEntry)>, HubStoreError> {
+            let e = self.inner.entries(scope, kind)?;
+            self.count(e.len());
+            Ok(e)
+        }
+        fn entries_range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+        ) -> Result<Vec<(DocKey, crate::store::HubEntry)>, HubStoreError> {
+            let e = self.inner.entries_range(start, end)?;
+            self.count(e.len());
+            Ok(e)
+        }
+        fn watermark(&self) -> Result<FeedPos, HubStoreError> {
+            self.inner.watermark()
+        }
+        fn changes_in_range(
+            &self,
+            since: FeedPos,
+            start: &[u8],
+            end: &[u8],
+        ) -> Result<Vec<crate::store::FeedRow>, HubStoreError> {
+            let rows = self.inner.changes_in_range(since, start, end)?;
+            self.count(rows.len());
+            Ok(rows)
+        }
+        fn changes_since(&self, since: FeedPos) -> Result<crate::store::FeedPage, HubStoreError> {
+            let p = self.inner.changes_since(since)?;
+            self.count(p.rows.len());
+            Ok(p)
+        }
+        fn watch_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.inner.watch_writes()
+        }
+        fn writes(&self) -> u64 {
+            self.inner.writes()
+        }
+        fn stats(&self) -> Result<crate::store::HubStats, HubStoreError> {
+            self.inner.stats()
+        }
+        fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, HubStoreError> {
+            self.inner.meta_get(name)
+        }
+        fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), HubStoreError> {
+            self.inner.meta_put(name, value)
+        }
+    }
+
+    fn pig_profile(village: AreaCode, pigs: u8) -> HouseholdProfile {
+        let mut p = HouseholdProfile::new(village, 1, 2);
+        p.age_18_59 = 2;
+        p.livestock.insert(
+            cunyun_protocol::household::Livestock::Pig,
+            cunyun_protocol::household::HerdEntry { herd_band: pigs },
+        );
+        p
+    }
+
+    fn put_profile(store: &dyn HubStore, key: &DocKey, p: &HouseholdProfile) {
+        let mut doc = store.get(key).unwrap().unwrap_or_default();
+        let w = commit_view(&mut doc, key, |tx| p.write_to(tx))
+            .unwrap()
+            .unwrap();
+        store.apply(vec![w], Vec::new()).unwrap();
+    }
+
+    #[test]
+    fn rounds_read_only_what_the_feed_lists_and_a_restart_resumes_from_the_watermark() {
+        const N: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let sled: Arc<dyn HubStore> = Arc::new(
+            SledHubStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap(),
+        );
+        let files = Arc::new(crate::files::HubFiles::open(dir.path()).unwrap());
+        let library = ContentLibrary::open(&dir.path().join("library"), files).unwrap();
+        let file = dir.path().join("asf.md");
+        std::fs::write(&file, "# 防非洲猪瘟\n").unwrap();
+        for (i, tag) in ["liv.asf", "liv.pig", "liv.asf"].iter().enumerate() {
+            let meta = serde_json::json!({"title": format!("养猪{i}"), "tags": [tag],
+                "format": "article", "review_date": "2026-03-01"});
+            std::fs::write(&file, format!("# 养猪{i}\n")).unwrap();
+            library.add(&meta, &file, &Default::default()).unwrap();
+        }
+        let village = AreaCode::parse("511424104201").unwrap();
+        let keys: Vec<DocKey> = (0..N)
+            .map(|i| DocKey::new(village, Kind::Hh, format!("h{i:03}")).unwrap())
+            .collect();
+        for k in &keys {
+            put_profile(sled.as_ref(), k, &pig_profile(village, 1));
+        }
+        let today = Date::parse("2026-04-15").unwrap();
+        let counting = Arc::new(Counting {
+            inner: Arc::clone(&sled),
+            loaded: Mutex::new(Vec::new()),
+            listed: Default::default(),
+        });
+        let store: Arc<dyn HubStore> = counting.clone();
+        let scope = AreaScope::parse("51").unwrap();
+        let engine = Engine::new(Arc::clone(&store), scope, today, 2);
+
+        // The first round ever: a full pass over the province.
+        let r = engine.round(&library, today).unwrap();
+        assert_eq!(r.households_changed, N);
+        assert_eq!(r.recs_written, N);
+        let (loaded, listed) = counting.take();
+        let hh_loaded = loaded.iter().filter(|k| k.kind() == Kind::Hh).count();
+        eprintln!(
+            "full pass: {} documents loaded ({hh_loaded} hh), {listed} entries listed",
+            loaded.len()
+        );
+        assert_eq!(hh_loaded, N);
+        assert!(listed >= N, "{listed}");
+        // Its own rec writes come back through the feed: nothing is loaded for them.
+        engine.round(&library, today).unwrap();
+        let (loaded, _) = counting.take();
+        assert!(loaded.is_empty(), "{loaded:?}");
+
+        // One household changes: the next round reads it and nothing else of the province.
+        put_profile(sled.as_ref(), &keys[7], &pig_profile(village, 3));
+        let r = engine.round(&library, today).unwrap();
+        assert_eq!(r.households_changed, 1);
+        let (loaded, listed) = counting.take();
+        eprintln!(
+            "after one change: {} documents loaded ({:?}), {listed} feed rows",
+            loaded.len(),
+            loaded
+        );
+        let hh: Vec<&DocKey> = loaded.iter().filter(|k| k.kind() == Kind::Hh).collect();
+        assert_eq!(hh, vec![&keys[7]]);
+        assert!(loaded.iter().all(|k| k.id() == keys[7].id()), "{loaded:?}");
+        assert!(listed <= 3, "{listed} rows listed for one change");
+        assert_eq!(engine.households(), N);
+
+        // A restarted engine (same store, same library) resumes from the stored watermark:
+        // another changed household is the only one it reads; its matching state comes from
+        // its rec document (items already recommended are not recommended again).
+        drop(engine);
+        let saved: SavedState =
+            serde_json::from_slice(&store.meta_get(STATE_META).unwrap().unwrap()).unwrap();
+        assert!(saved.watermark > 0);
+        let before =
+            Rec::read_from(&store.get(&keys[42].with_kind(Kind::Rec)).unwrap().unwrap()).unwrap();
+        counting.take();
+        put_profile(sled.as_ref(), &keys[42], &pig_profile(village, 3));
+        let engine = Engine::new(Arc::clone(&store), scope, today, 2);
+        let r = engine.round(&library, today).unwrap();
+        let (loaded, listed) = counting.take();
+        eprintln!(
+            "restart: {} documents loaded ({:?}), {listed} rows listed",
+            loaded.len(),
+            loaded
+        );
+        assert_eq!(r.households_changed, 1);
+        let hh: Vec<&DocKey> = loaded.iter().filter(|k| k.kind() == Kind::Hh).collect();
+        assert_eq!(hh, vec![&keys[42]]);
+        assert!(listed <= 3, "{listed} rows listed after a restart");
+        let after =
+            Rec::read_from(&store.get(&keys[42].with_kind(Kind::Rec)).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            before.items.keys().collect::<Vec<_>>(),
+            after.items.keys().collect::<Vec<_>>(),
+            "the weekly cap (2) was used up before the restart: nothing new"
+        );
+        assert_eq!(
+            engine.households(),
+            1,
+            "state is rebuilt lazily, per changed household"
+        );
+
+        // A library change means a full pass again.
+        let meta = serde_json::json!({"title": "新内容", "tags": ["liv.pig"],
+            "format": "article", "review_date": "2026-03-01"});
+        std::fs::write(&file, "# 新内容\n").unwrap();
+        library.add(&meta, &file, &Default::default()).unwrap();
+        engine.round(&library, today).unwrap();
+        let (_, listed) = counting.take();
+        assert!(listed >= N, "{listed}");
+        assert_eq!(engine.households(), N);
     }
 }

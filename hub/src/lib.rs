@@ -60,7 +60,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cunyun_platform::metrics::Metrics;
-use cunyun_platform::store::{DocStore, StoreError};
+use cunyun_platform::store::StoreError;
 use cunyun_platform::sync::SyncService;
 use cunyun_protocol::area::Level;
 use cunyun_protocol::fields::Date;
@@ -230,23 +230,19 @@ pub async fn start(
         path: dir.join(IMPORT_DIR),
         source,
     })?;
-    if config.store.backend != crate::store::StoreBackend::Sled {
-        // The engine, console and API stand on the seam (`store`); sync sessions not yet.
-        return Err(crate::store::HubStoreError::Config(
-            "backend = \"postgres\" 尚未接入枢纽的同步服务，目前请使用 sled".to_string(),
-        )
-        .into());
-    }
-    let docs = DocStore::open(&dir.join("store"), config.store.sled.clone())?;
-    let store: Arc<dyn HubStore> = Arc::new(crate::store::sled::SledHubStore::over(
-        docs.clone(),
-        crate::store::Limits::from(&config.store.sled),
-        &crate::store::sled::meta_dir_of(&dir.join("store")),
-    ));
+    // sled in `<data>/store`, or the PostgreSQL database of `[store.postgres]` (migrated).
+    // Off the runtime: opening PostgreSQL migrates on the store's own runtime and waits.
+    let (store_cfg, store_dir) = (config.store.clone(), dir.clone());
+    let store = tokio::task::spawn_blocking(move || crate::store::open(&store_cfg, &store_dir))
+        .await
+        .map_err(|e| {
+            crate::store::HubStoreError::Config(format!("打开文档库的任务异常退出: {e}"))
+        })??;
+    tracing::info!(backend = ?store.backend(), "hub document store opened");
     let files = Arc::new(HubFiles::open(dir)?);
     let library = ContentLibrary::open(&dir.join("library"), files.clone())?;
     let sync = if config.sync.enabled {
-        let host = Arc::new(cunyun_platform::host::NodeHost::new(docs, dir));
+        let host = Arc::new(crate::store::synchost::HubSyncHost::new(store.clone()));
         let s = SyncService::start(config.sync.clone(), host, dir).await?;
         s.set_blob_store(files.blobs().clone());
         let id = s.identity();

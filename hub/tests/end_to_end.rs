@@ -107,6 +107,58 @@ async fn village_coverage(
 async fn household_to_rec_to_file_to_feedback_to_coverage() {
     let root = tempfile::tempdir().expect("tempdir");
     let hub = start_hub(root.path()).await;
+    household_loop(root, hub).await;
+}
+
+/// The same loop with the hub's documents in PostgreSQL (`[store] backend = "postgres"`, a
+/// private server from the test harness): sync sessions, matching and the console all on
+/// [`cunyun_hub::store::postgres::PgHubStore`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn household_loop_on_postgres() {
+    let initdb = std::path::Path::new("/usr/lib/postgresql/15/bin/initdb");
+    if !initdb.exists() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "SKIPPED household_loop_on_postgres: {} not found (apt-get install -y postgresql); \
+             with CI set this test runs and fails instead",
+            initdb.display()
+        );
+        return;
+    }
+    let pg = cunyun_tests::postgres::PgServer::start().expect("PostgreSQL test server");
+    let url = pg.create_database("hub_e2e").expect("database");
+    let root = tempfile::tempdir().expect("tempdir");
+    let hub = common::start_hub_with(root.path(), |c| {
+        c.store.backend = cunyun_hub::store::StoreBackend::Postgres;
+        c.store.postgres = cunyun_hub::store::PostgresConfig::with_url(url.clone());
+    })
+    .await;
+    assert_eq!(
+        hub.hub.store.backend(),
+        cunyun_hub::store::BackendName::Postgres
+    );
+    household_loop(root, hub).await;
+    // Everything the loop wrote is in the database: the household, its rec and fb documents.
+    let rows = pg
+        .psql(
+            "hub_e2e",
+            "SELECT string_agg(kind, ',' ORDER BY kind) FROM documents WHERE key LIKE '511424104201/%'",
+        )
+        .expect("psql");
+    for kind in ["fb", "hh", "rec"] {
+        assert!(rows.split(',').any(|k| k == kind), "{kind} in {rows}");
+    }
+    assert!(
+        pg.psql(
+            "hub_e2e",
+            "SELECT count(*) FROM meta WHERE name IN ('engine.round', 'sync.peers')"
+        )
+        .expect("psql")
+            == "2",
+        "the engine's watermark and the peer watermarks are in the database"
+    );
+}
+
+async fn household_loop(root: tempfile::TempDir, hub: cunyun_hub::RunningHub) {
     // A 600 000-byte leaflet: three chunks.
     let body: Vec<u8> = (0..600_000u32).map(|i| (i * 13 % 251) as u8).collect();
     let file = root.path().join("asf.pdf");

@@ -225,6 +225,20 @@ fn conformance(store: Arc<dyn HubStore>) -> anyhow::Result<()> {
     assert_eq!(page.rows[0].digest, heads_digest(&d2.get_heads()));
     assert!(store.changes_since(page.next)?.rows.is_empty());
 
+    // The watermark now: nothing before it is listed again, a write after it is.
+    let mark = store.watermark()?;
+    assert!(mark >= page.next, "{mark:?} before {:?}", page.next);
+    assert!(store.changes_since(mark)?.rows.is_empty());
+    let c2b = change(&mut d2, "k", "after the mark");
+    store.apply(vec![write(&k2, c2b)], vec![])?;
+    let after: Vec<String> = store
+        .changes_since(mark)?
+        .rows
+        .iter()
+        .map(|r| r.key.to_string())
+        .collect();
+    assert_eq!(after, ["511424104201/hh/h2"]);
+
     // Removal: gone from get, entry and the area.
     store.apply(vec![], vec![key("511424104202/hh/h3")])?;
     assert!(store.get(&key("511424104202/hh/h3"))?.is_none());

@@ -6,6 +6,8 @@
 //!   process; the default, so the README's demo needs no database server);
 //! - [`postgres::PgHubStore`]: PostgreSQL (several hub processes on one database).
 //!
+//! [`synchost::HubSyncHost`] is the sync service's seam over either.
+//!
 //! [`open`] picks one from [`HubStoreConfig`] (`[store] backend = "sled" | "postgres"`).
 //!
 //! # Key layout and area ranges
@@ -40,6 +42,7 @@ pub mod config;
 mod merge;
 pub mod postgres;
 pub mod sled;
+pub mod synchost;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -208,6 +211,21 @@ pub trait HubStore: Send + Sync {
     /// Every document changed at or after `since`, and the watermark for the next call (see
     /// the module documentation: at least once, never a skipped commit).
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError>;
+
+    /// [`HubStore::changes_since`] for the keys in `[start, end)` only (a sync session's shared
+    /// key ranges), in key order: what changed at or after `since` there, without reading the
+    /// rest of the province's feed. Pair it with a [`HubStore::watermark`] taken before.
+    fn changes_in_range(
+        &self,
+        since: FeedPos,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<FeedRow>, HubStoreError>;
+
+    /// The feed's safe watermark now, without listing anything: every change committed after
+    /// this returns is listed by [`HubStore::changes_since`] with the returned position (what
+    /// [`FeedPage::next`] would be). Cheap: no document or index entry is read.
+    fn watermark(&self) -> Result<FeedPos, HubStoreError>;
 
     /// A counter that moves after writes (this process's, and on PostgreSQL also other
     /// processes' through `LISTEN`/`NOTIFY`); changes between two looks are coalesced. A

@@ -784,6 +784,54 @@ impl HubStore for PgHubStore {
         })
     }
 
+    fn changes_in_range(
+        &self,
+        since: FeedPos,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<FeedRow>, HubStoreError> {
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        let (start, end) = (key_bound(start), key_bound(end));
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            let rows = client
+                .query(
+                    "SELECT key, digest, txid::text FROM documents
+                     WHERE key >= $1 AND key < $2 AND txid >= $3::text::xid8 ORDER BY key",
+                    &[&start, &end, &since.0.to_string()],
+                )
+                .await
+                .map_err(db("reading the change feed of a key range"))?;
+            rows.iter()
+                .map(|r| {
+                    let name: String = r.get(0);
+                    let digest: Vec<u8> = r.get(1);
+                    let txid: String = r.get(2);
+                    Ok(FeedRow {
+                        key: parse_key(&name)?,
+                        digest: parse_digest(&name, &digest)?,
+                        pos: parse_pos(&name, &txid)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn watermark(&self) -> Result<FeedPos, HubStoreError> {
+        let pool = self.pool.clone();
+        let target = Arc::clone(&self.target);
+        self.run(async move {
+            let client = client(&pool, &target).await?;
+            let xmin: String = client
+                .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+                .await
+                .map_err(db("reading the snapshot's xmin"))?
+                .get(0);
+            parse_pos("<snapshot xmin>", &xmin)
+        })
+    }
+
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
         let pool = self.pool.clone();
         let target = Arc::clone(&self.target);

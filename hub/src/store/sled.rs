@@ -23,8 +23,9 @@
 //! a value is either the old or the new one after a crash.
 //!
 //! Limits: only writes made through this wrapper are stamped this way. Writes made directly on
-//! the `DocStore` (today's sync adapter and engine, until they move to the seam) carry their
-//! caller's clock and are listed when that time is at or after the watermark. The feed is a
+//! the `DocStore` (the hub makes none: its engine, API and sync sessions all write through
+//! [`HubStore::apply`]) would carry their caller's clock and be listed only when that time is
+//! at or after the watermark. The feed is a
 //! scan of the whole index (one process, an embedded store): fine for the demo and small hubs,
 //! not at province scale (that is the PostgreSQL backend's job).
 
@@ -145,6 +146,12 @@ impl SledHubStore {
         f.last = pos;
         f.in_flight.insert(pos);
         pos
+    }
+
+    /// The lowest position in flight, or the next one to be handed out.
+    fn next_safe(&self) -> u64 {
+        let f = lock(&self.feed);
+        f.in_flight.first().copied().unwrap_or(f.last + 1)
     }
 
     fn release_position(&self, pos: u64) {
@@ -290,11 +297,32 @@ impl HubStore for SledHubStore {
         Ok(out)
     }
 
+    fn changes_in_range(
+        &self,
+        since: FeedPos,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<FeedRow>, HubStoreError> {
+        let mut rows = Vec::new();
+        for item in self.store.scan_range(start, end) {
+            let (key, e) = item?;
+            if e.updated_at_ms >= since.0 {
+                rows.push(FeedRow {
+                    key,
+                    digest: e.digest,
+                    pos: FeedPos(e.updated_at_ms),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    fn watermark(&self) -> Result<FeedPos, HubStoreError> {
+        Ok(FeedPos(self.next_safe()))
+    }
+
     fn changes_since(&self, since: FeedPos) -> Result<FeedPage, HubStoreError> {
-        let next = {
-            let f = lock(&self.feed);
-            f.in_flight.first().copied().unwrap_or(f.last + 1)
-        };
+        let next = self.next_safe();
         let mut rows = Vec::new();
         for item in self.store.scan_range(b"", b"\xff") {
             let (key, e) = item?;

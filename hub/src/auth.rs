@@ -4,7 +4,8 @@
 //!
 //! Every route except `/healthz`, `/metrics`, the login page and login/logout needs a session
 //! of a `hub_operator` or `admin` account: without one an API call gets `401` (a page a redirect
-//! to `/login`), another role `403`. State-changing requests also need the CSRF header
+//! to `/login`), another role `403` (JSON for API clients, the zh-CN page 「没有权限」 with a login
+//! link for a browser opening a page, [`cunyun_platform::http::forbidden_page`]). State-changing requests also need the CSRF header
 //! (`x-csrf-token` = the `cunyun_csrf` cookie) and are refused cross-site, as on the node
 //! ([`cunyun_platform::http::csrf_guard`]). The admin pages (`/admin/accounts`, `/admin/audit`,
 //! `/admin/audit.csv`) are the node's ([`cunyun_platform::admin`]), for admins only.
@@ -83,15 +84,14 @@ async fn require_operator(State(hub): State<Arc<Hub>>, mut req: Request, next: N
     };
     if !matches!(user.role, Role::HubOperator | Role::Admin) {
         tracing::warn!(account = %user.name, role = %user.role, path = %req.uri().path(), "hub route forbidden");
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{}账户不能使用省级枢纽；需要省级运维或管理员账户",
-                user.role.zh_name()
-            ),
-        )
-        .into_response();
+        let why = format!(
+            "{}账户不能使用省级枢纽；需要省级运维或管理员账户",
+            user.role.zh_name()
+        );
+        if cunyun_platform::http::wants_page(&req) {
+            return cunyun_platform::http::forbidden_page("村云省级枢纽", &why, req.uri().path());
+        }
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response();
     }
     // Writes made on this request are authored by the operator (`crate::operator::Operator`).
     req.extensions_mut()

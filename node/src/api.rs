@@ -22,12 +22,12 @@
 //! | POST | `/api/v1/login` | `{"name", "password"}` → session cookie (`HttpOnly; SameSite=Strict`) |
 //! | POST | `/api/v1/logout` | ends the session |
 //! | GET | `/api/v1/me` | the logged-in cadre |
-//! | GET | `/api/v1/households?group=&tag=&updated_since=&q=` | list households |
+//! | GET | `/api/v1/households?group=&tag=&updated_since=&q=&village=&limit=&cursor=` | one page of households |
 //! | POST | `/api/v1/households` | create: `{"client_id"?, "profile": {…}, "private": {…}}` (see below) |
 //! | GET | `/api/v1/households/{id}` | read one |
 //! | PUT | `/api/v1/households/{id}` | replace the parts given |
 //! | PATCH | `/api/v1/households/{id}` | JSON merge patch of the parts given |
-//! | GET/POST | `/api/v1/needs`, GET/PUT/PATCH `/api/v1/needs/{id}` | local needs (科技所需) |
+//! | GET/POST | `/api/v1/needs?tag=&status=&updated_since=&village=&limit=&cursor=`, GET/PUT/PATCH `/api/v1/needs/{id}` | local needs (科技所需) |
 //! | GET | `/api/v1/taxonomy` | the need-tag tree |
 //! | GET | `/api/v1/overview` | counts for the status page |
 //! | GET | `/api/v1/sync` | peers, last sync per peer, documents and bytes exchanged, errors |
@@ -41,6 +41,15 @@
 //! client_id_reused` and the stored record is unchanged (the cadre opens it and edits it), `409
 //! deleted` once the household was deleted; a malformed `client_id` is `400 bad_client_id` and
 //! nothing is stored. Without `client_id` every request creates a record.
+//!
+//! Lists are paged ([`crate::paging`]): `{"items": [...], "next_cursor": "..." | null}`. A
+//! page holds at most `limit` items (default and maximum from `[limits]`) and reads at most
+//! `scan_budget` index entries, so it may hold fewer items than asked, or none, and still a
+//! `next_cursor`; the list is complete when `next_cursor` is `null`. Send `cursor` back with
+//! the same filter to get the next page; a cursor that is malformed, of another version, list,
+//! filter or area is `400 bad_cursor` and nothing is read; a bad `limit` is `400 bad_query`.
+//! Every request class has a concurrency limit ([`crate::limits`]): when it stays full for
+//! the queue wait, `503 busy` with `Retry-After`.
 //!
 //! Errors are JSON `{"error": code, "message": 中文说明}`; invalid input is `422` with every
 //! field error in `fields`, and nothing is stored. Internals are logged, not sent to clients.
@@ -56,12 +65,16 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
+use cunyun_protocol::area::AreaScope;
 use cunyun_protocol::deletion::DeletionReason;
 use cunyun_protocol::taxonomy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{Created, HouseholdFilter, NeedFilter, RecordError, UpdateMode};
+use crate::paging::{fingerprint, Cursor, ListKind};
+use crate::records::{
+    Created, HouseholdFilter, NeedFilter, Page, PageSpec, RecordError, UpdateMode,
+};
 use crate::state::AppState;
 use crate::state::{blocking, count_write};
 use cunyun_platform::accounts::{Cadre, Role, User};
@@ -117,6 +130,10 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .merge(crate::content_api::public_routes())
         .fallback(not_found)
         .layer(middleware::from_fn(csrf_guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::limit,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -197,6 +214,9 @@ struct HouseholdQuery {
     tag: Option<String>,
     updated_since: Option<String>,
     q: Option<String>,
+    village: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 fn bad_query(param: &str, msg: &str) -> ApiError {
@@ -232,6 +252,102 @@ fn query_or_400<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The paging of one list request: its range, filter fingerprint and page bounds. Built (and
+/// the cursor checked) before anything is read.
+struct Paging {
+    list: ListKind,
+    filter: [u8; 8],
+    /// `None`: the reader's area and this node's scope do not meet; the list is empty.
+    spec: Option<PageSpec>,
+}
+
+impl Paging {
+    /// `limit` and `cursor` checked against the node's `[limits]`, over the node's scope
+    /// narrowed to the reader's area and to `village` when given; `filter` lists the filter's
+    /// normalised values (a cursor only continues the same filter).
+    fn new(
+        state: &AppState,
+        user: &User,
+        list: ListKind,
+        village: Option<&str>,
+        filter: &[&str],
+        limit: &Option<String>,
+        cursor: &Option<String>,
+    ) -> Result<Paging, ApiError> {
+        let cfg = state.limits.config;
+        let limit = match limit.as_deref() {
+            None | Some("") => cfg.page_size,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=cfg.max_page_size).contains(&n) => n,
+                _ => {
+                    return Err(bad_query(
+                        "limit",
+                        &format!("每页条数应为 1 到 {} 之间的整数", cfg.max_page_size),
+                    ))
+                }
+            },
+        };
+        let mut scope = state.records.scope().intersect(&user.area_scope());
+        if let Some(v) = village.filter(|v| !v.is_empty()) {
+            let v = AreaScope::parse(v)
+                .map_err(|_| bad_query("village", "应为区划代码（如 510116108203）"))?;
+            scope = scope.and_then(|s| s.intersect(&v));
+        }
+        let scope_name = scope.map(|s| s.to_string()).unwrap_or_default();
+        let mut parts = vec![scope_name.as_str()];
+        parts.extend_from_slice(filter);
+        let fp = fingerprint(&parts);
+        let Some(scope) = scope else {
+            // Still refuse a bad cursor: a client must not learn to send junk.
+            if let Some(c) = cursor.as_deref().filter(|c| !c.is_empty()) {
+                Cursor::decode(c, list, fp, (b"", b"")).map_err(cursor_error)?;
+            }
+            return Ok(Paging {
+                list,
+                filter: fp,
+                spec: None,
+            });
+        };
+        let (start, end) = scope.key_range();
+        let from = match cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => {
+                Cursor::decode(c, list, fp, (&start, &end))
+                    .map_err(cursor_error)?
+                    .from
+            }
+            None => start,
+        };
+        Ok(Paging {
+            list,
+            filter: fp,
+            spec: Some(PageSpec {
+                from,
+                end,
+                limit,
+                scan_budget: cfg.scan_budget,
+            }),
+        })
+    }
+
+    /// `{"items": […], "next_cursor": "…" | null}`.
+    fn answer<T: serde::Serialize>(&self, page: Page<T>) -> Response {
+        let next = page.resume.map(|from| {
+            Cursor {
+                list: self.list,
+                filter: self.filter,
+                from,
+            }
+            .encode()
+        });
+        Json(json!({ "items": page.items, "next_cursor": next })).into_response()
+    }
+}
+
+fn cursor_error(e: crate::paging::CursorError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", e.to_string())
+}
+
+/// `GET /api/v1/households`: one page of the reader's households (see [`crate::paging`]).
 async fn list_households(
     State(state): State<Arc<AppState>>,
     Extension(user): Extension<User>,
@@ -241,25 +357,53 @@ async fn list_households(
     let group = q
         .group
         .as_deref()
+        .filter(|g| !g.is_empty())
         .map(|g| {
             g.parse::<u32>()
                 .map_err(|_| bad_query("group", "应为小组编号（正整数）"))
         })
         .transpose()?;
-    if let Some(tag) = &q.tag {
+    let tag = q.tag.clone().filter(|t| !t.is_empty());
+    if let Some(tag) = &tag {
         if taxonomy::Tag::parse(tag).is_none() {
             return Err(bad_query("tag", &format!("未知的需求标签“{tag}”")));
         }
     }
     let filter = HouseholdFilter {
         group,
-        tag: q.tag.clone(),
+        tag,
         updated_since_ms: parse_since(&q.updated_since)?,
         text: q.q.clone().filter(|s| !s.is_empty()),
     };
-    let mut items = blocking(&state, move |r| r.list_households(&filter)).await?;
-    items.retain(|h| user.may_read(&h.village));
-    Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
+    let (g, since) = (
+        filter.group.map(|g| g.to_string()).unwrap_or_default(),
+        filter
+            .updated_since_ms
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    );
+    let paging = Paging::new(
+        &state,
+        &user,
+        ListKind::Households,
+        q.village.as_deref(),
+        &[
+            &g,
+            filter.tag.as_deref().unwrap_or(""),
+            &since,
+            filter.text.as_deref().unwrap_or(""),
+        ],
+        &q.limit,
+        &q.cursor,
+    )?;
+    let page = match paging.spec.clone() {
+        Some(spec) => blocking(&state, move |r| r.households_page(&filter, &spec)).await?,
+        None => Page {
+            items: Vec::new(),
+            resume: None,
+        },
+    };
+    Ok(paging.answer(page))
 }
 
 async fn create_household(
@@ -400,8 +544,12 @@ struct NeedQuery {
     tag: Option<String>,
     status: Option<String>,
     updated_since: Option<String>,
+    village: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
+/// `GET /api/v1/needs`: one page of the reader's local needs, paged as households are.
 async fn list_needs(
     State(state): State<Arc<AppState>>,
     Extension(user): Extension<User>,
@@ -409,13 +557,35 @@ async fn list_needs(
 ) -> Result<Response, ApiError> {
     let q = query_or_400(q)?;
     let filter = NeedFilter {
-        tag: q.tag.clone(),
-        status: q.status.clone(),
+        tag: q.tag.clone().filter(|t| !t.is_empty()),
+        status: q.status.clone().filter(|t| !t.is_empty()),
         updated_since_ms: parse_since(&q.updated_since)?,
     };
-    let mut items = blocking(&state, move |r| r.list_needs(&filter)).await?;
-    items.retain(|n| user.may_read(n.key.area()));
-    Ok(Json(json!({ "total": items.len(), "items": items })).into_response())
+    let since = filter
+        .updated_since_ms
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let paging = Paging::new(
+        &state,
+        &user,
+        ListKind::Needs,
+        q.village.as_deref(),
+        &[
+            filter.tag.as_deref().unwrap_or(""),
+            filter.status.as_deref().unwrap_or(""),
+            &since,
+        ],
+        &q.limit,
+        &q.cursor,
+    )?;
+    let page = match paging.spec.clone() {
+        Some(spec) => blocking(&state, move |r| r.needs_page(&filter, &spec)).await?,
+        None => Page {
+            items: Vec::new(),
+            resume: None,
+        },
+    };
+    Ok(paging.answer(page))
 }
 
 async fn create_need(
@@ -503,7 +673,11 @@ async fn taxonomy_tree() -> Response {
 
 async fn sync_status(State(state): State<Arc<AppState>>) -> Response {
     match &state.sync {
-        Some(sync) => Json(json!({ "enabled": true, "status": sync.status() })).into_response(),
+        Some(sync) => {
+            let mut status = json!(sync.status());
+            crate::places::name_peers(&mut status);
+            Json(json!({ "enabled": true, "status": status })).into_response()
+        }
         None => Json(json!({
             "enabled": false,
             "message": "本节点未启用同步（配置文件 [sync] enabled = true，并先运行 cunyun-node init）",
@@ -540,18 +714,14 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Result<Html<String>,
 <style>body{{font-family:sans-serif;margin:1rem;max-width:40rem}}td{{padding:.2rem .8rem}}.warn{{color:#b00}}</style>
 </head><body>
 <h1>村云节点 · {name}</h1>
-<p>服务范围：{scope}　已登记 <b>{hh}</b> 户，本地科技需求 <b>{needs}</b> 条，文档 {docs} 份。</p>
+<p>服务范围：{place} <small>（{scope}）</small></p>
+<p>已登记 <b>{hh}</b> 户，本地科技需求 <b>{needs}</b> 条，文档 {docs} 份。</p>
 {warn}
 <table>{groups}</table>
-<h2>接口</h2>
-<ul>
-<li><a href="/api/v1/households">/api/v1/households</a> 农户列表（可加 ?group=1&amp;tag=liv.asf）</li>
-<li><a href="/api/v1/needs">/api/v1/needs</a> 本地科技需求</li>
-<li><a href="/api/v1/taxonomy">/api/v1/taxonomy</a> 需求标签</li>
-<li><a href="/healthz">/healthz</a> 健康检查 · <a href="/metrics">/metrics</a> 监控指标</li>
-</ul>
+<p><a href="/">打开村干部应用</a>（需要登录）</p>
 </body></html>"#,
         name = esc(&state.node_name),
+        place = esc(&crate::places::label(&state.records.scope())),
         scope = state.records.scope(),
         hh = o.households,
         needs = o.needs,

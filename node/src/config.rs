@@ -17,6 +17,15 @@
 //!
 //! [store]
 //! cache_capacity_bytes = 16777216
+//!
+//! [limits]                  # lists, paging and concurrency (defaults fit a 1 GB Pi)
+//! page_size = 100
+//! max_page_size = 500
+//! scan_budget = 5000
+//! lists = 4
+//! reads = 32
+//! writes = 8
+//! queue_wait_ms = 2000
 //! ```
 
 use std::net::SocketAddr;
@@ -64,6 +73,79 @@ pub struct NodeConfig {
     pub content: ContentConfig,
     /// HTTPS for the cadre web app (`[web_tls]`, off by default; see [`cunyun_platform::certs::webtls`]).
     pub web_tls: WebTlsConfig,
+    /// Paging and per-route-class concurrency (`[limits]`, see [`Limits`]).
+    pub limits: Limits,
+}
+
+/// `[limits]`: how much one list request may return and read, and how many requests of each
+/// class run at once. A request that finds its class full waits up to `queue_wait_ms` for a
+/// place, then is answered `503 {"error":"busy"}` with `Retry-After` (see [`crate::limits`]),
+/// so a flood costs a queue slot, not memory.
+///
+/// The defaults fit a 1 GB Raspberry Pi serving a village: a page of 100 households is about
+/// 25 KB of JSON, and 4 list pages at once read at most 20,000 index entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Items in a list page when the request gives no `limit`.
+    pub page_size: usize,
+    /// Largest `limit` a list request may ask for; more is a `400`.
+    pub max_page_size: usize,
+    /// Most index entries one list page reads; a page that reaches it answers the items found
+    /// so far and a cursor to go on from (at least 2).
+    pub scan_budget: usize,
+    /// List requests (household and need lists, overview, coverage, audit log and its CSV)
+    /// running at once.
+    pub lists: usize,
+    /// Other reads (`GET`) of the API, admin pages and villager pages running at once.
+    pub reads: usize,
+    /// Writes (`POST`, `PUT`, `PATCH`, `DELETE`, login included) running at once.
+    pub writes: usize,
+    /// How long a request waits for a place in its class before the `503`, in milliseconds.
+    pub queue_wait_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            page_size: 100,
+            max_page_size: 500,
+            scan_budget: 5_000,
+            lists: 4,
+            reads: 32,
+            writes: 8,
+            queue_wait_ms: 2_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the values make sense together; the message says which one is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.page_size == 0 || self.page_size > self.max_page_size {
+            return Err(format!(
+                "[limits] page_size 应在 1 到 max_page_size（{}）之间，实际为 {}",
+                self.max_page_size, self.page_size
+            ));
+        }
+        if self.scan_budget < 2 {
+            return Err(format!(
+                "[limits] scan_budget 至少为 2，实际为 {}",
+                self.scan_budget
+            ));
+        }
+        for (name, n) in [
+            ("lists", self.lists),
+            ("reads", self.reads),
+            ("writes", self.writes),
+        ] {
+            if n == 0 {
+                return Err(format!("[limits] {name} 至少为 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The development default scope: 成都市双流区 (510116) 彭镇 岷江村, a village of the national
@@ -86,6 +168,7 @@ impl Default for NodeConfig {
             sync: SyncConfig::default(),
             content: ContentConfig::default(),
             web_tls: WebTlsConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -125,9 +208,14 @@ impl NodeConfig {
         })
     }
 
-    /// Parses a config from TOML text.
+    /// Parses a config from TOML text; `[limits]` values that do not fit together are an
+    /// error too.
     pub fn from_toml(text: &str) -> Result<NodeConfig, toml::de::Error> {
-        toml::from_str(text)
+        let c: NodeConfig = toml::from_str(text)?;
+        c.limits
+            .check()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        Ok(c)
     }
 }
 
@@ -184,5 +272,35 @@ mod tests {
         let err = NodeConfig::from_toml("scope = \"5101\"x").expect_err("bad toml");
         assert!(!err.to_string().is_empty());
         assert!(NodeConfig::from_toml("scope = \"510022\"").is_err());
+    }
+
+    #[test]
+    fn limits_default_to_a_pi_and_refuse_nonsense() {
+        let c = NodeConfig::default();
+        assert_eq!(c.limits.page_size, 100);
+        assert_eq!(c.limits.max_page_size, 500);
+        assert_eq!(c.limits.scan_budget, 5_000);
+        assert_eq!(
+            (c.limits.lists, c.limits.reads, c.limits.writes),
+            (4, 32, 8)
+        );
+        assert_eq!(c.limits.queue_wait_ms, 2_000);
+        assert!(c.limits.check().is_ok());
+        let c = NodeConfig::from_toml("[limits]\nlists = 2\nqueue_wait_ms = 50").expect("valid");
+        assert_eq!((c.limits.lists, c.limits.queue_wait_ms), (2, 50));
+        assert_eq!(c.limits.page_size, 100, "the rest keep their defaults");
+        for bad in [
+            "[limits]\npage_size = 0",
+            "[limits]\npage_size = 600",
+            "[limits]\nscan_budget = 1",
+            "[limits]\nwrites = 0",
+            "[limits]\nlist = 3",
+        ] {
+            let err = NodeConfig::from_toml(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("limits") || err.to_string().contains("list"),
+                "{err}"
+            );
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: [`config::NodeConfig`], the documented TOML configuration.
 //! - [`records`]: household and local-need operations over the store (validation, authorship,
 //!   listing).
+//! - [`limits`]: per-route-class concurrency limits with a zh-CN `503 busy` when full.
+//! - [`paging`]: the opaque list cursor and the bounded key-order walk behind every paged list.
 //! - [`state`]: [`state::AppState`], what every handler shares, and record errors as API errors.
 //! - [`api`]: the axum HTTP API, `/healthz`, `/metrics` and the status page.
 //! - [`automerge_repo`]: the automerge-repo WebSocket protocol v1 at `/automerge`, with its
@@ -22,6 +24,7 @@
 //! - [`pushdown`]: fetches the content the node's `rec` documents recommend from upstream.
 //! - [`content_api`]: content item JSON, file download (with `Range`) and rendered-article routes.
 //! - [`markdown`]: an article rendition (Markdown, HTML, text) as sanitised HTML.
+//! - [`places`]: what pages show for the node's place and its sync peers (names, not codes).
 //!
 //! **Architecture invariant:** an HTTP write is answered only after the store has made it
 //! durable; a request that fails validation changes nothing.
@@ -35,9 +38,12 @@ pub mod content_api;
 pub mod deletion;
 pub mod edits;
 pub mod feedback;
+pub mod limits;
 pub mod markdown;
 pub mod need_experts;
 pub mod notify;
+pub mod paging;
+pub mod places;
 pub mod pushdown;
 pub mod records;
 pub mod sample;

@@ -30,7 +30,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use cunyun_platform::clock::now_ms;
-use cunyun_platform::store::{DocStore, DocWrite, StoreError};
+use cunyun_platform::store::{DocStore, DocWrite, IndexEntry, StoreError};
+
+use crate::paging::{walk_kind, Visit};
 
 /// Why a record operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,42 @@ pub struct HouseholdFilter {
     pub updated_since_ms: Option<u64>,
     /// Only households whose head's name or roster number contains this text.
     pub text: Option<String>,
+}
+
+impl HouseholdFilter {
+    /// Whether `s` passes every filter but `updated_since_ms` (which the index answers).
+    pub fn matches(&self, s: &HouseholdSummary) -> bool {
+        self.group.is_none_or(|g| g == s.group)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|tag| s.tags.iter().any(|t| t == tag))
+            && self.text.as_ref().is_none_or(|text| {
+                s.head_name.contains(text.as_str()) || s.roster_no.contains(text.as_str())
+            })
+    }
+}
+
+/// What one page of a list may return and read.
+#[derive(Debug, Clone)]
+pub struct PageSpec {
+    /// First index key to read (inclusive): the range's start, or a cursor's position.
+    pub from: Vec<u8>,
+    /// End of the range (exclusive), e.g. of the reader's area.
+    pub end: Vec<u8>,
+    /// Most items to return.
+    pub limit: usize,
+    /// Most index entries to read (see [`crate::paging::walk_kind`]).
+    pub scan_budget: usize,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// Where the next page starts, or `None` on the last page.
+    pub resume: Option<Vec<u8>>,
 }
 
 /// Filters for listing local needs.
@@ -298,9 +336,6 @@ pub struct Created<T> {
 }
 
 const LOCK_STRIPES: usize = 64;
-
-/// While listing: a household's profile key, its (digest, updated) and its private digest.
-type ListSlot = (DocKey, Option<(HeadsDigest, u64)>, Option<HeadsDigest>);
 
 /// The parts of a household record that come from the documents.
 pub(crate) struct HouseholdParts {
@@ -678,8 +713,16 @@ impl Records {
         Err(RecordError::BadRequest("无法生成新的户编号，请重试".into()))
     }
 
-    /// Ids of every household in scope, built once from the index and kept up to date.
+    /// The profile key of household `id`. On a village node the key is `<village>/hh/<id>`, so
+    /// this is one index lookup; on a wider node it comes from a map of the ids in scope, built
+    /// once from the index and kept up to date by this service's creates and deletions.
     pub(crate) fn find_household(&self, id: &str) -> Result<Option<DocKey>, RecordError> {
+        if self.scope.level() == Level::Village {
+            let Ok(key) = DocKey::new(self.scope.area(), Kind::Hh, id) else {
+                return Ok(None);
+            };
+            return Ok(self.store.entry(&key)?.map(|_| key));
+        }
         let mut ids = self
             .ids
             .lock()
@@ -857,74 +900,91 @@ impl Records {
         ))
     }
 
-    /// Lists households in scope matching `filter`, ordered by key (village, then id).
+    /// Every household in scope matching `filter`, ordered by key (village, then id), as one
+    /// list. For tools and tests; request handlers page with [`Records::households_page`].
     pub fn list_households(
         &self,
         filter: &HouseholdFilter,
     ) -> Result<Vec<HouseholdSummary>, RecordError> {
-        let mut entries: BTreeMap<String, ListSlot> = BTreeMap::new();
-        for item in self.store.scan(&self.scope) {
-            let (key, entry) = item?;
-            match key.kind() {
-                Kind::Hh => {
-                    let slot = entries
-                        .entry(format!("{}/{}", key.area(), key.id()))
-                        .or_insert((key.clone(), None, None));
-                    slot.0 = key;
-                    slot.1 = Some((entry.digest, entry.updated_at_ms));
-                }
-                Kind::Hp => {
-                    let slot = entries
-                        .entry(format!("{}/{}", key.area(), key.id()))
-                        .or_insert((key.with_kind(Kind::Hh), None, None));
-                    slot.2 = Some(entry.digest);
-                }
-                _ => {}
-            }
-        }
-        let mut out = Vec::new();
-        for (_, (hh, hh_entry, hp_digest)) in entries {
-            let Some((hh_digest, updated)) = hh_entry else {
-                continue;
-            };
-            if filter.updated_since_ms.is_some_and(|since| updated < since) {
-                continue;
-            }
-            let hp_digest = hp_digest.unwrap_or_else(HeadsDigest::empty);
-            let summary = match self.cached_summary(&hh, hh_digest, hp_digest) {
-                Some(s) => s,
-                None => match self.build_summary(&hh, updated) {
-                    Ok(s) => {
-                        if let Ok(mut cache) = self.summaries.lock() {
-                            cache.insert(hh.clone(), (hh_digest, hp_digest, s.clone()));
-                        }
-                        s
-                    }
-                    Err(e) => {
-                        // One damaged record must not hide the rest of the village.
-                        tracing::warn!(key = %hh, error = %e, "household skipped in listing");
-                        continue;
-                    }
-                },
-            };
-            if filter.group.is_some_and(|g| g != summary.group) {
-                continue;
-            }
-            if let Some(tag) = &filter.tag {
-                if !summary.tags.iter().any(|t| t == tag) {
-                    continue;
-                }
-            }
-            if let Some(text) = &filter.text {
-                if !summary.head_name.contains(text.as_str())
-                    && !summary.roster_no.contains(text.as_str())
+        let (from, end) = self.scope.key_range();
+        let page = self.households_page(
+            filter,
+            &PageSpec {
+                from,
+                end,
+                limit: usize::MAX,
+                scan_budget: usize::MAX,
+            },
+        )?;
+        Ok(page.items)
+    }
+
+    /// One page of the households matching `filter` with keys in `[spec.from, spec.end)`, in
+    /// key order: at most `spec.limit` of them, reading at most `spec.scan_budget` index
+    /// entries. A household that cannot be read is logged and left out (one damaged record must
+    /// not hide the rest of the village).
+    pub fn households_page(
+        &self,
+        filter: &HouseholdFilter,
+        spec: &PageSpec,
+    ) -> Result<Page<HouseholdSummary>, RecordError> {
+        let mut items = Vec::new();
+        let walked = walk_kind(
+            &self.store,
+            Kind::Hh,
+            spec.from.clone(),
+            &spec.end,
+            spec.scan_budget,
+            |hh, entry| {
+                if filter
+                    .updated_since_ms
+                    .is_some_and(|since| entry.updated_at_ms < since)
                 {
-                    continue;
+                    return Ok(Visit::More);
                 }
+                let Some(summary) = self.summary(&hh, entry) else {
+                    return Ok(Visit::More);
+                };
+                if filter.matches(&summary) {
+                    items.push(summary);
+                    if items.len() >= spec.limit {
+                        return Ok(Visit::Full);
+                    }
+                }
+                Ok::<_, RecordError>(Visit::More)
+            },
+        )?;
+        Ok(Page {
+            items,
+            resume: walked.resume,
+        })
+    }
+
+    /// The list row of household `hh` whose index entry is `entry`, from the cache when neither
+    /// document changed since; `None` (logged) when it cannot be read.
+    fn summary(&self, hh: &DocKey, entry: IndexEntry) -> Option<HouseholdSummary> {
+        let hp_digest = match self.store.entry(&hh.with_kind(Kind::Hp)) {
+            Ok(e) => e.map_or_else(HeadsDigest::empty, |e| e.digest),
+            Err(e) => {
+                tracing::warn!(key = %hh, error = %e, "household skipped in listing");
+                return None;
             }
-            out.push(summary);
+        };
+        if let Some(s) = self.cached_summary(hh, entry.digest, hp_digest) {
+            return Some(s);
         }
-        Ok(out)
+        match self.build_summary(hh, entry.updated_at_ms) {
+            Ok(s) => {
+                if let Ok(mut cache) = self.summaries.lock() {
+                    cache.insert(hh.clone(), (entry.digest, hp_digest, s.clone()));
+                }
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(key = %hh, error = %e, "household skipped in listing");
+                None
+            }
+        }
     }
 
     fn cached_summary(
@@ -1081,14 +1141,28 @@ impl Records {
         }
     }
 
+    /// The key of need `id`. On a village node a need's key is `<village>/need/<id>` (its area
+    /// is the village), so this is one index lookup; on a wider node the area is not in the id,
+    /// and the walk reads only the need ranges of each area.
     pub(crate) fn find_need(&self, id: &str) -> Result<DocKey, RecordError> {
-        for item in self.store.scan(&self.scope) {
-            let (key, _) = item?;
-            if key.kind() == Kind::Need && key.id() == id {
-                return Ok(key);
-            }
+        let not_found = || RecordError::NotFound(id.to_string());
+        if self.scope.level() == Level::Village {
+            let key = DocKey::new(self.scope.area(), Kind::Need, id).map_err(|_| not_found())?;
+            return match self.store.entry(&key)? {
+                Some(_) => Ok(key),
+                None => Err(not_found()),
+            };
         }
-        Err(RecordError::NotFound(id.to_string()))
+        let (from, end) = self.scope.key_range();
+        let mut found = None;
+        walk_kind(&self.store, Kind::Need, from, &end, usize::MAX, |key, _| {
+            if key.id() == id {
+                found = Some(key);
+                return Ok::<_, RecordError>(Visit::Full);
+            }
+            Ok(Visit::More)
+        })?;
+        found.ok_or_else(not_found)
     }
 
     fn read_need(key: &DocKey, doc: &Automerge) -> Result<LocalNeed, RecordError> {
@@ -1181,69 +1255,113 @@ impl Records {
         })
     }
 
-    /// Lists local needs in scope matching `filter`, ordered by key.
+    /// Every local need in scope matching `filter`, ordered by key, as one list. For tools and
+    /// tests; request handlers page with [`Records::needs_page`].
     pub fn list_needs(&self, filter: &NeedFilter) -> Result<Vec<NeedRecord>, RecordError> {
-        let mut out = Vec::new();
-        for item in self.store.scan(&self.scope) {
-            let (key, entry) = item?;
-            if key.kind() != Kind::Need {
-                continue;
-            }
-            if filter
-                .updated_since_ms
-                .is_some_and(|s| entry.updated_at_ms < s)
-            {
-                continue;
-            }
-            let doc = match self.load(&key) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "need skipped in listing");
-                    continue;
+        let (from, end) = self.scope.key_range();
+        let page = self.needs_page(
+            filter,
+            &PageSpec {
+                from,
+                end,
+                limit: usize::MAX,
+                scan_budget: usize::MAX,
+            },
+        )?;
+        Ok(page.items)
+    }
+
+    /// One page of the local needs matching `filter` with keys in `[spec.from, spec.end)`, in
+    /// key order, bounded as [`Records::households_page`] is. A need that cannot be read is
+    /// logged and left out.
+    pub fn needs_page(
+        &self,
+        filter: &NeedFilter,
+        spec: &PageSpec,
+    ) -> Result<Page<NeedRecord>, RecordError> {
+        let mut items = Vec::new();
+        let walked = walk_kind(
+            &self.store,
+            Kind::Need,
+            spec.from.clone(),
+            &spec.end,
+            spec.scan_budget,
+            |key, entry| {
+                if filter
+                    .updated_since_ms
+                    .is_some_and(|s| entry.updated_at_ms < s)
+                {
+                    return Ok(Visit::More);
                 }
-            };
-            let need = match Self::read_need(&key, &doc) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "need skipped in listing");
-                    continue;
+                let read = self
+                    .load(&key)
+                    .and_then(|doc| Self::read_need(&key, &doc).map(|n| (n, doc)));
+                let (need, doc) = match read {
+                    Ok(nd) => nd,
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "need skipped in listing");
+                        return Ok(Visit::More);
+                    }
+                };
+                if filter
+                    .tag
+                    .as_ref()
+                    .is_some_and(|tag| !need.tags.iter().any(|t| t.id() == tag))
+                {
+                    return Ok(Visit::More);
                 }
-            };
-            if let Some(tag) = &filter.tag {
-                if !need.tags.iter().any(|t| t.id() == tag) {
-                    continue;
+                if filter
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| need.status.id() != s)
+                {
+                    return Ok(Visit::More);
                 }
-            }
-            if let Some(status) = &filter.status {
-                if need.status.id() != status {
-                    continue;
-                }
-            }
-            out.push(NeedRecord {
-                key,
-                need,
-                heads: heads_hex(&doc.get_heads()),
-                updated_at_ms: entry.updated_at_ms,
-            });
-        }
-        Ok(out)
+                items.push(NeedRecord {
+                    key,
+                    need,
+                    heads: heads_hex(&doc.get_heads()),
+                    updated_at_ms: entry.updated_at_ms,
+                });
+                Ok::<_, RecordError>(if items.len() >= spec.limit {
+                    Visit::Full
+                } else {
+                    Visit::More
+                })
+            },
+        )?;
+        Ok(Page {
+            items,
+            resume: walked.resume,
+        })
     }
 
     /// Counts for the status page: households, by group, needs.
     pub fn overview(&self) -> Result<Overview, RecordError> {
-        let list = self.list_households(&HouseholdFilter::default())?;
+        let (from, end) = self.scope.key_range();
+        let mut households = 0;
         let mut by_group: BTreeMap<u32, usize> = BTreeMap::new();
-        for h in &list {
-            *by_group.entry(h.group).or_default() += 1;
-        }
-        let needs = self
-            .store
-            .scan(&self.scope)
-            .filter_map(Result::ok)
-            .filter(|(k, _)| k.kind() == Kind::Need)
-            .count();
+        walk_kind(
+            &self.store,
+            Kind::Hh,
+            from.clone(),
+            &end,
+            usize::MAX,
+            |hh, entry| {
+                if let Some(s) = self.summary(&hh, entry) {
+                    households += 1;
+                    *by_group.entry(s.group).or_default() += 1;
+                }
+                Ok::<_, RecordError>(Visit::More)
+            },
+        )?;
+        let mut needs = 0;
+        walk_kind(&self.store, Kind::Need, from, &end, usize::MAX, |_, _| {
+            needs += 1;
+            Ok::<_, RecordError>(Visit::More)
+        })?;
         Ok(Overview {
-            households: list.len(),
+            households,
             by_group,
             needs,
         })
@@ -1527,6 +1645,133 @@ mod tests {
         assert_eq!(count(&r, Kind::Hh), 1);
         assert_eq!(count(&r, Kind::Hp), 1);
         assert_eq!(count(&r, Kind::Need), 1);
+    }
+
+    /// A county node: households and needs of two villages, paged with a small budget.
+    #[tokio::test]
+    async fn pages_walk_every_village_of_a_county_within_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            DocStore::open(&dir.path().join("store"), StoreConfig::default()).expect("store");
+        let r = Records::new(store, AreaScope::parse("510116").expect("scope"));
+        let villages = ["510116108203", "510116108204"];
+        let mut made = BTreeSet::new();
+        let mut needs = Vec::new();
+        for (i, v) in villages.iter().enumerate() {
+            for n in 0..12u32 {
+                let body = json!({
+                    "profile": {"village": v, "group": 1 + n % 3, "residents": 2, "age_18_59": 2},
+                    "private": {"head_name": format!("户{i}-{n}")}
+                });
+                made.insert(r.create_household("cadre", &body).await.expect("hh").id);
+            }
+            let need = r
+                .create_need(
+                    "cadre",
+                    &json!({"area": v, "requester": "coop", "title": "柑橘技术"}),
+                )
+                .await
+                .expect("need");
+            needs.push(need.key);
+        }
+        let (start, end) = r.scope().key_range();
+        let mut seen = Vec::new();
+        let mut from = start.clone();
+        let mut pages = 0;
+        loop {
+            let budget = 7;
+            let mut read = 0;
+            let walked = walk_kind(&r.store, Kind::Hh, from.clone(), &end, budget, |_, _| {
+                read += 1;
+                Ok::<_, RecordError>(Visit::More)
+            })
+            .expect("walk");
+            assert!(walked.read <= budget, "{} entries read", walked.read);
+            assert!(read < budget);
+            let page = r
+                .households_page(
+                    &HouseholdFilter::default(),
+                    &PageSpec {
+                        from: from.clone(),
+                        end: end.clone(),
+                        limit: 100,
+                        scan_budget: budget,
+                    },
+                )
+                .expect("page");
+            assert_eq!(
+                page.items.len(),
+                read,
+                "the page holds what the walk visited"
+            );
+            seen.extend(page.items.into_iter().map(|h| h.id));
+            pages += 1;
+            assert!(pages < 50);
+            match page.resume {
+                Some(next) => {
+                    assert!(next > from, "every page moves on");
+                    from = next;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 24);
+        assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), made);
+        // A filter by group, and the needs of both villages.
+        let group2 = r
+            .list_households(&HouseholdFilter {
+                group: Some(2),
+                ..Default::default()
+            })
+            .expect("list");
+        assert_eq!(group2.len(), 8);
+        let page = r
+            .needs_page(
+                &NeedFilter::default(),
+                &PageSpec {
+                    from: start,
+                    end,
+                    limit: 1,
+                    scan_budget: 1000,
+                },
+            )
+            .expect("needs");
+        assert_eq!(page.items.len(), 1);
+        assert!(page.resume.is_some());
+        for key in &needs {
+            assert_eq!(&r.find_need(key.id()).expect("found"), key);
+        }
+        assert!(matches!(
+            r.find_need("n000000000000"),
+            Err(RecordError::NotFound(_))
+        ));
+        let o = r.overview().expect("overview");
+        assert_eq!((o.households, o.needs), (24, 2));
+    }
+
+    #[tokio::test]
+    async fn a_village_node_finds_records_by_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = records(dir.path());
+        let h = r
+            .create_household_once("cadre", &household(CID, 3))
+            .await
+            .expect("hh");
+        let need = r
+            .create_need("cadre", &json!({"requester": "coop", "title": "柑橘技术"}))
+            .await
+            .expect("need");
+        assert_eq!(
+            r.find_household(&h.record.id).expect("find"),
+            Some(h.record.profile_key)
+        );
+        assert_eq!(r.find_need(need.key.id()).expect("find"), need.key);
+        assert!(r.find_household("h000000000000").expect("find").is_none());
+        assert!(r.find_household("../bad id").expect("find").is_none());
+        assert!(matches!(
+            r.find_need("bad id!"),
+            Err(RecordError::NotFound(_))
+        ));
     }
 
     #[tokio::test]

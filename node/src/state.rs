@@ -30,6 +30,8 @@ pub struct AppState {
     pub automerge_repo: crate::automerge_repo::endpoint::Endpoint,
     /// The content push-down loop, when sync is enabled.
     pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
+    /// `[limits]`: page sizes, scan budget and the per-class concurrency places.
+    pub limits: crate::limits::RouteLimits,
 }
 
 impl cunyun_platform::admin::AdminBackend for AppState {

@@ -213,13 +213,17 @@ async fn each_role_sees_and_changes_only_its_area() {
     .await;
     assert!(is_chinese_403(s, &body), "{s} {body}");
     let (_, needs) = send(a.get("/api/v1/needs")).await;
-    assert_eq!(needs["total"], 0, "{needs}");
+    assert_eq!(needs["items"].as_array().map(Vec::len), Some(0), "{needs}");
     let (_, needs) = send(b.get("/api/v1/needs")).await;
-    assert_eq!(needs["total"], 1, "{needs}");
+    assert_eq!(needs["items"].as_array().map(Vec::len), Some(1), "{needs}");
 
     // The county operator reads both villages and writes nothing.
     let (s, list) = send(op.get("/api/v1/households")).await;
-    assert_eq!((s, list["total"].as_u64()), (200, Some(2)), "{list}");
+    assert_eq!(
+        (s, list["items"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{list}"
+    );
     let (s, _) = send(op.get(&format!("/api/v1/households/{id_a}"))).await;
     assert_eq!(s, 200);
     let (s, _) = send(op.get("/api/v1/overview")).await;
@@ -283,7 +287,11 @@ async fn csrf_token_and_cross_site_requests() {
     .await;
     assert_eq!(s, 403);
     let (_, list) = send(a.get("/api/v1/households")).await;
-    assert_eq!(list["total"], 0, "nothing stored: {list}");
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing stored: {list}"
+    );
     // Logout without the token does not log out.
     let (s, _) = send(a.write_raw(post.clone(), "/api/v1/logout")).await;
     assert_eq!(s, 403);
@@ -322,7 +330,11 @@ async fn csrf_token_and_cross_site_requests() {
     .await;
     assert_eq!(s, 403);
     let (_, list) = send(a.get("/api/v1/households")).await;
-    assert_eq!(list["total"], 0, "nothing stored: {list}");
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing stored: {list}"
+    );
 
     // The right token from the same origin works.
     let host = url.trim_start_matches("http://").to_string();
@@ -553,5 +565,56 @@ async fn admin_pages_manage_accounts_and_show_the_audit_log() {
     );
     assert!(csv.contains(",cadre_a,登录,login,cadre_a,成功"), "{csv}");
     assert!(!csv.contains(",boss,"), "filtered by who");
+
+    // A long log: the CSV streams every event (many chunks); the view shows the newest
+    // MAX_VIEW_ROWS and counts them all.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(cunyun_platform::audit::AUDIT_FILE))
+            .unwrap();
+        let mut lines = String::new();
+        for i in 0..6_000u64 {
+            let e = cunyun_platform::audit::AuditEvent {
+                ts_ms: 1_700_000_000_000 + i,
+                actor: "bulk".into(),
+                action: "login_failed".into(),
+                target: format!("bulk{i}"),
+                ok: false,
+                detail: String::new(),
+            };
+            lines.push_str(&serde_json::to_string(&e).unwrap());
+            lines.push('\n');
+        }
+        f.write_all(lines.as_bytes()).unwrap();
+    }
+    let csv = admin
+        .get("/admin/audit.csv?who=bulk")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 6_001, "header and every event");
+    assert!(csv.contains(",bulk,登录失败,login_failed,bulk5999,失败"));
+    let page = admin
+        .get("/admin/audit?who=bulk")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("共 6000 条"), "counted");
+    assert_eq!(
+        page.matches("<td>bulk</td>").count(),
+        cunyun_platform::admin::MAX_VIEW_ROWS
+    );
+    assert!(
+        page.contains("bulk5999") && !page.contains("bulk3999<"),
+        "the newest"
+    );
     drop(node);
 }

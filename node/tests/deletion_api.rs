@@ -164,7 +164,7 @@ async fn only_the_villages_cadre_deletes_with_reason_and_confirmation() {
     let (status, _) = send(b.delete(&at).json(&ok_body)).await;
     assert_eq!(status, 404);
     let (_, list) = send(b.get(format!("{url}/api/v1/households"))).await;
-    assert_eq!(list["total"], 0, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
     node.stop().await.expect("stop");
 }
 

@@ -162,6 +162,7 @@ async fn recommendations_villager_page_and_feedback() {
     assert_eq!(items[0]["title"], "非洲猪瘟防控十要点");
     assert_eq!(items[0]["reason"], "家中养猪：防非洲猪瘟");
     assert_eq!(items[0]["week"], "2026-W16");
+    assert_eq!(items[0]["week_zh"], "2026年第16周（4月13日—4月19日）");
     assert_eq!(items[0]["content"], "/v/content/asf-10");
     assert_eq!(items[1]["file"], "/content/citrus-3/480p");
 
@@ -177,7 +178,7 @@ async fn recommendations_villager_page_and_feedback() {
     for s in [
         "非洲猪瘟防控十要点",
         "种柑橘：防黄龙病",
-        "推荐于2026-W16",
+        "推荐于2026年第16周（4月13日—4月19日）",
         "有帮助",
         "内容正在下载，请稍后再看",
     ] {
@@ -186,6 +187,10 @@ async fn recommendations_villager_page_and_feedback() {
     for private in ["王秀英", "13800000000", "3-017"] {
         assert!(!page.contains(private), "{private} leaked");
     }
+    assert!(
+        !page.contains("2026-W"),
+        "no raw ISO week on the villager page"
+    );
 
     // A file completing on the node marks its item delivered (what the push-down loop records),
     // once.

@@ -250,7 +250,7 @@ async fn a_create_whose_answer_is_lost_is_made_once() {
             .json()
             .await
             .expect("json");
-        assert_eq!(list["total"], 1, "{list}");
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
         assert_eq!(list["items"][0]["id"], id);
 
         // Once more (the phone did not see the 200 either): still one, same heads.

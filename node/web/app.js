@@ -200,9 +200,41 @@ async function markSent(e) {
 }
 
 /// Sends the queued edits in order. Stops at the first one the node cannot be reached for.
+/// A page that shows the queue (概况, 同步) is drawn again once a flush changed it, so its
+/// 待上传 count follows the upload instead of waiting for the next visit.
 function flush() {
-  if (!flushing) flushing = doFlush().finally(() => { flushing = null; updateNet(); });
+  if (!flushing) {
+    flushing = (async () => {
+      const before = await outboxState();
+      try { return await doFlush(); } finally {
+        if (await outboxState() !== before && /^#\/(sync)?$/.test(location.hash || '#/')) render(true);
+      }
+    })().finally(() => { flushing = null; updateNet(); });
+  }
   return flushing;
+}
+
+/// What the outbox holds, as one comparable string (entry ids and their state).
+async function outboxState() {
+  return JSON.stringify((await db.all('outbox')).map(e => [e.edit_id, e.status]).sort());
+}
+
+/// What a queued change is, in words: its kind and the household's head or the need's title
+/// (never a record id).
+async function outboxLabel(e) {
+  const kinds = { create: '新登记农户', edit: '修改农户', 'need-create': '新需求', 'need-edit': '修改需求' };
+  let what = '';
+  if (e.kind === 'create') what = e.body?.private?.head_name;
+  else if (e.kind === 'edit') {
+    const r = await db.get('records', e.household_id);
+    what = e.patch?.private?.head_name || (r?.local || r?.rec)?.private?.head_name;
+  } else if (e.kind === 'need-create') what = e.body?.title;
+  else if (e.kind === 'need-edit') {
+    const cachedNeeds = (await db.kvGet('needs'))?.items || [];
+    what = e.patch?.title || e.base_need?.title || cachedNeeds.find(n => n.key?.split('/').pop() === e.need_id)?.need?.title;
+  }
+  const need = String(e.kind).startsWith('need');
+  return `${kinds[e.kind] || (need ? '修改需求' : '修改农户')}：${what || (need ? '（未填标题）' : '（未填姓名）')}`;
 }
 
 async function doFlush() {
@@ -323,10 +355,10 @@ function needLabel(key) { return needSchema?.need.find(f => f.key === key)?.labe
 function statusName(id) { return needSchema?.need.find(f => f.key === 'status')?.options.find(o => o.id === id)?.name || id; }
 function showNeedValue(key, v) { return key === 'status' ? statusName(v) : (v === null || v === undefined || v === '' ? '空' : String(v)); }
 
-/// Cached needs from the node (when reachable) with the queued changes applied; each row is
-/// {id, need, pending, failed}.
-async function needRows() {
-  const list = await cached('needs', '/api/v1/needs');
+/// The kept needs (the pages last loaded from the node) with the queued changes applied; each
+/// row is {id, need, pending, failed}. `list` is a page to use instead of the kept ones.
+async function needRows(list) {
+  list = list || (await db.kvGet('needs'));
   const out = (await db.all('outbox')).filter(e => e.kind === 'need-create' || e.kind === 'need-edit');
   const rows = new Map((list?.items || []).map(n => [n.key.split('/').pop(), { id: n.key.split('/').pop(), need: n.need, heads: n.heads }]));
   for (const e of out.sort((a, b) => a.created_ms - b.created_ms)) {
@@ -456,7 +488,7 @@ route(/^#\/$/, async () => {
   if (!c) { view().innerHTML = '<div class="card">离线，且本机还没有概况数据。</div>'; return; }
   const cover = c.households ? Math.round(100 * c.with_recommendations / c.households) : 0;
   const at = await db.kvGet('coverage@');
-  view().innerHTML = `<h1>${esc(me?.name || '')} · 本村概况</h1>
+  view().innerHTML = `<h1>${esc(c.place || me?.name || '')} · 本村概况</h1>
     ${online ? '' : `<p class="muted">离线：以下为 ${esc(new Date(at).toLocaleString('zh-CN'))} 的数据。</p>`}
     <div class="stats">
       <div class="stat"><b>${esc(c.households)}</b><span>已登记农户</span></div>
@@ -480,20 +512,59 @@ route(/^#\/$/, async () => {
   };
 });
 
-/// Household rows: the node's list when reachable (kept for offline), plus local changes.
-async function householdRows() {
-  let items = await cached('list', '/api/v1/households').then(l => l?.items || []);
+/// Rows per list page asked of the node (it pages every list, see the API's `next_cursor`).
+const PAGE = 100;
+/// Requests one 「加载更多」 makes at most while the node answers empty pages (a page reads a
+/// bounded part of the index, so a narrow filter may find nothing on one page).
+const MORE_TRIES = 5;
+
+/// One page of a node list: `{items, next_cursor}` from the node, with `params` as the filter,
+/// or `null` when the node cannot be reached. Throws on other errors.
+async function nodePage(path, params, cursor) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) qs.set(k, v);
+  qs.set('limit', String(PAGE));
+  if (cursor) qs.set('cursor', cursor);
+  try {
+    for (let i = 0; i < MORE_TRIES; i++) {
+      const r = await api(`${path}?${qs}`);
+      if (r.status !== 200) throw new Error(r.body?.message || `加载失败（${r.status}）`);
+      if (r.body.items.length || !r.body.next_cursor || i === MORE_TRIES - 1) return r.body;
+      qs.set('cursor', r.body.next_cursor);
+    }
+  } catch (e) { if (!(e instanceof Offline)) throw e; }
+  return null;
+}
+
+/// Adds a page to a kept list (kv `key`, `{items, next_cursor}`): the first page replaces it,
+/// a later one is appended. Kept pages are what the list shows offline.
+async function keepPage(key, page, first, idOf) {
+  const kept = first ? { items: [] } : ((await db.kvGet(key)) || { items: [] });
+  const ids = new Set(kept.items.map(idOf));
+  kept.items.push(...page.items.filter(x => !ids.has(idOf(x))));
+  kept.next_cursor = page.next_cursor;
+  await db.kvPut(key, kept);
+  await db.kvPut(`${key}@`, Date.now());
+}
+
+/// Households of this phone's queued creates and edits, as list rows.
+async function pendingHouseholds(byId) {
   const recs = await db.all('records');
   const pending = new Set((await db.all('outbox')).map(e => e.household_id));
-  const byId = new Map(items.map(h => [h.id, h]));
+  const rows = [];
   for (const r of recs) {
     if (!pending.has(r.id)) continue;
     const v = r.local || r.rec;
-    const row = { id: r.id, group: v.profile.group, head_name: v.private.head_name, roster_no: v.private.roster_no,
-      residents: v.profile.residents, tags: byId.get(r.id)?.tags || [], pending: true };
-    byId.set(r.id, row);
+    rows.push({ id: r.id, group: v.profile.group, head_name: v.private.head_name, roster_no: v.private.roster_no,
+      residents: v.profile.residents, tags: byId.get(r.id)?.tags || v.derived_tags?.map(t => t.tag) || [], pending: true });
   }
-  return [...byId.values()];
+  return rows;
+}
+
+/// Whether a household row passes the list's filter (used offline, and for queued rows).
+function rowMatches(h, f) {
+  return (!f.q || (h.head_name || '').includes(f.q) || (h.roster_no || '').includes(f.q))
+    && (!f.group || String(h.group) === f.group) && (!f.tag || (h.tags || []).includes(f.tag));
 }
 
 function listHtml(items) {
@@ -501,14 +572,16 @@ function listHtml(items) {
 }
 
 let lastItems = [];
+let lastMore = false;
 /// Renders the list into the page and returns how long it took (ms), layout included.
-function renderList(items) {
+function renderList(items, more = lastMore) {
   const t0 = performance.now();
   const ul = $('#hlist');
   ul.innerHTML = listHtml(items);
   void ul.offsetHeight;
   const ms = performance.now() - t0;
-  $('#hcount').textContent = `共 ${items.length} 户`;
+  $('#hcount').textContent = more ? `已显示 ${items.length} 户，还有更多` : `共 ${items.length} 户`;
+  $('#hmore').hidden = !more;
   return ms;
 }
 window.cunyun = {
@@ -518,29 +591,65 @@ window.cunyun = {
   conflicts: async () => (await db.kvGet('conflicts')) || [],
 };
 
+/// The household list: the node's first page for the filter when reachable, 「加载更多」 for the
+/// next; offline, the kept pages filtered on the phone. Queued households come first.
 route(/^#\/households(?:\?(.*))?$/, async (qs) => {
   const params = new URLSearchParams(qs || '');
   const tax = await taxonomy();
-  const all = await householdRows();
-  const groups = [...new Set(all.map(h => h.group))].sort((a, b) => a - b);
+  const cover = await db.kvGet('coverage');
+  const kept = (await db.kvGet('list')) || { items: [] };
+  const groups = [...new Set([...Object.keys(cover?.by_group || {}).map(Number), ...kept.items.map(h => h.group)])].sort((a, b) => a - b);
   const tagNames = {};
   (tax?.groups || []).forEach(g => g.tags.forEach(t => { tagNames[t.id] = t.plain || t.name; }));
-  const usedTags = [...new Set(all.flatMap(h => h.tags))].sort();
+  const tags = Object.keys(tagNames).length ? Object.keys(tagNames).sort() : [...new Set(kept.items.flatMap(h => h.tags))].sort();
   view().innerHTML = `<h1>农户</h1><div class="search">
     <input id="q" type="search" placeholder="搜索户主姓名或花名册编号" value="${esc(params.get('q') || '')}">
     <div class="row2"><select id="g"><option value="">全部小组</option>${groups.map(g => `<option value="${esc(g)}" ${params.get('group') === String(g) ? 'selected' : ''}>第${esc(g)}小组</option>`).join('')}</select>
-    <select id="t"><option value="">全部需求</option>${usedTags.map(t => `<option value="${esc(t)}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
-    <p class="muted" id="hcount"></p></div><ul class="list" id="hlist"></ul>`;
-  const apply = () => {
-    const q = $('#q').value.trim(), g = $('#g').value, t = $('#t').value;
-    lastItems = all.filter(h => (!q || (h.head_name || '').includes(q) || (h.roster_no || '').includes(q))
-      && (!g || String(h.group) === g) && (!t || h.tags.includes(t)));
-    window.cunyun.lastRenderMs = renderList(lastItems);
+    <select id="t"><option value="">全部需求</option>${tags.map(t => `<option value="${esc(t)}" ${params.get('tag') === t ? 'selected' : ''}>${esc(tagNames[t] || t)}</option>`).join('')}</select></div>
+    <p class="muted" id="hcount"></p><p class="err" id="herr" hidden></p></div><ul class="list" id="hlist"></ul>
+    <button class="secondary wide" id="hmore" hidden>加载更多</button>`;
+  let cursor = null, shown = [], run = 0;
+  const filter = () => ({ q: $('#q').value.trim(), group: $('#g').value, tag: $('#t').value });
+  /// Loads the first page (`first`) or the next one for the filter now set.
+  const load = async (first) => {
+    const f = filter(), mine = ++run;
+    $('#herr').hidden = true;
+    $('#hmore').disabled = true;
+    let page;
+    try { page = await nodePage('/api/v1/households', f, first ? null : cursor); } catch (e) { page = e; }
+    if (mine !== run) return; // the filter changed meanwhile
+    $('#hmore').disabled = false;
+    if (page instanceof Error) { $('#herr').hidden = false; $('#herr').textContent = page.message; return; }
+    const filtered = !!(f.q || f.group || f.tag);
+    let items;
+    if (page) {
+      if (!filtered) await keepPage('list', page, first, h => h.id);
+      cursor = page.next_cursor;
+      items = page.items;
+    } else {
+      // Offline: the pages kept from the node, filtered here.
+      const k = (await db.kvGet('list')) || { items: [] };
+      cursor = null;
+      items = first ? k.items.filter(h => rowMatches(h, f)) : [];
+    }
+    if (first) {
+      const byId = new Map(items.map(h => [h.id, h]));
+      const queued = (await pendingHouseholds(byId)).filter(h => rowMatches(h, f));
+      const qids = new Set(queued.map(h => h.id));
+      shown = [...queued, ...items.filter(h => !qids.has(h.id))];
+    } else {
+      const ids = new Set(shown.map(h => h.id));
+      shown.push(...items.filter(h => !ids.has(h.id)));
+    }
+    lastItems = shown;
+    lastMore = !!cursor;
+    window.cunyun.lastRenderMs = renderList(shown, lastMore);
   };
   let timer;
-  $('#q').oninput = () => { clearTimeout(timer); timer = setTimeout(apply, 150); };
-  $('#g').onchange = apply; $('#t').onchange = apply;
-  apply();
+  $('#q').oninput = () => { clearTimeout(timer); timer = setTimeout(() => load(true), 300); };
+  $('#g').onchange = () => load(true); $('#t').onchange = () => load(true);
+  $('#hmore').onclick = () => load(false);
+  await load(true);
 });
 
 /// Derived tags with their reasons, grouped by reason so the long "every household" list takes
@@ -590,7 +699,7 @@ async function openContent(hid, item, box) {
 }
 
 function recsHtml(recs) {
-  return recs.map((i, n) => `<div class="content" data-n="${n}"><h3>${esc(i.title)}</h3><p>${esc(i.reason || '')}</p><p class="muted">推荐于${esc(i.week || '')}</p><button class="secondary show">查看内容</button><div class="viewer"></div></div>`).join('');
+  return recs.map((i, n) => `<div class="content" data-n="${n}"><h3>${esc(i.title)}</h3><p>${esc(i.reason || '')}</p><p class="muted">推荐于${esc(i.week_zh || i.week || '')}</p><button class="secondary show">查看内容</button><div class="viewer"></div></div>`).join('');
 }
 
 route(/^#\/h\/([^/?]+)$/, async (id) => {
@@ -750,13 +859,28 @@ route(/^#\/print\/([^/?]+)$/, async (id) => {
   $('#print').onclick = () => window.print();
 });
 
+/// The needs list: the node's first page when reachable (kept for offline), 「加载更多」 for the
+/// next ones; offline, the kept pages.
 route(/^#\/needs$/, async () => {
   needSchema = (await schema()) || needSchema;
-  const rows = await needRows();
   const rating = (n) => (n.status === 'resolved' && n.satisfaction ? ` · 满意度${esc(n.satisfaction)}` : '');
+  const rowHtml = (r) => `<li><a href="#/needs/${esc(r.id)}"><span><span class="n">${esc(r.need.title)}</span><br><span class="s">${esc(r.need.updated || '')}${rating(r.need)}${r.failed ? ` · <span class="err">上传被拒：${esc(r.failed)}</span>` : ''}</span></span><span class="tag">${esc(statusName(r.need.status || 'open'))}</span>${r.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`;
   view().innerHTML = `<h1>本地科技需求</h1><a class="btn wide" href="#/needs/new">新建需求</a>
-    <ul class="list">${rows.map(r => `<li><a href="#/needs/${esc(r.id)}"><span><span class="n">${esc(r.need.title)}</span><br><span class="s">${esc(r.need.updated || '')}${rating(r.need)}${r.failed ? ` · <span class="err">上传被拒：${esc(r.failed)}</span>` : ''}</span></span><span class="tag">${esc(statusName(r.need.status || 'open'))}</span>${r.pending ? '<span class="pending">待上传</span>' : ''}</a></li>`).join('') || '<li class="muted pad">还没有需求。</li>'}</ul>`;
+    <p class="err" id="nerr" hidden></p><ul class="list" id="nlist"></ul><button class="secondary wide" id="nmore" hidden>加载更多</button>`;
+  let cursor = null;
+  const load = async (first) => {
+    $('#nerr').hidden = true;
+    let page;
+    try { page = await nodePage('/api/v1/needs', {}, first ? null : cursor); } catch (e) { $('#nerr').hidden = false; $('#nerr').textContent = e.message; return; }
+    if (page) { await keepPage('needs', page, first, n => n.key); cursor = page.next_cursor; } else cursor = null;
+    const rows = await needRows();
+    $('#nlist').innerHTML = rows.map(rowHtml).join('') || '<li class="muted pad">还没有需求。</li>';
+    $('#nmore').hidden = !cursor;
+  };
+  $('#nmore').onclick = () => load(false);
+  await load(true);
 });
+
 
 /// The hub's expert suggestions for a need: who, from where, what they offer, how to reach them,
 /// with the cadre's two answers (选定这位专家 / 请换一位). Offline the card says so.
@@ -873,13 +997,18 @@ route(/^#\/sync$/, async () => {
   const log = (await db.kvGet('conflicts')) || [];
   await db.kvPut('notice', null);
   const peers = s?.status?.peers || [];
+  const what = new Map();
+  for (const e of out) what.set(e.edit_id, await outboxLabel(e));
   view().innerHTML = `<h1>同步状态</h1>
-    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${({ create: '新登记', edit: '修改', 'need-create': '新需求', 'need-edit': '修改需求' })[e.kind] || e.kind} ${esc(e.household_id || e.need_id)} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
+    <div class="card"><h2>本机待上传（${out.length}）</h2>${out.length ? `<ul>${out.map(e => `<li>${esc(what.get(e.edit_id))} · ${new Date(e.created_ms).toLocaleString('zh-CN')}${e.status === 'failed' ? ` · <span class="err">被拒：${esc(e.error)}</span> <button class="secondary" data-drop="${esc(e.edit_id)}">放弃</button>` : ''}</li>`).join('')}</ul>` : '<p class="muted">全部已上传。</p>'}
     <button class="wide" id="now">立即上传</button></div>
     <div class="card"><h2>已自动解决的冲突</h2>${log.length ? `<ul>${log.map(c => `<li>${new Date(c.at).toLocaleString('zh-CN')}：${esc(c.msg)}</li>`).join('')}</ul>` : '<p class="muted">没有。</p>'}</div>
     <div class="card"><h2>村节点与其他节点</h2>${!s ? '<p class="muted">离线：无法读取节点的同步状态。</p>' : !s.enabled ? `<p class="muted">${esc(s.message)}</p>` :
-      peers.length ? `<table>${peers.map(p => `<tr><td>${esc(p.node_id.slice(0, 8))} ${esc(p.role || '')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
+      peers.length ? `<table>${peers.map(p => `<tr><td title="${esc(p.place || '')}">${esc(p.title || p.role_name || '其他节点')}</td><td>${p.last_sync_ms ? new Date(p.last_sync_ms).toLocaleString('zh-CN') : '从未同步'}${p.last_error ? `<br><span class="err">${esc(p.last_error)}</span>` : ''}</td></tr>`).join('')}</table>` : '<p class="muted">尚未发现其他节点。</p>'}</div>`;
   $('#now').onclick = async () => { await flush(); render(true); };
+  // The node answered: send what is queued now rather than at the next round (the page is
+  // drawn again when that changed the queue).
+  if (s && out.some(e => e.status !== 'failed')) flush();
   view().querySelectorAll('[data-drop]').forEach(b => { b.onclick = async () => { await db.del('outbox', b.dataset.drop); render(true); }; });
 });
 

@@ -201,13 +201,13 @@ impl Gazetteer {
 
     /// What a page shows for `area`: its short name after those of up to two levels above it,
     /// stopping below the province, e.g. `丹棱县 › 仁美镇 › 雄义村`, `眉山市 › 丹棱县`, `四川省`.
-    /// A code the gazetteer does not know reads `未登记区划（<code>）`; unknown ancestors are left
+    /// A code the gazetteer does not know reads `<code>（未知地区）`; unknown ancestors are left
     /// out.
     pub fn label(&self, area: &AreaCode) -> String {
         let path = self.path(area);
         let own = path.last().filter(|(s, _)| s.level() == area.level());
         let Some(_) = own else {
-            return format!("未登记区划（{}）", area.scope().prefix());
+            return unknown_label(area.scope().prefix());
         };
         let keep = if area.level() == Level::Province {
             1
@@ -226,6 +226,25 @@ impl Gazetteer {
     /// [`Gazetteer::label`] of a scope's division.
     pub fn scope_label(&self, scope: &AreaScope) -> String {
         self.label(&scope.area())
+    }
+
+    /// [`Gazetteer::label`] of a code as text (a prefix of 2, 4, 6 or 9 digits or a full
+    /// 12-digit code, as pages and peers carry them); text that is no code reads
+    /// `<text>（未知地区）`, never a panic.
+    pub fn code_label(&self, code: &str) -> String {
+        match AreaScope::parse(code.trim()) {
+            Ok(scope) => self.scope_label(&scope),
+            Err(_) => unknown_label(code.trim()),
+        }
+    }
+
+    /// The short name of the division itself, without the levels above it (`岷江村`, `双流区`),
+    /// for headings; `<code>（未知地区）` when the gazetteer does not know it.
+    pub fn own_name(&self, scope: &AreaScope) -> String {
+        match self.name(scope) {
+            Some(n) => short_name(n).to_string(),
+            None => unknown_label(scope.prefix()),
+        }
     }
 
     /// The divisions directly below `scope` (its townships, for a county), in code order, with
@@ -254,6 +273,11 @@ impl Gazetteer {
             .filter(|(c, _)| c.len() == Level::Village.prefix_len())
             .count()
     }
+}
+
+/// What a page shows for a code the gazetteer does not know: the code, marked.
+fn unknown_label(code: &str) -> String {
+    format!("{code}（未知地区）")
 }
 
 /// The name a page shows for a published division name: the committee suffix of villages and
@@ -312,6 +336,15 @@ mod tests {
         assert_eq!(g.label(&area("511400000000")), "眉山市");
         assert_eq!(g.label(&area("510000000000")), "四川省");
         assert_eq!(g.label(&area("510116108203")), "双流区 › 彭镇 › 岷江村");
+        assert_eq!(g.code_label("510116108203"), "双流区 › 彭镇 › 岷江村");
+        assert_eq!(g.code_label("510116"), "成都市 › 双流区");
+        assert_eq!(g.code_label("51"), "四川省");
+        let village = AreaScope::parse("510116108203").expect("scope");
+        assert_eq!(g.own_name(&village), "岷江村");
+        assert_eq!(
+            g.own_name(&AreaScope::parse("510116").expect("scope")),
+            "双流区"
+        );
         assert_eq!(
             g.path(&area("511424102202"))
                 .iter()
@@ -328,7 +361,13 @@ mod tests {
         let e = g.check(&fake).expect_err("unknown");
         assert!(e.to_string().contains("511424102999"), "{e}");
         assert!(e.to_string().contains("不在国家统计局"), "{e}");
-        assert_eq!(g.label(&fake), "未登记区划（511424102999）");
+        assert_eq!(g.label(&fake), "511424102999（未知地区）");
+        assert_eq!(g.code_label("511424102999"), "511424102999（未知地区）");
+        assert_eq!(g.code_label("5114241029"), "5114241029（未知地区）");
+        assert_eq!(g.code_label("<b>"), "<b>（未知地区）");
+        assert_eq!(g.code_label(""), "（未知地区）");
+        assert_eq!(g.code_label("52"), "52（未知地区）");
+        assert_eq!(g.own_name(&fake.scope()), "511424102999（未知地区）");
         assert!(g.check(&area("511424102202")).is_ok());
         assert!(
             g.check(&area("520000000000")).is_err(),

@@ -75,6 +75,16 @@ impl Role {
         }
     }
 
+    /// What a page shows for the role: `村级节点`, `数据摆渡`, `县级节点`, `省级枢纽`.
+    pub const fn zh_name(self) -> &'static str {
+        match self {
+            Role::Village => "村级节点",
+            Role::Mule => "数据摆渡",
+            Role::County => "县级节点",
+            Role::Hub => "省级枢纽",
+        }
+    }
+
     /// Parses a role name (`village`, `mule`, `county`, `hub`).
     pub fn parse(s: &str) -> Option<Role> {
         [Role::Village, Role::Mule, Role::County, Role::Hub]

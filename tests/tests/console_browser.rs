@@ -462,6 +462,14 @@ async fn console_forms_escape_user_markup_and_need_status_reaches_the_village() 
     )
     .await?;
     s.screenshot(&img("hub-coverage.png")).await?;
+    // Areas are named from the gazetteer (this test's village code is not in it, so it reads
+    // as unknown rather than failing); its county is.
+    assert!(page_text(&s)
+        .await?
+        .contains(&format!("{VILLAGE}（未知地区）")));
+    s.goto(&format!("{url}/?level=county")).await?;
+    s.wait("document.body.innerText.includes('眉山市 › 丹棱县')", 20)
+        .await?;
     s.goto(&format!("{url}/nodes")).await?;
     let text = page_text(&s).await?;
     assert!(

@@ -159,6 +159,12 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     a.wait("location.hash === '#/login'", 20).await?;
     a.screenshot(&img("login.png")).await?;
     browser::login(&a, &url, "wangli", "wangli-password").await?;
+    // The overview is headed with the village's name, not the account's.
+    a.wait(
+        "document.querySelector('#view h1')?.textContent === '岷江村 · 本村概况'",
+        20,
+    )
+    .await?;
     a.screenshot(&img("overview.png")).await?;
     assert!(page_text(&a).await?.contains("已登记农户"));
 
@@ -264,6 +270,11 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
     a.goto(&format!("{url}/#/h/{h1}")).await?;
     a.wait("document.body.innerText.includes('非洲猪瘟防控十要点') && document.body.innerText.includes('家中养猪：防非洲猪瘟')", 20)
         .await?;
+    let text = page_text(&a).await?;
+    assert!(
+        text.contains("推荐于2026年第16周（4月13日—4月19日）") && !text.contains("2026-W16"),
+        "{text}"
+    );
     a.click(".content button.show").await?;
     a.wait(
         "document.body.innerText.includes('内容正在下载，请稍后再看')",
@@ -351,10 +362,27 @@ async fn cadre_app_login_validation_offline_edits_and_concurrent_merge() -> anyh
         "not on the node yet"
     );
 
+    // The sync page says what each queued change is (never a `local-…` id).
+    a.goto(&format!("{url}/#/sync")).await?;
+    a.wait("document.body.innerText.includes('本机待上传（3）')", 20)
+        .await?;
+    let text = page_text(&a).await?;
+    for want in ["修改农户：张大爷", "修改农户：李大妈", "新登记农户：刘奶奶"]
+    {
+        assert!(text.contains(want), "{want} not in {text}");
+    }
+    assert!(!text.contains("local-") && !text.contains(&h1), "{text}");
+    a.screenshot(&img("sync-pending.png")).await?;
+
     // Online again: the queue is sent (on the `online` event, or by this call) and the node
-    // has the edits.
+    // has the edits. The sync page, left open, follows: its count drops without a reload.
     wifi_a.set(true);
     a.set_offline(false).await?;
+    a.wait(
+        "document.body.innerText.includes('本机待上传（0）') && document.body.innerText.includes('全部已上传')",
+        30,
+    )
+    .await?;
     send_queue(&a).await?;
     let all = node.state.records.list_households(&Default::default())?;
     assert!(

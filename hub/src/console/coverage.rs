@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use cunyun_protocol::area::Level;
 use cunyun_protocol::taxonomy::Tag;
 
-use super::{esc, page};
+use super::{esc, page, place};
 use crate::coverage::{self as cov, CoverageRow};
 use crate::Hub;
 
@@ -33,7 +33,7 @@ pub fn render(level: Level, rows: &[CoverageRow]) -> String {
         cov::level_id(level)
     ));
     html.push_str(
-        "<div class=\"scroll\"><table><tr><th>地区代码</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
+        "<div class=\"scroll\"><table><tr><th>地区</th><th>登记农户</th><th>已推荐农户</th><th>覆盖率</th>\
          <th>推荐条目</th><th>需求最多的标签</th><th>已送达农户</th><th>已查看农户</th><th>反馈有帮助农户</th></tr>",
     );
     for r in rows {
@@ -47,7 +47,7 @@ pub fn render(level: Level, rows: &[CoverageRow]) -> String {
             .collect();
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.area),
+            place(&r.area),
             r.households,
             r.with_rec,
             r.share_with_rec * 100.0,
@@ -76,4 +76,42 @@ pub(crate) async fn handler(
     };
     let rows = hub.engine.coverage().rows(level);
     page("覆盖情况", "/", &render(level, &rows)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(area: &str) -> CoverageRow {
+        CoverageRow {
+            area: area.to_string(),
+            households: 3,
+            with_rec: 2,
+            share_with_rec: 2.0 / 3.0,
+            items: 4,
+            top_demand: Vec::new(),
+            reached: 1,
+            viewed: 1,
+            helped: 0,
+        }
+    }
+
+    #[test]
+    fn areas_are_named_with_the_code_as_small_text() {
+        let html = render(
+            Level::Village,
+            &[
+                row("510116108203"),
+                row("511424102202"),
+                row("511424102999"),
+            ],
+        );
+        assert!(html.contains("双流区 › 彭镇 › 岷江村"), "{html}");
+        assert!(html.contains("丹棱县 › 仁美镇 › 雄义村"), "{html}");
+        assert!(html.contains("<small class=\"code\">510116108203</small>"));
+        assert!(html.contains("511424102999（未知地区）"), "{html}");
+        assert!(!html.contains("<td>510116108203</td>"), "no bare code cell");
+        let county = render(Level::County, &[row("511424")]);
+        assert!(county.contains("眉山市 › 丹棱县"), "{county}");
+    }
 }

@@ -210,6 +210,21 @@ pub fn tag_picker(name: &str, checked: &dyn Fn(&str) -> bool) -> String {
     out
 }
 
+/// An area code as a page shows it: the gazetteer's place label (`双流区 › 彭镇 › 岷江村`),
+/// with the code under it as small secondary text for the operator; a code the gazetteer does
+/// not know reads `<code>（未知地区）`. Escaped HTML.
+pub fn place(code: &str) -> String {
+    let label = cunyun_protocol::gazetteer::sichuan().code_label(code);
+    if label.contains(code) {
+        return format!("<span class=\"place\">{}</span>", esc(&label));
+    }
+    format!(
+        "<span class=\"place\">{}</span><br><small class=\"code\">{}</small>",
+        esc(&label),
+        esc(code)
+    )
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) use cunyun_platform::clock::now_ms;
 
@@ -228,6 +243,21 @@ pub fn ago(ms: u64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_are_named_with_the_code_as_small_text() {
+        let p = place("510116108203");
+        assert!(p.contains("双流区 › 彭镇 › 岷江村"), "{p}");
+        assert!(
+            p.contains("<small class=\"code\">510116108203</small>"),
+            "{p}"
+        );
+        assert_eq!(
+            place("511424102999"),
+            "<span class=\"place\">511424102999（未知地区）</span>"
+        );
+        assert!(place("<x>").contains("&lt;x&gt;（未知地区）"));
+    }
 
     #[test]
     fn page_escapes_its_title_and_marks_the_current_entry() {

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cunyun_protocol::need::NeedStatus;
 
-use super::{error_page, esc, page};
+use super::{error_page, esc, page, place};
 use crate::needs::{self, NeedFilter, NeedRow};
 use crate::Hub;
 
@@ -78,7 +78,7 @@ pub fn render(rows: &[NeedRow], filter: &NeedFilter) -> String {
         html.push_str(&format!(
             "<tr data-id=\"{id}\"><td>{area}</td><td class=\"title\">{title}<br><small>{req} · {contact}</small></td><td>{tags}</td><td class=\"status\" data-status=\"{sid}\">{status}</td><td><ul>{experts}</ul></td><td>{sat}</td><td>{updated}</td><td>{actions}</td></tr>",
             id = esc(&r.id),
-            area = esc(n.area.as_str()),
+            area = place(n.area.as_str()),
             title = esc(&n.title),
             req = esc(n.requester.zh_name()),
             contact = esc(&n.contact_role),

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cunyun_platform::sync::service::PeerStatus;
 use cunyun_protocol::area::AreaScope;
 
-use super::{ago, esc, page};
+use super::{ago, esc, page, place};
 use crate::store::{HubEntry, HubStore};
 use crate::Hub;
 
@@ -63,20 +63,15 @@ pub fn render(peers: &[(PeerStatus, Option<(u64, bool)>)]) -> String {
         "<p>共{}个节点。「待下发」：该节点范围内在它最近一次成功同步之后枢纽上有变更的文档数，下次同步时发出。</p>",
         peers.len()
     );
-    html.push_str("<div class=\"scroll\"><table id=\"node-table\"><tr><th>节点编号</th><th>角色</th><th>范围</th><th>来源</th><th>协议版本</th><th>对方文档数</th><th>最近同步</th><th>最近尝试</th><th>成功/失败</th><th>收到/发出文档</th><th>收到/发出字节</th><th>待下发</th><th>最近错误</th></tr>");
+    html.push_str("<div class=\"scroll\"><table id=\"node-table\"><tr><th>节点编号</th><th>角色</th><th>地区</th><th>来源</th><th>协议版本</th><th>对方文档数</th><th>最近同步</th><th>最近尝试</th><th>成功/失败</th><th>收到/发出文档</th><th>收到/发出字节</th><th>待下发</th><th>最近错误</th></tr>");
     for (p, backlog) in peers {
-        let role = p.role.map_or("—", |r| match r {
-            cunyun_protocol::key::Role::Hub => "省级枢纽",
-            cunyun_protocol::key::Role::County => "县级节点",
-            cunyun_protocol::key::Role::Village => "村级节点",
-            cunyun_protocol::key::Role::Mule => "数据摆渡",
-        });
+        let role = p.role.map_or("—", cunyun_protocol::key::Role::zh_name);
         html.push_str(&format!(
             "<tr><td><code>{id}</code>{active}</td><td>{role}</td><td>{scope}</td><td>{source}</td><td>{version}</td><td>{docs}</td><td>{last}</td><td>{attempt}</td><td>{ok}/{failed}</td><td>{rx}/{tx}</td><td>{bin}/{bout}</td><td>{backlog}</td><td class=\"bad\">{err}</td></tr>",
             id = esc(&p.node_id),
             active = if p.active { " <small>（同步中）</small>" } else { "" },
             role = esc(role),
-            scope = esc(p.scope.as_deref().unwrap_or("—")),
+            scope = p.scope.as_deref().map_or("—".to_string(), place),
             source = esc(match p.source.as_str() {
                 "mdns" => "局域网发现",
                 "static" => "配置指定",
@@ -152,6 +147,20 @@ mod tests {
                 updated_at_ms: at,
             }])
             .unwrap();
+    }
+
+    #[test]
+    fn peers_are_shown_with_their_role_and_place() {
+        let mut county = PeerStatus::default();
+        county.node_id = "47a3132f".into();
+        county.role = Some(cunyun_protocol::key::Role::County);
+        county.scope = Some("510116".into());
+        let mut odd = PeerStatus::default();
+        odd.scope = Some("511424102999".into());
+        let html = render(&[(county, None), (odd, None)]);
+        assert!(html.contains("<td>县级节点</td>"), "{html}");
+        assert!(html.contains("成都市 › 双流区"), "{html}");
+        assert!(html.contains("511424102999（未知地区）"), "{html}");
     }
 
     #[test]

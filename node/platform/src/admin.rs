@@ -1,5 +1,6 @@
 //! The admin pages of a node or hub: account management and the audit view, for `admin`
-//! accounts only (others get `403`; without a session a page redirects to the login).
+//! accounts only (others get `403`, a zh-CN page when a browser opened a page
+//! ([`crate::http::forbidden_page`]); without a session a page redirects to the login).
 //!
 //! | method | path | what |
 //! |---|---|---|
@@ -9,7 +10,7 @@
 //! | POST | `/admin/api/accounts/{name}/disable`, `…/enable` | disable (its sessions end at once) / enable |
 //! | POST | `/admin/api/accounts/{name}/password` | `{"password"}` → new password (its sessions end) |
 //! | GET | `/admin/audit?who=&what=&from=&to=` | the audit view: the audit log and record changes from the Automerge history |
-//! | GET | `/admin/audit.csv?…` | the same rows as CSV |
+//! | GET | `/admin/audit.csv?…` | the log events and the newest record changes as CSV, streamed |
 //! | GET | `/admin/admin.js` | the page script (sends the CSRF header) |
 //!
 //! The same routes serve the node (`cunyun_node::state::AppState`) and the hub, through
@@ -34,8 +35,8 @@ use crate::audit::{AuditEvent, AuditFilter};
 use crate::html::esc;
 use crate::http::ApiError;
 
-/// Most rows the audit view shows (newest first); the CSV export has no limit on log events
-/// and this many record changes.
+/// Most rows the audit view shows (newest first, kept in a bounded heap while reading); the
+/// CSV export streams every log event and this many record changes.
 pub const MAX_VIEW_ROWS: usize = 2000;
 
 /// What the admin pages need from a node or hub.
@@ -107,6 +108,13 @@ async fn guard<T: AdminBackend>(
     };
     if user.role != Role::Admin {
         tracing::warn!(account = %user.name, path = %req.uri().path(), "admin page forbidden");
+        if crate::http::wants_page(&req) {
+            return crate::http::forbidden_page(
+                state.title(),
+                "只有管理员可以管理账户和查看审计日志",
+                req.uri().path(),
+            );
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -348,15 +356,29 @@ fn filter_of(q: &AuditQuery) -> Result<AuditFilter, ApiError> {
 fn audit_rows<T: AdminBackend>(
     state: &T,
     filter: &AuditFilter,
-) -> Result<Vec<AuditEvent>, ApiError> {
-    let mut rows = state.accounts().audit().read(filter).map_err(internal)?;
-    // The events of a CA kept in the data directory (a county's `ca/`: tokens, certificates,
-    // revocations).
-    let ca = crate::audit::Audit::open(&state.accounts().dir().join("ca"));
-    rows.extend(ca.read(filter).map_err(internal)?);
-    rows.extend(state.record_changes(filter, MAX_VIEW_ROWS));
-    rows.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
-    Ok(rows)
+) -> Result<(Vec<AuditEvent>, usize), ApiError> {
+    let mut newest = crate::audit::NewestEvents::new(MAX_VIEW_ROWS);
+    for log in audit_logs(state) {
+        log.for_each(filter, |e| {
+            newest.push(e);
+            true
+        })
+        .map_err(internal)?;
+    }
+    for e in state.record_changes(filter, MAX_VIEW_ROWS) {
+        newest.push(e);
+    }
+    let total = newest.seen();
+    Ok((newest.into_newest_first(), total))
+}
+
+/// The audit logs of the data directory: the accounts' and, when there is one, the events of a
+/// CA kept in it (a county's `ca/`: tokens, certificates, revocations).
+fn audit_logs<T: AdminBackend>(state: &T) -> [crate::audit::Audit; 2] {
+    [
+        crate::audit::Audit::open(state.accounts().dir()),
+        crate::audit::Audit::open(&state.accounts().dir().join("ca")),
+    ]
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in China Standard Time (the raw milliseconds past the year 9999).
@@ -395,11 +417,9 @@ async fn audit_page<T: AdminBackend>(
     let filter = filter_of(&q)?;
     let st = state.clone();
     let f = filter.clone();
-    let mut rows = tokio::task::spawn_blocking(move || audit_rows(&*st, &f))
+    let (rows, total) = tokio::task::spawn_blocking(move || audit_rows(&*st, &f))
         .await
         .map_err(internal)??;
-    let total = rows.len();
-    rows.truncate(MAX_VIEW_ROWS);
     let body: String = rows
         .iter()
         .map(|e| {
@@ -509,32 +529,56 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The CSV export, streamed: the audit log events (each log oldest first, read a line at a
+/// time), then the newest [`MAX_VIEW_ROWS`] record changes, oldest first. Rows are sent in
+/// chunks through a small channel as the client reads them, so memory does not grow with the
+/// log; a client that goes away stops the export.
 async fn audit_csv<T: AdminBackend>(
     State(state): State<Arc<T>>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let filter = filter_of(&query_or_400(q)?)?;
-    let st = state.clone();
-    let rows = tokio::task::spawn_blocking(move || audit_rows(&*st, &filter))
-        .await
-        .map_err(internal)??;
-    let mut out = String::from("\u{feff}时间,毫秒时间戳,操作人,操作,操作代码,对象,结果,说明\r\n");
-    for e in rows {
-        out.push_str(
-            &[
-                fmt_time(e.ts_ms),
-                e.ts_ms.to_string(),
-                csv_field(&e.actor),
-                action_zh(&e.action).to_string(),
-                e.action.clone(),
-                csv_field(&e.target),
-                if e.ok { "成功" } else { "失败" }.to_string(),
-                csv_field(&e.detail),
-            ]
-            .join(","),
-        );
-        out.push_str("\r\n");
-    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk =
+            String::from("\u{feff}时间,毫秒时间戳,操作人,操作,操作代码,对象,结果,说明\r\n");
+        // Sends the chunk once it is big enough (or `last`); false when the client is gone.
+        let flush = |chunk: &mut String, last: bool| {
+            if chunk.len() < 16 * 1024 && !last {
+                return true;
+            }
+            let bytes = Bytes::from(std::mem::take(chunk));
+            tx.blocking_send(Ok(bytes)).is_ok()
+        };
+        let mut open = true;
+        for log in audit_logs(&*state) {
+            let read = log.for_each(&filter, |e| {
+                csv_row(&mut chunk, &e);
+                open = flush(&mut chunk, false);
+                open
+            });
+            if let Err(e) = read {
+                tracing::error!(error = %e, "audit export failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other("audit log unreadable")));
+                return;
+            }
+            if !open {
+                return;
+            }
+        }
+        let mut changes = state.record_changes(&filter, MAX_VIEW_ROWS);
+        changes.reverse();
+        for e in &changes {
+            csv_row(&mut chunk, e);
+            if !flush(&mut chunk, false) {
+                return;
+            }
+        }
+        flush(&mut chunk, true);
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -543,9 +587,27 @@ async fn audit_csv<T: AdminBackend>(
                 "attachment; filename=\"audit.csv\"",
             ),
         ],
-        out,
+        body,
     )
         .into_response())
+}
+
+/// Appends one event as a CSV line.
+fn csv_row(out: &mut String, e: &AuditEvent) {
+    out.push_str(
+        &[
+            fmt_time(e.ts_ms),
+            e.ts_ms.to_string(),
+            csv_field(&e.actor),
+            action_zh(&e.action).to_string(),
+            e.action.clone(),
+            csv_field(&e.target),
+            if e.ok { "成功" } else { "失败" }.to_string(),
+            csv_field(&e.detail),
+        ]
+        .join(","),
+    );
+    out.push_str("\r\n");
 }
 
 async fn script() -> Response {

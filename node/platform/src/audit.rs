@@ -173,9 +173,25 @@ impl Audit {
 
     /// Every readable event matching `filter`, oldest first.
     pub fn read(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, AuditError> {
+        let mut out = Vec::new();
+        self.for_each(filter, |e| {
+            out.push(e);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every readable event matching `filter`, oldest first, reading the log
+    /// one line at a time (memory does not grow with the log); stops when `each` returns
+    /// `false`.
+    pub fn for_each(
+        &self,
+        filter: &AuditFilter,
+        mut each: impl FnMut(AuditEvent) -> bool,
+    ) -> Result<(), AuditError> {
         let f = match std::fs::File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
                 return Err(AuditError {
                     path: self.path.clone(),
@@ -183,12 +199,85 @@ impl Audit {
                 })
             }
         };
-        Ok(std::io::BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<AuditEvent>(&l).ok())
-            .filter(|e| filter.matches(e))
-            .collect())
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            let Ok(e) = serde_json::from_str::<AuditEvent>(&line) else {
+                continue;
+            };
+            if filter.matches(&e) && !each(e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The newest `limit` of the events pushed into it, and how many were pushed: memory is
+/// bounded by `limit`, whatever the number of events.
+#[derive(Debug)]
+pub struct NewestEvents {
+    limit: usize,
+    heap: std::collections::BinaryHeap<ByAge>,
+    seen: usize,
+}
+
+/// An event ordered so that the heap's top is the oldest (the one to drop first).
+#[derive(Debug)]
+struct ByAge(AuditEvent);
+
+impl PartialEq for ByAge {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ts_ms == other.0.ts_ms
+    }
+}
+impl Eq for ByAge {}
+impl PartialOrd for ByAge {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByAge {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.ts_ms.cmp(&self.0.ts_ms)
+    }
+}
+
+impl NewestEvents {
+    /// Keeps at most `limit` events.
+    pub fn new(limit: usize) -> NewestEvents {
+        NewestEvents {
+            limit,
+            heap: std::collections::BinaryHeap::new(),
+            seen: 0,
+        }
+    }
+
+    /// Offers one event.
+    pub fn push(&mut self, e: AuditEvent) {
+        self.seen += 1;
+        if self.limit == 0 {
+            return;
+        }
+        if self.heap.len() == self.limit {
+            match self.heap.peek() {
+                Some(oldest) if oldest.0.ts_ms < e.ts_ms => {
+                    self.heap.pop();
+                }
+                _ => return,
+            }
+        }
+        self.heap.push(ByAge(e));
+    }
+
+    /// Events offered so far (kept or not).
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The kept events, newest first.
+    pub fn into_newest_first(self) -> Vec<AuditEvent> {
+        let mut v: Vec<AuditEvent> = self.heap.into_iter().map(|b| b.0).collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
+        v
     }
 }
 
@@ -209,13 +298,14 @@ pub fn record_changes(
     record_changes_of(docs, filter, limit)
 }
 
-/// [`record_changes`] over any documents (the hub's stores hand them over one at a time).
+/// [`record_changes`] over any documents (the hub's stores hand them over one at a time); the
+/// newest `limit` are kept in a bounded heap while reading.
 pub fn record_changes_of(
     docs: impl Iterator<Item = (cunyun_protocol::key::DocKey, automerge::Automerge)>,
     filter: &AuditFilter,
     limit: usize,
 ) -> Vec<AuditEvent> {
-    let mut out = Vec::new();
+    let mut newest = NewestEvents::new(limit);
     for (key, doc) in docs {
         let target = key.to_string();
         for change in doc.get_changes(&[]) {
@@ -235,18 +325,32 @@ pub fn record_changes_of(
                 detail: change.message().unwrap_or_default().to_string(),
             };
             if filter.matches(&event) {
-                out.push(event);
+                newest.push(event);
             }
         }
     }
-    out.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
-    out.truncate(limit);
-    out
+    newest.into_newest_first()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newest_events_keeps_the_newest_within_its_limit() {
+        let mut n = NewestEvents::new(3);
+        for ts in [5u64, 1, 9, 3, 7, 2, 8] {
+            let mut e = AuditEvent::now("a", "login", "a", "");
+            e.ts_ms = ts;
+            n.push(e);
+        }
+        assert_eq!(n.seen(), 7);
+        let ts: Vec<u64> = n.into_newest_first().iter().map(|e| e.ts_ms).collect();
+        assert_eq!(ts, vec![9, 8, 7]);
+        let mut none = NewestEvents::new(0);
+        none.push(AuditEvent::now("a", "login", "a", ""));
+        assert_eq!((none.seen(), none.into_newest_first().len()), (1, 0));
+    }
 
     #[test]
     fn events_append_durably_and_filter() {

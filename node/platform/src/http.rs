@@ -4,6 +4,10 @@
 //! and the CSRF token on state-changing requests) and [`csrf_guard`] (no state-changing request
 //! a browser marks as coming from another site).
 //!
+//! A browser that opens a page it may not see gets a zh-CN HTML page ([`wants_page`],
+//! [`forbidden_page`]: 「没有权限」, why, and a link to log in with another account); JSON API
+//! clients (`/api/…` paths, `Accept: application/json`) keep the JSON error.
+//!
 //! CSRF: login sets the cookie `cunyun_csrf` (not `HttpOnly`) beside the session cookie; every
 //! POST/PUT/PATCH/DELETE with a session must carry `x-csrf-token` equal to it, else `403
 //! {"error":"csrf"}` and nothing changes.
@@ -76,6 +80,54 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
 /// `403` with `message`.
 pub fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Whether `req` is a browser opening a page, to be answered with an HTML page rather than a
+/// JSON error: a GET or HEAD outside the JSON API (no `/api/` in its path) whose `Accept` does not
+/// ask for JSON.
+pub fn wants_page(req: &Request) -> bool {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !req.uri().path().contains("/api/")
+        && !accept.contains("application/json")
+}
+
+/// The zh-CN page `403` for a browser whose account may not open `path`: 「没有权限」, `message`
+/// (plain text, escaped here) and links to log in with another account (back to `path`) and
+/// to the start page. `site` names the system in the title (`村云省级枢纽`).
+pub fn forbidden_page(site: &str, message: &str, path: &str) -> Response {
+    use crate::html::esc;
+    let next: String = path
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let html = format!(
+        r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>没有权限 · {site}</title>
+<style>body{{font-family:sans-serif;margin:2rem auto;max-width:32rem;padding:0 1rem}}.why{{color:#b00}}</style>
+</head><body><h1>没有权限</h1><p class="why">{message}</p>
+<p><a href="/login?next={next}">换一个账户登录</a> · <a href="/">返回首页</a></p></body></html>"#,
+        site = esc(site),
+        message = esc(message),
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
 }
 
 /// `401`: no open session.
@@ -228,6 +280,49 @@ mod tests {
             h.insert(*k, v.parse().unwrap());
         }
         h
+    }
+
+    fn request(method: &str, path: &str, accept: Option<&str>) -> Request {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(a) = accept {
+            r = r.header(header::ACCEPT, a);
+        }
+        r.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn browsers_opening_pages_get_pages_and_api_clients_json() {
+        let browser = Some("text/html,application/xhtml+xml,*/*;q=0.8");
+        assert!(wants_page(&request("GET", "/admin/accounts", browser)));
+        assert!(wants_page(&request("GET", "/needs", None)));
+        assert!(!wants_page(&request("GET", "/api/v1/content", browser)));
+        assert!(!wants_page(&request("GET", "/admin/api/accounts", browser)));
+        assert!(!wants_page(&request(
+            "GET",
+            "/needs",
+            Some("application/json")
+        )));
+        assert!(!wants_page(&request("POST", "/needs", browser)));
+    }
+
+    #[tokio::test]
+    async fn the_forbidden_page_is_chinese_html_with_a_login_link() {
+        let resp = forbidden_page("村云省级枢纽", "只有<管理员>可以", "/admin/accounts?x=\"1");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let html = String::from_utf8(body.to_vec()).unwrap();
+        assert!(html.contains("lang=\"zh-CN\"") && html.contains("<h1>没有权限</h1>"));
+        assert!(html.contains("只有&lt;管理员&gt;可以"), "{html}");
+        assert!(
+            html.contains("href=\"/login?next=/admin/accounts%3Fx%3D%221\""),
+            "{html}"
+        );
     }
 
     #[test]

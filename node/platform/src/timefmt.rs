@@ -69,6 +69,37 @@ pub fn parse_time_ms(s: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1000)
 }
 
+/// An ISO 8601 week (`YYYY-Www`, as recommendations carry it) as people read it: the year, the
+/// week number and the Monday-to-Sunday date range, e.g. `2026年第50周（12月7日—12月13日）`; a
+/// date in another year than the week's carries its year (`2026年第1周（2025年12月29日—1月4日）`).
+/// A week number the year does not have reads without the range; text that is no week is
+/// returned unchanged.
+pub fn week_zh(week: &str) -> String {
+    let parsed = week.split_once("-W").and_then(|(y, w)| {
+        let year: i32 = num(y, 4)?;
+        let n: u8 = num(w, 2)?;
+        (1..=53).contains(&n).then_some((year, n))
+    });
+    let Some((year, n)) = parsed else {
+        return week.to_string();
+    };
+    let head = format!("{year}年第{n}周");
+    let monday = time::Date::from_iso_week_date(year, n, time::Weekday::Monday);
+    let sunday = time::Date::from_iso_week_date(year, n, time::Weekday::Sunday);
+    let (Ok(monday), Ok(sunday)) = (monday, sunday) else {
+        return head;
+    };
+    let day = |d: time::Date| {
+        let md = format!("{}月{}日", u8::from(d.month()), d.day());
+        if d.year() == year {
+            md
+        } else {
+            format!("{}年{md}", d.year())
+        }
+    };
+    format!("{head}（{}—{}）", day(monday), day(sunday))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +130,17 @@ mod tests {
         }
         assert_eq!(parse_date("2024-02-29"), Some((2024, 2, 29)));
         assert_eq!(parse_date("2023-02-29"), None);
+    }
+
+    #[test]
+    fn weeks_read_in_chinese_with_their_dates() {
+        assert_eq!(week_zh("2026-W50"), "2026年第50周（12月7日—12月13日）");
+        assert_eq!(week_zh("2026-W16"), "2026年第16周（4月13日—4月19日）");
+        assert_eq!(week_zh("2026-W01"), "2026年第1周（2025年12月29日—1月4日）");
+        assert_eq!(week_zh("2026-W53"), "2026年第53周（12月28日—2027年1月3日）");
+        assert_eq!(week_zh("2025-W53"), "2025年第53周", "2025 has 52 weeks");
+        for odd in ["", "2026-W5", "2026-W00", "2026-W54", "本周", "2026W50"] {
+            assert_eq!(week_zh(odd), odd);
+        }
     }
 }

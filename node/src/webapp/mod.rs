@@ -260,6 +260,7 @@ fn household_recommendations(
                     "title": i.title,
                     "reason": i.reason,
                     "week": i.week,
+                    "week_zh": cunyun_platform::timefmt::week_zh(&i.week.to_string()),
                     "rendition": i.rendition,
                     "bytes": i.bytes,
                     "tags": i.tags.iter().map(|t| json!({"tag": t.id(), "name": t.zh_name()})).collect::<Vec<_>>(),
@@ -432,7 +433,7 @@ async fn villager_page(State(state): State<Arc<AppState>>, Path(id): Path<String
                     let s = |k: &str| esc(i[k].as_str().unwrap_or(""));
                     let (item, title, reason, rendition) =
                         (s("id"), s("title"), s("reason"), s("rendition"));
-                    let week = s("week");
+                    let week = s("week_zh");
                     let viewer = match article {
                         Some(html) => format!(
                             "<div class=viewer hidden data-ready=1><div class=article>{html}</div></div>"
@@ -565,6 +566,8 @@ async fn coverage(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
             }
         }
         Ok(json!({
+            "place": crate::places::own_name(&r.scope()),
+            "place_label": crate::places::label(&r.scope()),
             "households": o.households,
             "by_group": o.by_group,
             "needs": o.needs,

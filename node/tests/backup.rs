@@ -314,6 +314,11 @@ async fn a_non_empty_target_needs_force_and_its_old_contents_are_kept() {
         "旧数据"
     );
     assert!(target.join("store").is_dir() && target.join("tls").join("node.key").is_file());
+    // Nor is a backup written inside the directory it backs up.
+    let e =
+        backup::backup(&target, &target.join("tls").join("b.cybak"), pass()).expect_err("inside");
+    assert!(matches!(e, BackupError::InsideDataDir(_)), "{e:?}");
+    assert!(!target.join("tls").join("b.cybak.partial").exists());
     // An existing backup file is not overwritten.
     let e = backup::backup(&target, &file, pass()).expect_err("exists");
     assert!(matches!(e, BackupError::TargetExists(_)), "{e:?}");

@@ -82,6 +82,9 @@ pub enum BackupError {
     /// The backup file already exists.
     #[error("备份文件 {0} 已存在，不会覆盖；请换一个文件名")]
     TargetExists(PathBuf),
+    /// The backup file would be inside the directory it backs up.
+    #[error("备份文件 {0} 不能放在数据目录里面（请放到 U 盘等别处）")]
+    InsideDataDir(PathBuf),
     /// The passphrase is too short.
     #[error("备份口令太短：至少 {MIN_PASSPHRASE_CHARS} 个字符")]
     WeakPassphrase,
@@ -179,6 +182,9 @@ pub fn backup(
     if to.exists() {
         return Err(BackupError::TargetExists(to.to_path_buf()));
     }
+    if inside(to, data_dir) {
+        return Err(BackupError::InsideDataDir(to.to_path_buf()));
+    }
     let partial = partial_path(to);
     let result = write_backup(data_dir, &partial, passphrase);
     match result {
@@ -193,6 +199,18 @@ pub fn backup(
             let _ = std::fs::remove_file(&partial);
             Err(e)
         }
+    }
+}
+
+/// Whether the file `to` (which need not exist) would be inside the directory `dir`.
+fn inside(to: &Path, dir: &Path) -> bool {
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
     }
 }
 

@@ -764,9 +764,21 @@ impl Engine {
                     }
                 }
             }
-            if need.status == NeedStatus::Open && !suggestions.is_empty() {
+            // An open need with suggestions is matched; a matched one whose village declined
+            // every suggestion and accepted none falls back to open (待对接), so it reads as
+            // waiting for an expert again instead of 已匹配 with nobody to call.
+            let next_status = match need.status {
+                NeedStatus::Open if !suggestions.is_empty() => Some(NeedStatus::Matched),
+                NeedStatus::Matched
+                    if suggestions.is_empty() && need.accepted_expert().is_none() =>
+                {
+                    Some(NeedStatus::Open)
+                }
+                _ => None,
+            };
+            if let Some(status) = next_status {
                 let mut next = need.clone();
-                next.status = NeedStatus::Matched;
+                next.status = status;
                 // Never before the need was raised (the hub's date may lag a node's).
                 next.updated = Some(need.created.map_or(today, |c| c.max(today)));
                 if need.check_transition(&next).is_ok() {
@@ -1466,5 +1478,83 @@ mod tests {
         let (_, listed) = counting.take();
         assert!(listed >= N, "{listed}");
         assert_eq!(engine.households(), N);
+    }
+
+    #[test]
+    fn a_matched_need_whose_village_declined_every_expert_is_open_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn HubStore> = Arc::new(
+            SledHubStore::open(&dir.path().join("store"), StoreConfig::default()).unwrap(),
+        );
+        let files = Arc::new(crate::files::HubFiles::open(dir.path()).unwrap());
+        let library = ContentLibrary::open(&dir.path().join("library"), files).unwrap();
+        let province = AreaCode::parse("510000000000").unwrap();
+        let expert = crate::experts::save(
+            store.as_ref(),
+            province,
+            None,
+            &serde_json::json!({"name": "李明", "organisation": "眉山市农业科学研究院",
+                "title": "研究员", "fields": {"plt.citrus": true}, "regions": {"511424": true},
+                "services": {"onsite": true}}),
+            "test",
+        )
+        .unwrap();
+        let need = LocalNeed::from_json(&serde_json::json!({"area": "511424104201",
+            "requester": "coop", "title": "柑橘大实蝇防控", "tags": {"plt.citrus": true},
+            "contact_role": "合作社理事长", "created": "2026-04-01", "updated": "2026-04-01"}))
+        .unwrap();
+        let key = need.key("n1").unwrap();
+        let mut doc = Automerge::new();
+        let w = commit_view(&mut doc, &key, |tx| need.write_to(tx))
+            .unwrap()
+            .unwrap();
+        store.apply(vec![w], Vec::new()).unwrap();
+        let today = Date::parse("2026-04-15").unwrap();
+        let engine = Engine::new(
+            Arc::clone(&store),
+            AreaScope::parse("51").unwrap(),
+            today,
+            2,
+        );
+        let status = |store: &dyn HubStore| {
+            LocalNeed::read_from(&store.get(&key).unwrap().unwrap())
+                .unwrap()
+                .status
+        };
+
+        engine.round(&library, today).unwrap();
+        assert_eq!(status(store.as_ref()), NeedStatus::Matched);
+
+        // The village asks for another expert; there is no other: the need waits again.
+        let mut doc = store.get(&key).unwrap().unwrap();
+        let mut declined = LocalNeed::read_from(&doc).unwrap();
+        declined.expert_choice.insert(
+            expert.id.clone(),
+            cunyun_protocol::need::ExpertChoice::Declined,
+        );
+        let w = commit_view(&mut doc, &key, |tx| declined.write_to(tx))
+            .unwrap()
+            .unwrap();
+        store.apply(vec![w], Vec::new()).unwrap();
+        engine.round(&library, today).unwrap();
+        assert_eq!(status(store.as_ref()), NeedStatus::Open);
+        let m = NeedMatch::read_from(&store.get(&key.with_kind(Kind::Match)).unwrap().unwrap())
+            .unwrap();
+        assert!(m.suggestions.is_empty(), "{:?}", m.suggestions);
+
+        // The village takes the expert after all: suggested again, the need is matched.
+        let mut doc = store.get(&key).unwrap().unwrap();
+        let mut accepted = LocalNeed::read_from(&doc).unwrap();
+        accepted.expert_choice.clear();
+        accepted.expert_choice.insert(
+            expert.id.clone(),
+            cunyun_protocol::need::ExpertChoice::Accepted,
+        );
+        let w = commit_view(&mut doc, &key, |tx| accepted.write_to(tx))
+            .unwrap()
+            .unwrap();
+        store.apply(vec![w], Vec::new()).unwrap();
+        engine.round(&library, today).unwrap();
+        assert_eq!(status(store.as_ref()), NeedStatus::Matched);
     }
 }

@@ -131,7 +131,7 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(csrf_guard))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.limits.clone(),
             crate::limits::limit,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), track))

@@ -21,7 +21,6 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
-use crate::state::AppState;
 
 /// What kind of work a request is, for its concurrency limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +132,7 @@ pub fn busy(retry_after_s: u64) -> Response {
 }
 
 /// Middleware: runs the request once its class has a place, else answers [`busy`].
-pub async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn limit(State(limits): State<Arc<RouteLimits>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -141,7 +140,6 @@ pub async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next)
     let Some(class) = route.as_deref().and_then(|r| Class::of(req.method(), r)) else {
         return next.run(req).await;
     };
-    let limits = &state.limits;
     let wait = Duration::from_millis(limits.config.queue_wait_ms);
     let sem = limits.semaphore(class).clone();
     match tokio::time::timeout(wait, sem.acquire_owned()).await {

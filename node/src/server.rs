@@ -188,7 +188,7 @@ pub async fn start_with_principals(
         node_name: config.node_name.clone(),
         sync,
         pushdown,
-        limits: crate::limits::RouteLimits::new(config.limits),
+        limits: Arc::new(crate::limits::RouteLimits::new(config.limits)),
     });
     if let Some(p) = &state.pushdown {
         p.record_deliveries_to(state.records.clone());

@@ -31,7 +31,7 @@ pub struct AppState {
     /// The content push-down loop, when sync is enabled.
     pub pushdown: Option<Arc<crate::pushdown::Pushdown>>,
     /// `[limits]`: page sizes, scan budget and the per-class concurrency places.
-    pub limits: crate::limits::RouteLimits,
+    pub limits: Arc<crate::limits::RouteLimits>,
 }
 
 impl cunyun_platform::admin::AdminBackend for AppState {

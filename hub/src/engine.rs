@@ -16,8 +16,8 @@
 //!    what it was already recommended (so matching state is rebuilt lazily, per household,
 //!    after a restart). After the round's writes are durable the feed's next watermark is
 //!    saved ([`HubStore::meta_put`], [`STATE_META`]); a restarted engine resumes from it.
-//!    Limitation: after such a resume, coverage ([`Engine::coverage`]) counts only households
-//!    seen since (until the next full pass).
+//!    The round after a resumed one is a full pass: until it ran, coverage
+//!    ([`Engine::coverage`]) counts only the households seen since the start.
 //! 4. Every dirty household is matched; each household that got new items (or whose `rec` holds
 //!    items no longer in the library) gets its `rec` document updated — loaded, changed with
 //!    [`Rec::write_to`] (only what differs), and committed in one durable batch per 1,000.
@@ -133,6 +133,11 @@ struct State {
     fingerprint: String,
     /// Whether the saved state was looked at (the first round of this process).
     resumed: bool,
+    /// A process that resumed from the saved watermark owes one full pass: until it ran,
+    /// coverage counts only the households seen since the start. The round after the resumed
+    /// one runs it (so the hub serves and matches at once, and its figures are whole one
+    /// round interval later).
+    full_pass_owed: bool,
     /// What was saved last ([`Engine::save_state`] writes only when it differs).
     saved: Option<SavedState>,
 }
@@ -194,6 +199,7 @@ impl Engine {
                 watermark: FeedPos::START,
                 fingerprint: String::new(),
                 resumed: false,
+                full_pass_owed: false,
                 saved: None,
             }),
         }
@@ -366,7 +372,11 @@ impl Engine {
         let st = &mut *guard;
         let writes = self.store.writes();
         let lib_version = library.version();
-        if writes == st.store_writes && lib_version == st.library_version && st.day == Some(today) {
+        if writes == st.store_writes
+            && lib_version == st.library_version
+            && st.day == Some(today)
+            && !st.full_pass_owed
+        {
             return Ok(report);
         }
         report.ran = true;
@@ -534,7 +544,8 @@ impl Engine {
             st.fingerprint = fp;
         }
         if st.resumed {
-            return Ok(full);
+            let owed = std::mem::take(&mut st.full_pass_owed);
+            return Ok(full || owed);
         }
         st.resumed = true;
         // Experts are few and every need is matched against all of them: read them once.
@@ -568,6 +579,7 @@ impl Engine {
             Some(s) => {
                 st.watermark = FeedPos(s.watermark);
                 st.saved = Some(s.clone());
+                st.full_pass_owed = true;
                 // The plans on record follow these budgets; villages are planned again as
                 // their `rec` documents change.
                 st.planned_all = true;
@@ -1467,6 +1479,19 @@ mod tests {
             engine.households(),
             1,
             "state is rebuilt lazily, per changed household"
+        );
+        // The next round, with nothing written, is the full pass the resume owes: coverage is
+        // whole again, and nothing new is recommended (each household's state comes from its
+        // rec document).
+        let r = engine.round(&library, today).unwrap();
+        assert!(r.ran, "the owed full pass runs without a write");
+        assert_eq!(r.recs_written, 0, "{r:?}");
+        let (_, listed) = counting.take();
+        assert!(listed >= N, "{listed}");
+        assert_eq!(engine.households(), N);
+        assert!(
+            !engine.round(&library, today).unwrap().ran,
+            "owed once only"
         );
 
         // A library change means a full pass again.

@@ -351,7 +351,7 @@ pub struct Records {
     scope: AreaScope,
     locks: Vec<tokio::sync::Mutex<()>>,
     summaries: Mutex<HashMap<DocKey, (HeadsDigest, HeadsDigest, HouseholdSummary)>>,
-    ids: Mutex<Option<HashMap<String, DocKey>>>,
+    ids: Mutex<Option<(u64, HashMap<String, DocKey>)>>,
 }
 
 pub(crate) fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
@@ -596,7 +596,7 @@ impl Records {
         });
         self.store.commit_async(writes).await?;
         if let Ok(mut ids) = self.ids.lock() {
-            if let Some(ids) = ids.as_mut() {
+            if let Some((_, ids)) = ids.as_mut() {
                 ids.insert(id.clone(), hh.clone());
             }
         }
@@ -727,7 +727,14 @@ impl Records {
             .ids
             .lock()
             .map_err(|_| RecordError::BadRequest("内部状态异常，请重试".into()))?;
-        if ids.is_none() {
+        // The map is built once and built again on a miss when the store was written since
+        // (a household synced in from a village after the map was built must be found).
+        let stale = match ids.as_ref() {
+            None => true,
+            Some((built_at, map)) => !map.contains_key(id) && self.store.writes() != *built_at,
+        };
+        if stale {
+            let built_at = self.store.writes();
             let mut map = HashMap::new();
             for item in self.store.scan(&self.scope) {
                 let (key, _) = item?;
@@ -735,15 +742,15 @@ impl Records {
                     map.insert(key.id().to_string(), key);
                 }
             }
-            *ids = Some(map);
+            *ids = Some((built_at, map));
         }
-        Ok(ids.as_ref().and_then(|m| m.get(id).cloned()))
+        Ok(ids.as_ref().and_then(|(_, m)| m.get(id).cloned()))
     }
 
     /// Drops household `id` from the in-memory id map and list summaries (after a deletion).
     pub(crate) fn forget_household(&self, id: &str) {
         if let Ok(mut ids) = self.ids.lock() {
-            if let Some(ids) = ids.as_mut() {
+            if let Some((_, ids)) = ids.as_mut() {
                 ids.remove(id);
             }
         }
@@ -1747,6 +1754,33 @@ mod tests {
         ));
         let o = r.overview().expect("overview");
         assert_eq!((o.households, o.needs), (24, 2));
+    }
+
+    /// A county node finds a household that arrived (by sync: here through another writer of
+    /// the same store) after its id map was built.
+    #[tokio::test]
+    async fn a_county_node_finds_a_household_that_arrived_after_its_id_map_was_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            DocStore::open(&dir.path().join("store"), StoreConfig::default()).expect("store");
+        let county = AreaScope::parse("510116").expect("scope");
+        let r = Records::new(store.clone(), county);
+        let other = Records::new(store, county);
+        let body = |name: &str| {
+            json!({"profile": {"village": "510116108203", "group": 1, "residents": 2,
+                "age_18_59": 2}, "private": {"head_name": name}})
+        };
+        let first = r.create_household("cadre", &body("甲")).await.expect("hh");
+        assert!(r.find_household(&first.id).expect("find").is_some());
+        let later = other
+            .create_household("cadre", &body("乙"))
+            .await
+            .expect("hh");
+        assert_eq!(
+            r.find_household(&later.id).expect("find"),
+            Some(later.profile_key)
+        );
+        assert!(r.find_household("h000000000000").expect("find").is_none());
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use cunyun_protocol::area::{AreaCode, Level};
+use cunyun_protocol::gazetteer::sichuan;
 use cunyun_protocol::taxonomy::{Tag, TAG_COUNT};
 use cunyun_protocol::triggers::DEFAULT_TAGS;
 use serde::Serialize;
@@ -189,7 +190,7 @@ impl Coverage {
     /// The rows of `level` as CSV with a zh-CN header.
     pub fn csv(&self, level: Level) -> String {
         let mut out = String::from(
-            "地区代码,层级,登记农户,已推荐农户,推荐覆盖率,推荐条目数,需求最多的标签,已送达农户,已查看农户,反馈有帮助农户\n",
+            "地区代码,地区名称,层级,登记农户,已推荐农户,推荐覆盖率,推荐条目数,需求最多的标签,已送达农户,已查看农户,反馈有帮助农户\n",
         );
         for r in self.rows(level) {
             let top: Vec<String> = r
@@ -202,8 +203,9 @@ impl Coverage {
                 .collect();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.3},{},\"{}\",{},{},{}",
+                "{},\"{}\",{},{},{},{:.3},{},\"{}\",{},{},{}",
                 r.area,
+                sichuan().code_label(&r.area).replace('"', "\"\""),
                 level.zh_name(),
                 r.households,
                 r.with_rec,
@@ -363,8 +365,11 @@ mod tests {
         assert_eq!((province[0].households, province[0].with_rec), (4, 2));
         assert_eq!(c.rows(Level::Village).len(), 3);
         let csv = c.csv(Level::County);
-        assert!(csv.starts_with("地区代码,层级,登记农户"));
-        assert!(csv.contains("511424,县,3,2,0.667,2,"), "{csv}");
+        assert!(csv.starts_with("地区代码,地区名称,层级,登记农户"));
+        assert!(
+            csv.contains("511424,\"眉山市 › 丹棱县\",县,3,2,0.667,2,"),
+            "{csv}"
+        );
         let prom = c.prometheus();
         assert!(prom.contains("cunyun_hub_households{area=\"51\",level=\"province\"} 4"));
         assert!(
@@ -395,7 +400,8 @@ mod tests {
             .unwrap()
             .ends_with("已送达农户,已查看农户,反馈有帮助农户"));
         assert!(
-            csv.contains("511424,县,3,2,0.667,2,") && csv.contains("\",2,1,1\n"),
+            csv.contains("511424,\"眉山市 › 丹棱县\",县,3,2,0.667,2,")
+                && csv.contains("\",2,1,1\n"),
             "{csv}"
         );
         let prom = c.prometheus();

@@ -727,35 +727,22 @@ impl HubStore for PgHubStore {
         let pool = self.pool.clone();
         let target = Arc::clone(&self.target);
         let (start, end) = scope.key_range();
-        let start = String::from_utf8_lossy(&start).into_owned();
-        let end = String::from_utf8_lossy(&end).into_owned();
+        let Some(kind) = kind else {
+            return self.entries_range(&start, &end);
+        };
+        let (start, end) = (key_bound(&start), key_bound(&end));
         self.run(async move {
             let client = client(&pool, &target).await?;
-            let rows = match kind {
-                None => {
-                    client
-                        .query(
-                            &format!(
-                                "SELECT {ENTRY_COLUMNS} FROM documents
-                                 WHERE key >= $1 AND key < $2 ORDER BY key"
-                            ),
-                            &[&start, &end],
-                        )
-                        .await
-                }
-                Some(kind) => {
-                    client
-                        .query(
-                            &format!(
-                                "SELECT {ENTRY_COLUMNS} FROM documents
-                                 WHERE kind = $3 AND key >= $1 AND key < $2 ORDER BY key"
-                            ),
-                            &[&start, &end, &kind.to_string()],
-                        )
-                        .await
-                }
-            }
-            .map_err(db("listing an area"))?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM documents
+                         WHERE kind = $3 AND key >= $1 AND key < $2 ORDER BY key"
+                    ),
+                    &[&start, &end, &kind.to_string()],
+                )
+                .await
+                .map_err(db("listing an area"))?;
             rows.iter().map(entry_from).collect()
         })
     }

@@ -9,16 +9,18 @@
 //! - `commit` merges ([`HubStore::apply`]): what a session received is merged into what is
 //!   stored now, also when another session or process changed the document meanwhile; a
 //!   tombstone's removals go in the same transaction.
-//! - Peer watermarks are one metadata value ([`PEERS_META`]), a JSON object from node id to
-//!   `[scope_id, peer_seq_seen, my_seq_seen]`, read-modified-written under a lock in this
+//! - Peer watermarks are one metadata value ([`PEERS_META`]) in the format every host uses
+//!   ([`encode_peer_memory`]), read-modified-written under a lock in this
 //!   process. Two processes saving at once may lose one peer's update; that only makes that
 //!   peer's next session cold (the contract of [`SyncHost::save_peer_memory`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use automerge::Automerge;
-use cunyun_platform::host::{HostEntry, HostError, SyncHost};
+use cunyun_platform::host::{
+    decode_peer_memory, encode_peer_memory, HostEntry, HostError, SyncHost,
+};
 use cunyun_platform::store::DocWrite;
 use cunyun_protocol::identity::NodeId;
 use cunyun_protocol::key::DocKey;
@@ -50,17 +52,14 @@ impl HubSyncHost {
         &self.store
     }
 
-    fn read_peers(&self) -> Result<BTreeMap<String, [u64; 3]>, HostError> {
+    fn read_peers(&self) -> Result<HashMap<NodeId, PeerMemory>, HostError> {
         match self.store.meta_get(PEERS_META).map_err(host_err)? {
-            None => Ok(BTreeMap::new()),
-            Some(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(m) => Ok(m),
-                Err(e) => {
-                    // Losing them only makes the next sessions cold.
-                    tracing::warn!(error = %e, "peer watermarks unreadable; starting cold");
-                    Ok(BTreeMap::new())
-                }
-            },
+            None => Ok(HashMap::new()),
+            Some(bytes) => Ok(decode_peer_memory(&bytes).unwrap_or_else(|e| {
+                // Losing them only makes the next sessions cold.
+                tracing::warn!(error = %e, "peer watermarks unreadable; starting cold");
+                HashMap::new()
+            })),
         }
     }
 }
@@ -156,34 +155,16 @@ impl SyncHost for HubSyncHost {
     }
 
     fn load_peer_memory(&self) -> Result<HashMap<NodeId, PeerMemory>, HostError> {
-        let mut out = HashMap::new();
-        for (id, [scope_id, peer_seq_seen, my_seq_seen]) in self.read_peers()? {
-            match id.parse::<NodeId>() {
-                Ok(node) => {
-                    out.insert(
-                        node,
-                        PeerMemory {
-                            scope_id,
-                            peer_seq_seen,
-                            my_seq_seen,
-                        },
-                    );
-                }
-                Err(_) => tracing::warn!(id = %id, "peer watermark for an unreadable node id"),
-            }
-        }
-        Ok(out)
+        self.read_peers()
     }
 
     fn save_peer_memory(&self, peer: NodeId, memory: PeerMemory) -> Result<(), HostError> {
         let _serial = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.read_peers()?;
-        all.insert(
-            peer.to_string(),
-            [memory.scope_id, memory.peer_seq_seen, memory.my_seq_seen],
-        );
-        let bytes = serde_json::to_vec(&all).map_err(|e| HostError::Backend(e.to_string()))?;
-        self.store.meta_put(PEERS_META, &bytes).map_err(host_err)
+        all.insert(peer, memory);
+        self.store
+            .meta_put(PEERS_META, &encode_peer_memory(&all))
+            .map_err(host_err)
     }
 }
 

@@ -117,6 +117,50 @@ pub trait SyncHost: Send + Sync + 'static {
     fn save_peer_memory(&self, peer: NodeId, memory: PeerMemory) -> Result<(), HostError>;
 }
 
+/// One peer's watermarks as stored: the one format of every host (`peers.json` on a node, the
+/// `sync.peers` metadata value on the hub).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMemory {
+    peer: NodeId,
+    scope_id: u64,
+    peer_seq_seen: u64,
+    my_seq_seen: u64,
+}
+
+/// Peer watermarks as stored: a JSON list ordered by peer.
+pub fn encode_peer_memory(memory: &HashMap<NodeId, PeerMemory>) -> Vec<u8> {
+    let mut list: Vec<StoredMemory> = memory
+        .iter()
+        .map(|(peer, m)| StoredMemory {
+            peer: *peer,
+            scope_id: m.scope_id,
+            peer_seq_seen: m.peer_seq_seen,
+            my_seq_seen: m.my_seq_seen,
+        })
+        .collect();
+    list.sort_by_key(|m| m.peer);
+    // A list of plain numbers and ids always serialises.
+    serde_json::to_vec_pretty(&list).unwrap_or_default()
+}
+
+/// Reads what [`encode_peer_memory`] wrote.
+pub fn decode_peer_memory(bytes: &[u8]) -> Result<HashMap<NodeId, PeerMemory>, serde_json::Error> {
+    let list: Vec<StoredMemory> = serde_json::from_slice(bytes)?;
+    Ok(list
+        .into_iter()
+        .map(|m| {
+            (
+                m.peer,
+                PeerMemory {
+                    scope_id: m.scope_id,
+                    peer_seq_seen: m.peer_seq_seen,
+                    my_seq_seen: m.my_seq_seen,
+                },
+            )
+        })
+        .collect())
+}
+
 pub mod node;
 
 pub use node::NodeHost;

@@ -19,10 +19,9 @@ use cunyun_protocol::digest::heads_digest;
 use cunyun_protocol::identity::NodeId;
 use cunyun_protocol::key::DocKey;
 use cunyun_protocol::sync::PeerMemory;
-use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::host::{HostEntry, HostError, SyncHost};
+use crate::host::{decode_peer_memory, encode_peer_memory, HostEntry, HostError, SyncHost};
 use crate::store::{DocStore, DocWrite, StoreError};
 
 /// The node's document store as the sync service's host (see the module documentation).
@@ -137,67 +136,33 @@ impl SyncHost for NodeHost {
     }
 }
 
-/// One peer's watermarks as stored in `peers.json`.
-#[derive(Serialize, Deserialize)]
-struct StoredMemory {
-    peer: NodeId,
-    scope_id: u64,
-    peer_seq_seen: u64,
-    my_seq_seen: u64,
-}
-
 fn load_memory(path: &Path) -> HashMap<NodeId, PeerMemory> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
             return HashMap::new();
         }
     };
-    match serde_json::from_str::<Vec<StoredMemory>>(&text) {
-        Ok(list) => list
-            .into_iter()
-            .map(|m| {
-                (
-                    m.peer,
-                    PeerMemory {
-                        scope_id: m.scope_id,
-                        peer_seq_seen: m.peer_seq_seen,
-                        my_seq_seen: m.my_seq_seen,
-                    },
-                )
-            })
-            .collect(),
-        Err(e) => {
-            // Losing watermarks only makes the next sessions cold.
-            tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
-            HashMap::new()
-        }
-    }
+    decode_peer_memory(&bytes).unwrap_or_else(|e| {
+        // Losing watermarks only makes the next sessions cold.
+        tracing::warn!(path = %path.display(), error = %e, "peer watermarks unreadable; starting cold");
+        HashMap::new()
+    })
 }
 
 /// Replaces `path` with `memory` durably: temporary file, fsync, rename, fsync of the directory.
 fn save_memory(path: &Path, memory: &HashMap<NodeId, PeerMemory>) -> std::io::Result<()> {
     use std::io::Write;
-    let mut list: Vec<StoredMemory> = memory
-        .iter()
-        .map(|(peer, m)| StoredMemory {
-            peer: *peer,
-            scope_id: m.scope_id,
-            peer_seq_seen: m.peer_seq_seen,
-            my_seq_seen: m.my_seq_seen,
-        })
-        .collect();
-    list.sort_by_key(|m| m.peer);
-    let text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
+    let bytes = encode_peer_memory(memory);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(&bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
